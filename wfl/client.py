@@ -1,0 +1,204 @@
+"""Client: start, watch, cancel and clean up runs from Python (the CLI is built on it)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from . import ops
+from .clock import Clock, SystemClock
+from .errors import (
+    JournalCorrupt,
+    RefusedOperation,
+    RunNotFound,
+    WaitTimeout,
+    WorkflowCanceled,
+    WorkflowFailed,
+)
+from .loader import file_sha
+from .manager import WorkflowDef
+from .state import RunState
+from .store import Store
+
+
+class StepStatus:
+    """One step of a run; attributes are the keys of its JSON form."""
+
+    def __init__(self, data: dict[str, Any]) -> None:
+        self._data = data
+
+    def __getattr__(self, key: str) -> Any:
+        try:
+            return self._data[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self._data)
+
+    def __repr__(self) -> str:
+        return f"StepStatus({self._data!r})"
+
+
+class RunStatus:
+    """A run as SPEC §4 describes it; attributes are the JSON keys (`.state`, `.steps`...)."""
+
+    def __init__(self, data: dict[str, Any], state: RunState | None = None) -> None:
+        self._data = data
+        self.run_state = state  # the full derived state, for renderers and --why
+
+    def __getattr__(self, key: str) -> Any:
+        if key == "steps":
+            return [StepStatus(s) for s in self._data.get("steps", [])]
+        try:
+            return self._data[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self._data)
+
+    @property
+    def finished(self) -> bool:
+        return bool(self._data["state"] != "in_progress")
+
+    @property
+    def flow_changed(self) -> bool:
+        """The flow file's content differs from when the run started."""
+        recorded = self.run_state.flow_sha if self.run_state else ""
+        return bool(recorded) and file_sha(self._data["flow"]) != recorded
+
+    def __repr__(self) -> str:
+        return f"RunStatus(id={self.id!r}, workflow={self.workflow!r}, state={self.state!r})"
+
+
+def status_of(store: Store, run_id: str) -> RunStatus:
+    try:
+        state = ops.read_state(store, run_id)
+    except JournalCorrupt as exc:
+        return _broken_status(store, run_id, str(exc))
+    return RunStatus(state.to_dict(), state)
+
+
+def _broken_status(store: Store, run_id: str, error: str) -> RunStatus:
+    mtime = os.stat(store.journal_path(run_id)).st_mtime
+    state = RunState(id=run_id, created_at=mtime, updated_at=mtime)
+    data = state.to_dict()
+    data.update(state="failed", error=f"JournalCorrupt: {error}", next_wake_at=None)
+    return RunStatus(data, None)
+
+
+class Client:
+    def __init__(
+        self, dir: str | os.PathLike[str] | None = None, *, clock: Clock | None = None
+    ) -> None:
+        self.store = Store(dir)
+        self.clock: Clock = clock or SystemClock()
+
+    @property
+    def dir(self) -> str:
+        return str(self.store.dir)
+
+    def start(
+        self,
+        workflow: WorkflowDef | str,
+        args: dict[str, Any] | None = None,
+        *,
+        on_complete: Any = None,
+        context: Any = None,
+    ) -> str:
+        """Record a new run; a worker drives it. Returns the run id."""
+        return ops.create_run(
+            self.store, self.clock, workflow, args, on_complete=on_complete, context=context
+        )
+
+    def resolve(self, run_id: str) -> str:
+        return self.store.resolve(run_id)
+
+    def status(self, run_id: str) -> RunStatus:
+        return status_of(self.store, self.store.resolve(run_id))
+
+    def list(
+        self,
+        state: str | None = None,
+        workflow: str | None = None,
+        limit: int | None = None,
+        *,
+        steps: bool = False,
+    ) -> list[RunStatus]:
+        """Runs, newest first."""
+        found = []
+        for run_id in self.store.run_ids():
+            try:
+                st = status_of(self.store, run_id)
+            except (FileNotFoundError, RunNotFound):
+                continue  # cleaned up while we listed
+            if state is not None and st.state != state:
+                continue
+            if workflow is not None and st.workflow != workflow:
+                continue
+            if not steps:
+                st._data.pop("steps", None)
+            found.append(st)
+        found.sort(key=lambda s: s.run_state.created_at if s.run_state else 0.0, reverse=True)
+        return found[:limit] if limit is not None else found
+
+    def wait(self, run_id: str, timeout: float | None = None) -> Any:
+        """The run's result once it ends; raises WorkflowFailed / WorkflowCanceled."""
+        run_id = self.store.resolve(run_id)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        for _ in _backoff():
+            st = self.status(run_id)
+            if st.finished and (st.run_state is None or st.run_state.end is not None):
+                return result_of(st)
+            if deadline is not None and time.monotonic() > deadline:
+                raise WaitTimeout(run_id, timeout or 0.0)
+        raise AssertionError("unreachable")
+
+    def cancel(self, run_id: str) -> None:
+        ops.cancel(self.store, self.clock, self.store.resolve(run_id))
+
+    def cleanup(self, run_id: str) -> list[str]:
+        return ops.cleanup(self.store, self.store.resolve(run_id))
+
+    def cleanup_finished(self, older_than: float | None = None) -> list[str]:
+        """Delete every finished run (last updated more than `older_than` seconds ago)."""
+        now = self.clock.now()
+        deleted: list[str] = []
+        for st in self.list():
+            if not st.finished or st.id in deleted or st.run_state is None:
+                continue
+            if older_than is not None and now - st.run_state.updated_at < older_than:
+                continue
+            if st.run_state.parent and self.store.exists(str(st.run_state.parent[0])):
+                continue  # children go with their parent
+            try:
+                deleted += ops.cleanup(self.store, st.id)
+            except RefusedOperation:
+                continue
+        return deleted
+
+    def send_event(self, run_id: str, name: str, value: Any = None) -> None:
+        ops.send_event(self.store, self.clock, self.store.resolve(run_id), name, value)
+
+    def restart(self, run_id: str, from_step: int | str | None = None) -> int:
+        return ops.restart(self.store, self.clock, self.store.resolve(run_id), from_step)
+
+
+def result_of(st: RunStatus) -> Any:
+    if st.state == "completed":
+        return st.result
+    if st.state == "canceled":
+        raise WorkflowCanceled(st.id)
+    raise WorkflowFailed(st.id, st.error or "unknown error")
+
+
+def _backoff() -> Iterator[None]:
+    delay = 0.002
+    yield
+    while True:
+        time.sleep(delay)  # a client waiting on another process: nothing to await but the file
+        delay = min(delay * 1.5, 0.05)
+        yield

@@ -1,0 +1,71 @@
+"""The only place that reads or waits on time: SystemClock for real use, FakeClock for tests."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Protocol
+
+
+class Clock(Protocol):
+    def now(self) -> float:
+        """Epoch seconds."""
+        ...
+
+    async def wait(self, until: float | None, wakeup: asyncio.Event, *, idle: bool) -> None:
+        """Return when `wakeup` is set or the clock reaches `until` (None: no deadline).
+
+        `idle` says that nothing else is in flight, so a time-skipping clock may jump ahead.
+        """
+        ...
+
+
+class SystemClock:
+    def now(self) -> float:
+        return time.time()
+
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    async def wait(self, until: float | None, wakeup: asyncio.Event, *, idle: bool) -> None:
+        timeout = None if until is None else max(0.0, until - time.time())
+        if timeout == 0.0:
+            return
+        try:
+            await asyncio.wait_for(wakeup.wait(), timeout)
+        except TimeoutError:
+            pass
+
+
+class FakeClock:
+    """A clock that moves only when told to, or (with skip=True) jumps to the next timer
+    whenever the worker has nothing in flight — months pass in microseconds."""
+
+    def __init__(self, start: float = 1_790_000_000.0, *, skip: bool = False) -> None:
+        self._now = start
+        self.skip = skip
+
+    def now(self) -> float:
+        return self._now
+
+    def advance(self, seconds: float) -> None:
+        self._now += seconds
+
+    def set(self, when: float) -> None:
+        self._now = max(self._now, when)
+
+    async def wait(self, until: float | None, wakeup: asyncio.Event, *, idle: bool) -> None:
+        if until is not None and until <= self._now:
+            return
+        if idle and self.skip and until is not None:
+            self._now = until
+            return
+        await wakeup.wait()
+
+
+def iso(ts: float | None) -> str | None:
+    """Epoch seconds as an ISO-8601 UTC string (the form used at the edges: JSON, tables)."""
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")

@@ -1,0 +1,206 @@
+"""Operations on runs shared by the Client, the CLI and the worker: start, cancel, events,
+cleanup, restart, telling a parent that its child ended. Each is one locked journal update."""
+
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Any
+
+from . import journal, records
+from .clock import Clock
+from .errors import InvalidArguments, RefusedOperation, RunNotFound, SerializationError
+from .loader import file_sha, function_ref, load_workflow, split_target
+from .manager import WorkflowDef
+from .records import Record
+from .state import RunState
+from .store import Store
+
+
+def resolve_workflow(target: WorkflowDef | str) -> tuple[WorkflowDef, str]:
+    """(workflow, absolute flow path) from a workflow object or "flow.py[:name]"."""
+    if isinstance(target, WorkflowDef):
+        return target, target.source_file
+    if not isinstance(target, str):
+        raise InvalidArguments(
+            "start() takes a workflow (@workflow.define function) or 'flow.py:name'"
+        )
+    path, name = split_target(target)
+    wf = load_workflow(path, name)
+    return wf, os.path.abspath(path)
+
+
+def create_run(
+    store: Store,
+    clock: Clock,
+    target: WorkflowDef | str,
+    args: dict[str, Any] | None,
+    *,
+    on_complete: Any = None,
+    context: Any = None,
+    parent: list[Any] | None = None,
+) -> str:
+    wf, flow = resolve_workflow(target)
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise InvalidArguments("workflow arguments must be a dict (a JSON object)")
+    coerced = wf.validate_args(args)
+    _check_serializable(coerced, "workflow arguments")
+    _check_serializable(context, "context")
+    on_complete_ref = function_ref(on_complete) if on_complete is not None else None
+    if on_complete_ref is not None:
+        from .loader import load_function
+
+        load_function(*on_complete_ref)  # fail now, not when the run ends
+    sha = file_sha(flow)
+    now = clock.now()
+
+    def first_records(run_id: str) -> list[Record]:
+        return [
+            records.run(
+                run_id=run_id,
+                workflow=wf.name,
+                flow=flow,
+                flow_sha=sha,
+                args=coerced,
+                created_at=now,
+                version=wf.version,
+                on_complete=on_complete_ref,
+                context=context,
+                parent=parent,
+            )
+        ]
+
+    run_id = store.create_run(first_records)
+    store.notify(run_id)
+    return run_id
+
+
+def _check_serializable(value: Any, what: str) -> None:
+    try:
+        journal.encode(value)
+    except SerializationError as exc:
+        raise InvalidArguments(f"{what}: {exc}") from None
+
+
+def read_state(store: Store, run_id: str) -> RunState:
+    return RunState.from_records(store.read(run_id))
+
+
+def _update(store: Store, run_id: str, decide: Any) -> list[Record]:
+    try:
+        return journal.update(store.journal_path(run_id), decide)
+    except FileNotFoundError:
+        raise RunNotFound(run_id) from None
+
+
+def cancel(store: Store, clock: Clock, run_id: str) -> None:
+    def decide(existing: list[Record]) -> list[Record]:
+        state = RunState.from_records(existing)
+        if state.finished:
+            raise RefusedOperation(f"run {run_id} is already {state.state}: nothing to cancel")
+        return [records.cancel(clock.now())]
+
+    _update(store, run_id, decide)
+    store.notify(run_id)
+
+
+def send_event(store: Store, clock: Clock, run_id: str, name: str, value: Any = None) -> str:
+    if not isinstance(name, str) or not name:
+        raise InvalidArguments("an event needs a non-empty name")
+    _check_serializable(value, f"value of event {name!r}")
+    event_id = secrets.token_hex(8)
+
+    def decide(existing: list[Record]) -> list[Record]:
+        state = RunState.from_records(existing)
+        if state.finished:
+            raise RefusedOperation(
+                f"run {run_id} is {state.state}: it cannot receive event {name!r}"
+            )
+        return [records.event(event_id, name, value, clock.now())]
+
+    _update(store, run_id, decide)
+    store.notify(run_id)
+    return event_id
+
+
+def cleanup(store: Store, run_id: str, *, children: bool = True) -> list[str]:
+    """Delete a finished run's journal (and its children's). Returns the ids deleted."""
+    state = read_state(store, run_id)
+    if not state.finished:
+        raise RefusedOperation(
+            f"run {run_id} is still in progress: cancel it first (wfl cancel {run_id})"
+        )
+    if state.state == "canceled" and state.end is None and store.is_leased(run_id):
+        raise RefusedOperation(f"run {run_id} is still being canceled by a worker: try again")
+    deleted = []
+    if children:
+        for s in state.steps.values():
+            if s.child_id and store.exists(s.child_id):
+                try:
+                    deleted += cleanup(store, s.child_id)
+                except RefusedOperation:
+                    pass  # a child still running outlives its parent's cleanup
+    store.delete(run_id)
+    deleted.append(run_id)
+    return deleted
+
+
+def restart(store: Store, clock: Clock, run_id: str, from_step: int | str | None = None) -> int:
+    """Re-run a finished run from a step (number or name). Returns the step number."""
+
+    def decide(existing: list[Record]) -> list[Record]:
+        state = RunState.from_records(existing)
+        if not state.finished:
+            raise RefusedOperation(f"run {run_id} is still in progress: only finished runs restart")
+        nonlocal number
+        number = _step_number(state, from_step)
+        return [records.restart(number, clock.now())]
+
+    number = 0
+    _update(store, run_id, decide)
+    store.notify(run_id)
+    return number
+
+
+def _step_number(state: RunState, from_step: int | str | None) -> int:
+    if from_step is None:
+        return 0
+    if isinstance(from_step, int) or (isinstance(from_step, str) and from_step.isdigit()):
+        n = int(from_step)
+        if n < 0 or (n not in state.steps and n != len(state.steps)):
+            raise InvalidArguments(f"run {state.id} has no step {n}")
+        return n
+    for n, s in sorted(state.steps.items()):
+        if s.name == from_step:
+            return n
+    raise InvalidArguments(f"run {state.id} has no step named {from_step!r}")
+
+
+def report_to_parent(store: Store, clock: Clock, child: RunState) -> None:
+    """Append the child's outcome to its parent's journal, once."""
+    if not child.parent or child.end is None:
+        return
+    parent_id, n = child.parent[0], int(child.parent[1])
+    end = child.end
+
+    def decide(existing: list[Record]) -> list[Record]:
+        parent = RunState.from_records(existing)
+        if parent.finished or n in parent.children_done:
+            return []
+        s = parent.steps.get(n)
+        if s is None or s.child_id != child.id:
+            return []
+        return [
+            records.child(
+                n, child.id, end["kind"], clock.now(), result=end.get("result"),
+                error=end.get("error"),
+            )
+        ]  # fmt: skip
+
+    try:
+        if journal.update(store.journal_path(parent_id), decide):
+            store.notify(parent_id)
+    except FileNotFoundError:
+        pass  # the parent was cleaned up

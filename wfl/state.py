@@ -1,0 +1,271 @@
+"""A run's state, derived by folding its journal records. No I/O; used by every reader."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from .clock import iso
+from .records import Record
+
+# kinds whose steps are executed by the worker (others are timers, events or children)
+EXECUTED_KINDS = ("query", "mutation", "action")
+
+
+@dataclass
+class StepState:
+    n: int
+    kind: str
+    name: str
+    args: Any
+    run_at: float
+    scheduled_at: float
+    sched: Record
+    attempts: int = 0
+    running: bool = False  # an attempt started and has not ended
+    started_at: float | None = None
+    finished_at: float | None = None
+    outcome: str | None = None  # "done" | "failed"
+    result: Any = None
+    error_type: str | None = None
+    message: str | None = None
+    retry_at: float | None = None  # next attempt's wake time after a retryable failure
+    event_id: str | None = None
+    child_id: str | None = None
+    canceled: bool = False
+
+    @property
+    def finished(self) -> bool:
+        return self.outcome is not None
+
+    @property
+    def error(self) -> str | None:
+        return f"{self.error_type}: {self.message}" if self.error_type else None
+
+    @property
+    def display_state(self) -> str:
+        if self.outcome == "done":
+            return "done"
+        if self.outcome == "failed":
+            return "failed"
+        if self.canceled:
+            return "canceled"
+        return "running" if self.running else "scheduled"
+
+    @property
+    def wake_at(self) -> float | None:
+        """When this unfinished step next needs the worker (None: only an event can wake it)."""
+        if self.finished:
+            return None
+        if self.retry_at is not None:
+            return self.retry_at
+        if self.kind == "event":
+            timeout_at = self.sched.get("timeout_at")
+            return float(timeout_at) if timeout_at is not None else None
+        if self.kind == "workflow" and self.attempts:
+            return None  # the child's end wakes it
+        return self.run_at
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "step": self.n,
+            "name": self.name,
+            "kind": self.kind,
+            "state": self.display_state,
+            "attempts": self.attempts,
+            "run_at": iso(self.run_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "error": self.error,
+        }
+
+
+@dataclass
+class RunState:
+    id: str = ""
+    workflow: str = ""
+    flow: str = ""
+    flow_sha: str = ""
+    args: dict[str, Any] = field(default_factory=dict)
+    created_at: float = 0.0
+    updated_at: float = 0.0
+    version: int = 0
+    on_complete: list[str] | None = None
+    context: Any = None
+    parent: list[Any] | None = None
+    steps: dict[int, StepState] = field(default_factory=dict)
+    events: list[Record] = field(default_factory=list)
+    cancel_requested: bool = False
+    end: Record | None = None
+    on_complete_ran: bool = False
+    on_complete_error: str | None = None
+    children_done: dict[int, Record] = field(default_factory=dict)
+    restarts: int = 0
+
+    @classmethod
+    def from_records(cls, records: list[Record]) -> RunState:
+        state = cls()
+        for record in records:
+            state.apply(record)
+        return state
+
+    def apply(self, r: Record) -> None:
+        t = r["t"]
+        at = r.get("at")
+        if at is not None:
+            self.updated_at = max(self.updated_at, float(at))
+        if t == "run":
+            self.id = r["id"]
+            self.workflow = r["workflow"]
+            self.flow = r["flow"]
+            self.flow_sha = r.get("flow_sha", "")
+            self.args = r["args"]
+            self.created_at = self.updated_at = float(r["created_at"])
+            self.version = int(r.get("version", 0))
+            self.on_complete = r.get("on_complete")
+            self.context = r.get("context")
+            self.parent = r.get("parent")
+        elif t == "sched":
+            n = r["n"]
+            self.steps[n] = StepState(
+                n, r["kind"], r["name"], r.get("args"), float(r["run_at"]), float(r["at"]), r
+            )
+        elif t == "att":
+            s = self.steps[r["n"]]
+            s.attempts = r["attempt"]
+            s.running = True
+            s.retry_at = None
+            s.started_at = float(r["at"])
+            if "child" in r:
+                s.child_id = r["child"]
+        elif t == "done":
+            s = self.steps[r["n"]]
+            s.running = False
+            s.outcome = "done"
+            s.result = r["result"]
+            s.finished_at = float(r["at"])
+            s.retry_at = None
+            s.event_id = r.get("event_id")
+            if s.attempts == 0:
+                s.attempts = max(1, int(r.get("attempt", 1)))
+                s.started_at = s.started_at or s.finished_at
+        elif t == "fail":
+            s = self.steps[r["n"]]
+            s.running = False
+            s.attempts = max(s.attempts, int(r.get("attempt", 1)))
+            s.error_type = r["error_type"]
+            s.message = r["message"]
+            s.retry_at = r.get("retry_at")
+            if s.retry_at is None:
+                s.outcome = "failed"
+                s.finished_at = float(r["at"])
+        elif t == "event":
+            self.events.append(r)
+        elif t == "cancel":
+            self.cancel_requested = True
+        elif t == "end":
+            self.end = r
+            self.on_complete_ran = False
+            self.on_complete_error = None
+            if r["kind"] == "canceled":
+                for s in self.steps.values():
+                    if not s.finished:
+                        s.canceled = True
+        elif t == "oc":
+            self.on_complete_ran = True
+            self.on_complete_error = r.get("error")
+        elif t == "restart":
+            cut = int(r["from_step"])
+            self.steps = {n: s for n, s in self.steps.items() if n < cut}
+            self.children_done = {n: c for n, c in self.children_done.items() if n < cut}
+            self.end = None
+            self.cancel_requested = False
+            self.on_complete_ran = False
+            self.restarts += 1
+        elif t == "child":
+            self.children_done[r["n"]] = r
+        # unknown record kinds from a newer wfl are skipped: readers stay forward-compatible
+
+    # -- derived views ---------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        if self.end is not None:
+            return str(self.end["kind"]).replace("success", "completed")
+        if self.cancel_requested:
+            return "canceled"
+        return "in_progress"
+
+    @property
+    def finished(self) -> bool:
+        return self.state != "in_progress"
+
+    @property
+    def result(self) -> Any:
+        if self.end is not None and self.end["kind"] == "success":
+            return self.end.get("result")
+        return None
+
+    @property
+    def error(self) -> str | None:
+        return self.end.get("error") if self.end is not None else None
+
+    def consumed_events(self) -> set[str]:
+        return {s.event_id for s in self.steps.values() if s.event_id is not None}
+
+    def pending_event(self, name: str) -> Record | None:
+        """The oldest delivered, unconsumed event called `name`."""
+        consumed = self.consumed_events()
+        for e in self.events:
+            if e["name"] == name and e["id"] not in consumed:
+                return e
+        return None
+
+    def next_wake_at(self) -> float | None:
+        """When a worker next has something to do for this run; None: nothing until an
+        event arrives (or never, once finished and on_complete ran)."""
+        if self.end is not None:
+            pending = (self.on_complete or self.parent) and not self.on_complete_ran
+            return self.updated_at if pending else None
+        if self.cancel_requested:
+            return self.updated_at  # a worker must finish the cancellation
+        open_steps = [s for s in self.steps.values() if not s.finished]
+        if not open_steps:
+            return self.updated_at  # the workflow code runs next
+        wakes: list[float] = []
+        for s in open_steps:
+            if s.kind == "event" and self.pending_event(str(s.sched.get("event"))):
+                return self.updated_at
+            if s.kind == "workflow" and s.n in self.children_done:
+                return self.updated_at
+            if s.running and s.kind in EXECUTED_KINDS:
+                return self.updated_at  # an interrupted attempt must be resolved
+            wake = s.wake_at
+            if wake is not None:
+                wakes.append(wake)
+        return min(wakes) if wakes else None
+
+    def current_step(self) -> StepState | None:
+        open_steps = [s for s in self.steps.values() if not s.finished]
+        if open_steps:
+            return min(open_steps, key=lambda s: s.n)
+        return None
+
+    def to_dict(self, *, steps: bool = True) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "id": self.id,
+            "workflow": self.workflow,
+            "flow": self.flow,
+            "state": self.state,
+            "args": self.args,
+            "result": self.result,
+            "error": self.error,
+            "created_at": iso(self.created_at),
+            "updated_at": iso(self.updated_at),
+            "next_wake_at": iso(self.next_wake_at()) if not self.finished else None,
+        }
+        if self.parent:
+            out["parent"] = self.parent[0]
+        if steps:
+            out["steps"] = [s.to_dict() for _, s in sorted(self.steps.items())]
+        return out

@@ -1,0 +1,162 @@
+"""The Step object handed to workflow code, and `current_step()` for code inside a step."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+from .manager import RetryPolicy
+
+if TYPE_CHECKING:
+    from .manager import WorkflowDef
+    from .replay import RunDriver
+
+
+@dataclass(frozen=True)
+class StepContext:
+    """What a running step may know about itself."""
+
+    run_id: str
+    step: int
+    attempt: int
+
+    @property
+    def idempotency_key(self) -> str:
+        """Stable across attempts and worker restarts: use it to make mutations safe."""
+        return f"{self.run_id}-{self.step}"
+
+
+_current: ContextVar[StepContext | None] = ContextVar("wfl_current_step", default=None)
+
+
+def current_step() -> StepContext:
+    ctx = _current.get()
+    if ctx is None:
+        raise RuntimeError("wfl.current_step() is only available inside a running step")
+    return ctx
+
+
+def seconds(value: float | timedelta | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        return value.total_seconds()
+    return float(value)
+
+
+def epoch(value: datetime | float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, datetime):
+        if value.tzinfo is None:
+            raise ValueError("run_at= needs an aware datetime (with a timezone)")
+        return value.timestamp()
+    return float(value)
+
+
+@dataclass(frozen=True)
+class StepOptions:
+    name: str | None = None
+    run_after: float | None = None
+    run_at: float | None = None
+    retry: RetryPolicy | bool | None = None
+    timeout: float | None = None
+    unstable_args: bool = False
+
+
+class Step:
+    """Workflow code's handle on its run. Each call is recorded as one numbered step."""
+
+    def __init__(self, driver: RunDriver) -> None:
+        self._driver = driver
+        self.logger: logging.LoggerAdapter[logging.Logger] = _StepLogger(driver)
+
+    @property
+    def run_id(self) -> str:
+        return self._driver.run_id
+
+    def run_query(
+        self, fn: Callable[..., Any], args: dict[str, Any] | None = None, **options: Any
+    ) -> asyncio.Future[Any]:
+        return self._driver.call_step("query", fn, args, _options(options))
+
+    def run_mutation(
+        self, fn: Callable[..., Any], args: dict[str, Any] | None = None, **options: Any
+    ) -> asyncio.Future[Any]:
+        return self._driver.call_step("mutation", fn, args, _options(options))
+
+    def run_action(
+        self, fn: Callable[..., Any], args: dict[str, Any] | None = None, **options: Any
+    ) -> asyncio.Future[Any]:
+        return self._driver.call_step("action", fn, args, _options(options))
+
+    def run_workflow(
+        self, workflow: WorkflowDef, args: dict[str, Any] | None = None, **options: Any
+    ) -> asyncio.Future[Any]:
+        """Run `workflow` as a child run; returns its result or raises StepFailed."""
+        return self._driver.call_step("workflow", workflow, args, _options(options))
+
+    def sleep(self, duration: float | timedelta, *, name: str | None = None) -> asyncio.Future[Any]:
+        delay = seconds(duration) or 0.0
+        return self._driver.call_step(
+            "sleep", None, None, StepOptions(name=name or "sleep", run_after=delay)
+        )
+
+    def await_event(
+        self, name: str, timeout: float | timedelta | None = None
+    ) -> asyncio.Future[Any]:
+        """The value of the next event `name` sent to this run (buffered if sent earlier)."""
+        return self._driver.call_event(name, seconds(timeout))
+
+    def now(self) -> datetime:
+        """The time, recorded the first time and the same on every replay."""
+        return datetime.fromtimestamp(self._driver.call_value("now"), UTC)
+
+    def random(self) -> float:
+        """A random float in [0, 1), recorded once."""
+        return float(self._driver.call_value("random"))
+
+    def uuid(self) -> str:
+        """A random UUID (as a string), recorded once."""
+        return str(self._driver.call_value("uuid"))
+
+    def version(self) -> int:
+        """The workflow version this run's history was written under."""
+        return self._driver.state.version
+
+
+_OPTION_NAMES = frozenset(StepOptions.__dataclass_fields__)
+
+
+def _options(options: dict[str, Any]) -> StepOptions:
+    unknown = set(options) - _OPTION_NAMES
+    if unknown:
+        raise TypeError(f"unknown step option {sorted(unknown)[0]!r}")
+    if options.get("run_after") is not None and options.get("run_at") is not None:
+        raise TypeError("give run_after= or run_at=, not both")
+    return StepOptions(
+        name=options.get("name"),
+        run_after=seconds(options.get("run_after")),
+        run_at=epoch(options.get("run_at")),
+        retry=options.get("retry"),
+        timeout=seconds(options.get("timeout")),
+        unstable_args=bool(options.get("unstable_args", False)),
+    )
+
+
+class _StepLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+    """Logs each line once: calls made while replaying recorded history are dropped."""
+
+    def __init__(self, driver: RunDriver) -> None:
+        logger = logging.getLogger(f"wfl.workflow.{driver.workflow.name}")
+        super().__init__(logger, {"run_id": driver.run_id})
+        self._driver = driver
+
+    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+        if not self._driver.replaying:
+            super().log(level, msg, *args, **kwargs)

@@ -1,0 +1,111 @@
+"""Test harness: a temp journal directory, a fake clock that skips time, an in-process worker.
+
+    from wfl.testing import WorkflowTestEnv
+
+    def test_reminder():
+        with WorkflowTestEnv() as env:
+            assert env.run(reminder, {"days": 30}) == "reminded"   # a month, in milliseconds
+
+Registered as a pytest plugin: the `wfl_env` fixture yields a WorkflowTestEnv.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .client import Client, RunStatus, result_of
+from .clock import FakeClock
+from .manager import WorkflowDef
+from .worker import Worker
+
+
+class WorkflowTestEnv:
+    """Runs workflows with the worker's own engine, under a FakeClock."""
+
+    def __init__(self, dir: str | Path | None = None, *, start: float = 1_790_000_000.0) -> None:
+        self._tmp = None if dir is not None else tempfile.mkdtemp(prefix="wfl-test-")
+        self.dir = Path(dir if dir is not None else self._tmp or "")
+        self.clock = FakeClock(start)
+        self.client = Client(self.dir, clock=self.clock)
+
+    def __enter__(self) -> WorkflowTestEnv:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._tmp is not None:
+            shutil.rmtree(self._tmp, ignore_errors=True)
+            self._tmp = None
+
+    # -- time -------------------------------------------------------------------------------
+
+    def now(self) -> float:
+        return self.clock.now()
+
+    def advance(self, seconds: float) -> None:
+        """Move the clock forward and run whatever became due (without skipping further)."""
+        self.clock.advance(seconds)
+        self._drive(skip=False)
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def start(self, workflow: WorkflowDef | str, args: dict[str, Any] | None = None,
+              **options: Any) -> str:  # fmt: skip
+        return self.client.start(workflow, args, **options)
+
+    def run(self, workflow: WorkflowDef | str, args: dict[str, Any] | None = None,
+            **options: Any) -> Any:  # fmt: skip
+        """Start a run and drive it to its end, skipping time; return its result."""
+        run_id = self.start(workflow, args, **options)
+        self._drive(skip=True, until=lambda: self.client.status(run_id).finished)
+        return self.result(run_id)
+
+    def run_until_idle(self) -> None:
+        """Drive every run until it is finished or waits for an event; timers fire by
+        moving the clock."""
+        self._drive(skip=True)
+
+    def send_event(self, run_id: str, name: str, value: Any = None) -> None:
+        self.client.send_event(run_id, name, value)
+        self._drive(skip=False)
+
+    def cancel(self, run_id: str) -> None:
+        self.client.cancel(run_id)
+        self._drive(skip=False)
+
+    def status(self, run_id: str) -> RunStatus:
+        return self.client.status(run_id)
+
+    def result(self, run_id: str) -> Any:
+        """The run's result; raises WorkflowFailed / WorkflowCanceled (or, if it has not
+        finished, RuntimeError)."""
+        st = self.client.status(run_id)
+        if not st.finished:
+            raise RuntimeError(f"run {run_id} has not finished: it is waiting ({st.next_wake_at})")
+        return result_of(st)
+
+    def _drive(self, *, skip: bool, until: Any = None) -> None:
+        self.clock.skip = skip
+        worker = Worker(self.client.store, clock=self.clock, listen=False)
+        try:
+            if skip:
+                asyncio.run(worker.run(until=until, stop_when_idle=True))
+            else:
+                asyncio.run(worker.run(once=True))
+        finally:
+            self.clock.skip = False
+
+
+@pytest.fixture
+def wfl_env() -> Iterator[WorkflowTestEnv]:
+    with WorkflowTestEnv() as env:
+        yield env

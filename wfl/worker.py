@@ -1,0 +1,486 @@
+"""The worker: finds due runs, holds their leases, drives them, sleeps until the next timer.
+
+One asyncio loop. Each active run has a RunDriver (its live coroutine). Idle runs are evicted
+and remembered only as (wake time, run id) in a heap. Timers of live runs share that heap.
+New work arrives as datagrams on an abstract unix socket (`wfl start`, `cancel` and
+`send-event` notify every live worker), so an idle worker blocks instead of polling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import itertools
+import logging
+import os
+import secrets
+import signal
+import socket
+from collections.abc import AsyncIterator, Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+from . import journal, ops, records
+from .clock import Clock, SystemClock
+from .errors import FlowLoadError, JournalCorrupt, WflError
+from .loader import load_function, load_workflow
+from .manager import WorkflowDef
+from .replay import Pending, RunDriver, describe
+from .state import RunState
+from .store import Lease, Store, socket_address
+
+log = logging.getLogger(__name__)
+
+EVICT_AFTER = 5.0  # a run idle for longer than this until its next wake gives up its coroutine
+LEASE_RETRY = 1.0  # how soon to retry a run another worker holds
+RESCAN_EVERY = 10.0  # safety net for missed wake-ups: look for journals that changed
+DEFAULT_PARALLELISM = 64
+
+
+@dataclass
+class WorkerEvent:
+    kind: str  # loaded step_started step_done step_failed step_retry run_finished evicted
+    run_id: str
+    workflow: str = ""
+    step: int | None = None
+    name: str = ""
+    attempt: int = 0
+    detail: str = ""
+    at: float = 0.0
+
+
+class _Timer:
+    __slots__ = ("canceled", "fn", "when")
+
+    def __init__(self, when: float, fn: Callable[[], None]) -> None:
+        self.when = when
+        self.fn = fn
+        self.canceled = False
+
+    def cancel(self) -> None:
+        self.canceled = True
+
+
+class Worker:
+    def __init__(
+        self,
+        store: Store | str | os.PathLike[str] | None = None,
+        *,
+        clock: Clock | None = None,
+        max_parallelism: int = DEFAULT_PARALLELISM,
+        listen: bool = True,
+        on_event: Callable[[WorkerEvent], None] | None = None,
+        evict_after: float = EVICT_AFTER,
+    ) -> None:
+        self.store = store if isinstance(store, Store) else Store(store)
+        self.clock: Clock = clock or SystemClock()
+        self.max_parallelism = max_parallelism
+        self.listen = listen
+        self.on_event = on_event
+        self.evict_after = evict_after
+        self.drivers: dict[str, RunDriver] = {}
+        self.leases: dict[str, Lease] = {}
+        self.broken: dict[str, str] = {}  # run id -> why it cannot be driven (corrupt...)
+        self._heap: list[tuple[float, int, _Timer]] = []
+        self._seq = itertools.count()
+        self._waking: dict[str, _Timer] = {}  # evicted/unloaded run -> its wake timer
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._wakeup: asyncio.Event | None = None
+        self._stopping = False
+        self.draining = False
+        self._sock: socket.socket | None = None
+        self._token = ""
+        self._mtimes: dict[str, int] = {}
+        self.step_pool = ThreadPoolExecutor(max_parallelism, thread_name_prefix="wfl-step")
+        self._io_pool = ThreadPoolExecutor(8, thread_name_prefix="wfl-io")
+        self._global_slots: asyncio.Semaphore | None = None
+        self._workflow_slots: dict[int, asyncio.Semaphore] = {}
+        self.stats = {"steps": 0, "runs_finished": 0, "failures": 0}
+
+    # -- public entry points ----------------------------------------------------------------
+
+    def run_sync(self, *, once: bool = False) -> None:
+        asyncio.run(self.run(once=once))
+
+    async def run(
+        self,
+        *,
+        once: bool = False,
+        until: Callable[[], bool] | None = None,
+        stop_when_idle: bool = False,
+    ) -> None:
+        """Drive runs. once: stop when nothing is due now. until: stop when it returns True
+        and nothing is in flight. stop_when_idle: stop when no timer is left to wait for."""
+        loop = asyncio.get_running_loop()
+        self._wakeup = asyncio.Event()
+        self._global_slots = asyncio.Semaphore(self.max_parallelism)
+        self.store.ensure()
+        if self.listen:
+            self._open_socket(loop)
+        self.scan()
+        last_scan = self.clock.now()
+        try:
+            while True:
+                self._fire_due()
+                self._evict_idle()
+                if self._stopping:
+                    break
+                busy = self._busy()
+                if not busy and (once or (until is not None and until())):
+                    if not self._due_now():
+                        break
+                    continue
+                if self.listen and self.clock.now() - last_scan > RESCAN_EVERY:
+                    self.rescan()
+                    last_scan = self.clock.now()
+                deadline = self._next_deadline()
+                if not busy and stop_when_idle and deadline is None:
+                    break
+                if self.listen and (deadline is None or deadline - self.clock.now() > RESCAN_EVERY):
+                    deadline = self.clock.now() + RESCAN_EVERY
+                await self.clock.wait(deadline, self._wakeup, idle=not busy)
+                self._wakeup.clear()
+                await asyncio.sleep(0)  # let woken workflow code run before the next tick
+        finally:
+            await self._shutdown()
+
+    def stop(self) -> None:
+        """Stop taking work; running steps may finish (see run()'s shutdown)."""
+        self._stopping = True
+        self.draining = True
+        self.activity()
+
+    # -- finding work -----------------------------------------------------------------------
+
+    def scan(self) -> None:
+        """Read every journal and schedule the unfinished runs at their wake time."""
+        for run_id in self.store.run_ids():
+            self._consider(run_id)
+
+    def rescan(self) -> None:
+        for run_id in self.store.run_ids():
+            if run_id in self.drivers or run_id in self._waking:
+                continue
+            try:
+                mtime = os.stat(self.store.journal_path(run_id)).st_mtime_ns
+            except OSError:
+                continue
+            if self._mtimes.get(run_id) != mtime:
+                self._consider(run_id)
+
+    def _consider(self, run_id: str) -> None:
+        """Look at a run from its journal alone and schedule a wake-up if it needs one."""
+        if run_id in self.drivers:
+            self.drivers[run_id].poll()
+            return
+        path = self.store.journal_path(run_id)
+        try:
+            self._mtimes[run_id] = os.stat(path).st_mtime_ns
+            state = RunState.from_records(journal.read(path).records)
+        except FileNotFoundError:
+            return
+        except JournalCorrupt as exc:
+            self._report_broken(run_id, str(exc))
+            return
+        wake = _wake_of(state)
+        if wake is not None:
+            self._wake_at(run_id, wake)
+
+    def _wake_at(self, run_id: str, when: float) -> None:
+        old = self._waking.get(run_id)
+        if old is not None:
+            if old.when <= when and not old.canceled:
+                return
+            old.cancel()
+        self._waking[run_id] = self.call_at(when, lambda: self._load(run_id))
+
+    def _load(self, run_id: str) -> None:
+        timer = self._waking.pop(run_id, None)
+        if timer is not None:
+            timer.cancel()
+        if run_id in self.drivers or self.draining or run_id in self.broken:
+            return
+        try:
+            lease = self.store.try_lease(run_id)
+        except OSError as exc:
+            log.error("cannot lock run %s: %s", run_id, exc)
+            return
+        if lease is None:  # another worker drives it; it may die, so look again soon
+            self._wake_at(run_id, self.clock.now() + LEASE_RETRY * (0.5 + _jitter()))
+            return
+        try:
+            driver = self._open_driver(run_id)
+        except BaseException:
+            lease.release()
+            raise
+        if driver is None:
+            lease.release()
+            return
+        self.drivers[run_id] = driver
+        self.leases[run_id] = lease
+        self._emit("loaded", driver)
+        driver.start()
+
+    def _open_driver(self, run_id: str) -> RunDriver | None:
+        path = self.store.journal_path(run_id)
+        try:
+            writer = journal.JournalWriter(path)
+        except FileNotFoundError:
+            return None
+        try:
+            history = writer.read_all()
+        except (JournalCorrupt, WflError) as exc:
+            writer.close()
+            self._report_broken(run_id, str(exc))
+            return None
+        state = RunState.from_records(history)
+        if _wake_of(state) is None:
+            writer.close()
+            return None  # finished, or waits for an event that has not come
+        try:
+            wf = load_workflow(state.flow, state.workflow)
+        except FlowLoadError as exc:
+            if state.end is None:  # the run cannot go on without its code: fail it, visibly
+                writer.append(
+                    [records.end("failed", self.clock.now(), error=f"FlowLoadError: {exc}")]
+                )
+                log.error("run %s failed: %s", run_id, exc)
+                self._emit_raw(WorkerEvent("run_finished", run_id, state.workflow, detail=str(exc)))
+            writer.close()
+            return None
+        return RunDriver(self, run_id, writer, history, wf)
+
+    def _report_broken(self, run_id: str, why: str) -> None:
+        if self.broken.get(run_id) != why:
+            log.error("%s", why)
+            self._emit_raw(WorkerEvent("broken", run_id, detail=why, at=self.clock.now()))
+        self.broken[run_id] = why
+
+    # -- timers -----------------------------------------------------------------------------
+
+    def call_at(self, when: float, fn: Callable[[], None]) -> _Timer:
+        timer = _Timer(when, fn)
+        heapq.heappush(self._heap, (when, next(self._seq), timer))
+        if self._wakeup is not None and self._heap[0][2] is timer:
+            self._wakeup.set()  # earlier than what the loop sleeps towards
+        return timer
+
+    def _fire_due(self) -> None:
+        now = self.clock.now()
+        while self._heap and self._heap[0][0] <= now:
+            _, _, timer = heapq.heappop(self._heap)
+            if not timer.canceled:
+                timer.canceled = True
+                try:
+                    timer.fn()
+                except Exception:
+                    log.exception("internal error in a timer")
+
+    def _next_deadline(self) -> float | None:
+        while self._heap and self._heap[0][2].canceled:
+            heapq.heappop(self._heap)
+        return self._heap[0][0] if self._heap else None
+
+    def _due_now(self) -> bool:
+        deadline = self._next_deadline()
+        return deadline is not None and deadline <= self.clock.now()
+
+    def _busy(self) -> bool:
+        """Something is executing or about to: the clock must not skip ahead."""
+        now = self.clock.now()
+        for d in self.drivers.values():
+            quiet = d.quiet_until()
+            if quiet is not None and quiet <= now:
+                return True
+        return bool(self._tasks)
+
+    def _evict_idle(self) -> None:
+        now = self.clock.now()
+        for run_id, d in list(self.drivers.items()):
+            if d.closing:
+                continue
+            quiet = d.quiet_until()
+            if quiet is None or quiet - now > self.evict_after:
+                d.evict()
+                self._emit("evicted", d)
+                if quiet is not None:
+                    self._wake_at(run_id, quiet)
+
+    # -- services to drivers ----------------------------------------------------------------
+
+    def activity(self) -> None:
+        if self._wakeup is not None:
+            self._wakeup.set()
+
+    def track(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            exc = task.exception()
+            log.error("internal error: %s", describe(exc) if exc else "?", exc_info=exc)
+        self.activity()
+
+    async def io(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._io_pool, fn, *args)
+
+    @contextlib.asynccontextmanager
+    async def slot(self, wf: WorkflowDef) -> AsyncIterator[None]:
+        key = id(wf.manager)
+        sem = self._workflow_slots.get(key)
+        if sem is None:
+            sem = self._workflow_slots[key] = asyncio.Semaphore(wf.max_parallelism)
+        assert self._global_slots is not None
+        async with sem, self._global_slots:
+            yield
+
+    def driver_closed(self, driver: RunDriver) -> None:
+        if self.drivers.get(driver.run_id) is driver:
+            del self.drivers[driver.run_id]
+            driver.writer.close()
+            lease = self.leases.pop(driver.run_id, None)
+            if lease is not None:
+                lease.release()
+            if driver.finished:
+                self.stats["runs_finished"] += 1
+                end = driver.state.end or {}
+                self._emit("run_finished", driver, detail=str(end.get("kind", "")))
+        self.activity()
+
+    def driver_failed(self, driver: RunDriver, exc: BaseException) -> None:
+        """The run's journal could not be written (disk full...): drop it and retry later."""
+        log.error("run %s paused: %s", driver.run_id, exc)
+        self._emit("paused", driver, detail=str(exc))
+        driver.evict()
+        self._wake_at(driver.run_id, self.clock.now() + 5.0)
+
+    def load_function(self, path: str, name: str) -> Any:
+        return load_function(path, name)
+
+    def report_to_parent(self, state: RunState) -> None:
+        ops.report_to_parent(self.store, self.clock, state)
+
+    def cancel_child(self, child_id: str) -> None:
+        with contextlib.suppress(WflError):
+            ops.cancel(self.store, self.clock, child_id)
+
+    def create_child(self, wf: WorkflowDef, args: dict[str, Any], parent: list[Any]) -> str:
+        return ops.create_run(self.store, self.clock, wf, args, parent=parent)
+
+    def check_child(self, driver: RunDriver, p: Pending, child_id: str) -> None:
+        """A parent waiting on a child: if the child already ended, record it in the parent."""
+        try:
+            child = ops.read_state(self.store, child_id)
+        except WflError:
+            return
+        if child.end is not None:
+            ops.report_to_parent(self.store, self.clock, child)
+            driver.poll()
+
+    def notify(self, run_id: str) -> None:
+        self.store.notify(run_id)
+
+    def emit(self, kind: str, driver: RunDriver, **info: Any) -> None:
+        self._emit(kind, driver, **info)
+
+    def _emit(self, kind: str, driver: RunDriver, **info: Any) -> None:
+        if kind == "step_done":
+            self.stats["steps"] += 1
+        elif kind == "step_failed":
+            self.stats["failures"] += 1
+        if self.on_event is not None:
+            event = WorkerEvent(kind, driver.run_id, driver.workflow.name, at=self.clock.now())
+            for key, value in info.items():
+                setattr(event, key, value)
+            self._emit_raw(event)
+
+    def _emit_raw(self, event: WorkerEvent) -> None:
+        if self.on_event is not None:
+            try:
+                self.on_event(event)
+            except Exception:
+                log.exception("event listener failed")
+
+    # -- wake-up channel --------------------------------------------------------------------
+
+    def _open_socket(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._token = f"{os.getpid()}-{secrets.token_hex(4)}"
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            sock.bind(socket_address(self._token))
+        except OSError as exc:  # no abstract sockets here: fall back to rescans
+            log.warning("no wake-up socket (%s); new work is found by rescanning", exc)
+            sock.close()
+            return
+        sock.setblocking(False)
+        self._sock = sock
+        marker = self.store.dir / "workers" / self._token
+        marker.touch(mode=0o600)
+        loop.add_reader(sock.fileno(), self._on_datagram)
+
+    def _on_datagram(self) -> None:
+        assert self._sock is not None
+        while True:
+            try:
+                data = self._sock.recv(256)
+            except (BlockingIOError, InterruptedError):
+                break
+            run_id = data.decode(errors="replace")
+            if run_id in self.drivers:
+                self.drivers[run_id].poll()
+            else:
+                with contextlib.suppress(WflError):
+                    self.broken.pop(run_id, None)
+                    self._consider(run_id)
+        self.activity()
+
+    def _close_socket(self) -> None:
+        if self._sock is None:
+            return
+        with contextlib.suppress(Exception):
+            asyncio.get_running_loop().remove_reader(self._sock.fileno())
+        self._sock.close()
+        self._sock = None
+        (self.store.dir / "workers" / self._token).unlink(missing_ok=True)
+
+    # -- shutdown ---------------------------------------------------------------------------
+
+    async def _shutdown(self, grace: float = 10.0) -> None:
+        self.draining = True
+        self._close_socket()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + grace
+        while any(d.inflight for d in self.drivers.values()) and loop.time() < deadline:
+            await asyncio.sleep(0.01)
+        for d in list(self.drivers.values()):
+            if d.buffer:
+                with contextlib.suppress(WflError):
+                    await d.flush()
+            d.evict()
+        for task in list(self._tasks):
+            task.cancel()
+        self.step_pool.shutdown(wait=False, cancel_futures=True)
+        self._io_pool.shutdown(wait=True)
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+
+    def __iter__(self) -> Iterator[RunDriver]:
+        return iter(list(self.drivers.values()))
+
+
+def _wake_of(state: RunState) -> float | None:
+    if state.end is not None:
+        pending = (state.on_complete or state.parent) and not state.on_complete_ran
+        return state.updated_at if pending else None
+    return state.next_wake_at()
+
+
+def _jitter() -> float:
+    return int.from_bytes(os.urandom(2), "big") / 65536
