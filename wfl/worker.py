@@ -73,6 +73,7 @@ class Worker:
         listen: bool = True,
         on_event: Callable[[WorkerEvent], None] | None = None,
         evict_after: float = EVICT_AFTER,
+        only: set[str] | None = None,
     ) -> None:
         self.store = store if isinstance(store, Store) else Store(store)
         self.clock: Clock = clock or SystemClock()
@@ -80,6 +81,7 @@ class Worker:
         self.listen = listen
         self.on_event = on_event
         self.evict_after = evict_after
+        self.only = only  # drive just these runs (`wfl run`); None: every run
         self.drivers: dict[str, RunDriver] = {}
         self.leases: dict[str, Lease] = {}
         self.broken: dict[str, str] = {}  # run id -> why it cannot be driven (corrupt...)
@@ -184,6 +186,10 @@ class Worker:
         except JournalCorrupt as exc:
             self._report_broken(run_id, str(exc))
             return
+        if self.only is not None and run_id not in self.only:
+            if not (state.parent and state.parent[0] in self.only):
+                return
+            self.only.add(run_id)  # a child of a run we drive
         wake = _wake_of(state)
         if wake is not None:
             self._wake_at(run_id, wake)

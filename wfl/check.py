@@ -1,0 +1,127 @@
+"""`wfl check FLOW.py`: replay unfinished runs against the current code, executing nothing,
+and report the first divergence of each (what the journal holds, what the code now calls)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from dataclasses import dataclass
+from typing import Any
+
+from . import journal
+from .clock import SystemClock
+from .errors import DeterminismViolation, JournalCorrupt, WflError
+from .loader import load_workflow
+from .replay import RunDriver
+from .state import RunState
+from .store import Store
+
+STABLE_ROUNDS = 5  # loop turns without a new step call: the coroutine is blocked
+
+
+@dataclass
+class CheckResult:
+    run_id: str
+    workflow: str
+    ok: bool
+    replayed: int  # recorded steps the code re-issued identically
+    message: str
+
+
+def check_flow(store: Store, flow_path: str) -> list[CheckResult]:
+    flow = os.path.abspath(flow_path)
+    results = []
+    for run_id in sorted(store.run_ids()):
+        try:
+            history = journal.read(store.journal_path(run_id)).records
+        except JournalCorrupt as exc:
+            results.append(CheckResult(run_id, "?", False, 0, str(exc)))
+            continue
+        except FileNotFoundError:
+            continue
+        state = RunState.from_records(history)
+        if state.flow != flow or state.finished:
+            continue
+        results.append(asyncio.run(_check_run(run_id, history, state)))
+    return results
+
+
+async def _check_run(run_id: str, history: list[Any], state: RunState) -> CheckResult:
+    try:
+        wf = load_workflow(state.flow, state.workflow)
+    except WflError as exc:
+        return CheckResult(run_id, state.workflow, False, 0, str(exc))
+    host = _DryHost()
+    driver = RunDriver(host, run_id, _NoWriter(), history, wf)  # type: ignore[arg-type]
+    driver.start()
+    last, stable = -1, 0
+    while stable < STABLE_ROUNDS and driver.task is not None and not driver.task.done():
+        await asyncio.sleep(0)
+        if driver.violation is not None:
+            break
+        stable = stable + 1 if driver.next_n == last else 0
+        last = driver.next_n
+    if driver.task is not None and not driver.task.done():
+        driver.task.cancel()
+    recorded = len(state.steps)
+    replayed = min(driver.next_n, recorded)
+    violation = driver.violation
+    if violation is None and driver.task is not None and driver.task.done():
+        exc = driver.task.exception() if not driver.task.cancelled() else None
+        if isinstance(exc, DeterminismViolation):
+            violation = exc
+    if violation is not None:
+        return CheckResult(run_id, state.workflow, False, violation.step, _describe(violation))
+    return CheckResult(
+        run_id, state.workflow, True, replayed, f"ok: {replayed} of {recorded} recorded steps match"
+    )
+
+
+def _describe(v: DeterminismViolation) -> str:
+    where = f" at {v.where}" if v.where else ""
+    return f"step {v.step}: journal holds {v.recorded}; code now calls {v.requested}{where}"
+
+
+class _Timer:
+    def cancel(self) -> None:
+        pass
+
+
+class _NoWriter:
+    """Stands in for the journal writer: a check appends nothing."""
+
+    def size(self) -> int:
+        return 0
+
+    def poll(self) -> list[Any]:
+        return []
+
+
+class _DryHost:
+    """A worker that never fires a timer and never executes or writes anything."""
+
+    def __init__(self) -> None:
+        self.clock = SystemClock()
+        self.draining = True
+        self.step_pool = None
+
+    def call_at(self, when: float, fn: Any) -> _Timer:
+        return _Timer()
+
+    async def io(self, fn: Any, *args: Any) -> Any:
+        await asyncio.Future()  # never: a check writes nothing (the task is canceled)
+
+    def track(self, task: Any) -> None:
+        task.cancel()  # flushes and on_complete calls: nothing of that in a check
+
+    def activity(self) -> None:
+        pass
+
+    def emit(self, *args: Any, **kwargs: Any) -> None:
+        pass
+
+    def driver_closed(self, driver: Any) -> None:
+        pass
+
+    def check_child(self, *args: Any) -> None:
+        pass

@@ -1,0 +1,314 @@
+"""The `wfl` command: a thin typer layer over Client and Worker, with one error boundary."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .client import Client
+from .errors import InvalidArguments, WflError
+
+app = typer.Typer(
+    help="Durable workflows for Python: start, drive, watch, cancel and clean up runs.",
+    add_completion=False,
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+
+DirOption = Annotated[
+    Path | None,
+    typer.Option("--dir", help="Journal directory (default: $WFL_DIR, else ./.wfl)."),
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+
+
+def _client(directory: Path | None) -> Client:
+    return Client(directory)
+
+
+def _parse_json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidArguments(
+            f"{what} is not valid JSON: {exc.msg} (at column {exc.colno})"
+        ) from None
+
+
+def _args(pairs: list[str], args_json: str | None) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    if args_json is not None:
+        parsed = _parse_json(args_json, "--args-json")
+        if not isinstance(parsed, dict):
+            raise InvalidArguments('--args-json must be a JSON object, e.g. \'{"name": "Ada"}\'')
+        args.update(parsed)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise InvalidArguments(f"--arg expects NAME=VALUE, got {pair!r}")
+        args[key.strip()] = value
+    return args
+
+
+def _print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=repr) + "\n")
+
+
+# -- commands ------------------------------------------------------------------------------
+
+
+@app.command()
+def start(
+    flow: Annotated[str, typer.Argument(help="FLOW.py or FLOW.py:WORKFLOW")],
+    arg: Annotated[list[str] | None, typer.Option("--arg", help="NAME=VALUE (repeatable)")] = None,
+    args_json: Annotated[str | None, typer.Option("--args-json", help="arguments as JSON")] = None,
+    on_complete: Annotated[
+        str | None, typer.Option("--on-complete", help="FLOW.py:FUNCTION called at the end")
+    ] = None,
+    context: Annotated[str | None, typer.Option("--context", help="JSON for on_complete")] = None,
+    dir: DirOption = None,
+) -> None:
+    """Record a new run and print its id."""
+    ctx = _parse_json(context, "--context") if context is not None else None
+    if on_complete is not None and ":" not in on_complete:
+        raise InvalidArguments("--on-complete expects FLOW.py:FUNCTION")
+    run_id = _client(dir).start(
+        flow, _args(arg or [], args_json), on_complete=on_complete, context=ctx
+    )
+    sys.stdout.write(run_id + "\n")
+
+
+@app.command()
+def run(
+    flow: Annotated[str, typer.Argument(help="FLOW.py or FLOW.py:WORKFLOW")],
+    arg: Annotated[list[str] | None, typer.Option("--arg", help="NAME=VALUE (repeatable)")] = None,
+    args_json: Annotated[str | None, typer.Option("--args-json", help="arguments as JSON")] = None,
+    dir: DirOption = None,
+) -> None:
+    """Start a run and drive it to its end in the foreground; print its result."""
+    from .foreground import run_in_foreground
+
+    client = _client(dir)
+    run_id = client.start(flow, _args(arg or [], args_json))
+    result = run_in_foreground(client, run_id, live=sys.stderr.isatty())
+    sys.stdout.write((result if isinstance(result, str) else json.dumps(result)) + "\n")
+
+
+@app.command()
+def status(
+    run: Annotated[str | None, typer.Argument(help="run id (or a unique prefix)")] = None,
+    json_: JsonOption = False,
+    state: Annotated[str | None, typer.Option("--state", help="only runs in this state")] = None,
+    workflow: Annotated[str | None, typer.Option("--workflow", help="only this workflow")] = None,
+    limit: Annotated[int | None, typer.Option("--limit", help="at most N runs", min=1)] = None,
+    watch: Annotated[bool, typer.Option("--watch", help="keep it live until it ends")] = False,
+    why: Annotated[bool, typer.Option("--why", help="say what the run waits for")] = False,
+    dir: DirOption = None,
+) -> None:
+    """Show every run, or one run with its steps."""
+    from . import views
+
+    client = _client(dir)
+    if state is not None and state not in views.STATES:
+        raise InvalidArguments(f"--state must be one of {', '.join(views.STATES)}")
+    if run is None:
+        if why:
+            raise InvalidArguments("--why needs a RUN")
+        if watch:
+            views.watch_all(client, state=state, workflow=workflow, limit=limit)
+        elif json_:
+            runs = client.list(state=state, workflow=workflow, limit=limit)
+            _print_json([r.to_dict() for r in runs])
+        else:
+            views.print_runs(client.list(state=state, workflow=workflow, limit=limit))
+        return
+    run_id = client.resolve(run)
+    if why:
+        sentence = views.why(client, run_id)
+        if json_:
+            _print_json({"id": run_id, "why": sentence})
+        else:
+            sys.stdout.write(sentence + "\n")
+    elif watch:
+        views.watch_run(client, run_id)
+    elif json_:
+        _print_json(client.status(run_id).to_dict())
+    else:
+        views.print_run(client.status(run_id))
+
+
+@app.command()
+def cancel(run: Annotated[str, typer.Argument()], dir: DirOption = None) -> None:
+    """Cancel a run: in-flight steps finish but their results are dropped."""
+    client = _client(dir)
+    run_id = client.resolve(run)
+    client.cancel(run_id)
+    sys.stdout.write(f"canceled {run_id}\n")
+
+
+@app.command()
+def cleanup(
+    run: Annotated[str | None, typer.Argument()] = None,
+    finished: Annotated[bool, typer.Option("--finished", help="every finished run")] = False,
+    older_than: Annotated[
+        str | None, typer.Option("--older-than", help="with --finished: e.g. 7d, 12h, 30m")
+    ] = None,
+    dir: DirOption = None,
+) -> None:
+    """Delete finished runs' journals."""
+    client = _client(dir)
+    if (run is None) == (not finished):
+        raise InvalidArguments("give a RUN or --finished (not both)")
+    if older_than is not None and not finished:
+        raise InvalidArguments("--older-than goes with --finished")
+    if run is not None:
+        deleted = client.cleanup(run)
+    else:
+        age = parse_duration(older_than) if older_than is not None else None
+        deleted = client.cleanup_finished(older_than=age)
+    sys.stdout.write(f"deleted {len(deleted)} run{'s' if len(deleted) != 1 else ''}\n")
+
+
+@app.command()
+def worker(
+    max_parallelism: Annotated[
+        int, typer.Option("--max-parallelism", help="steps executing at once", min=1)
+    ] = 64,
+    once: Annotated[bool, typer.Option("--once", help="drain what is due now, then exit")] = False,
+    dir: DirOption = None,
+) -> None:
+    """Drive runs: replay due runs, execute steps, sleep until the next timer or new work."""
+    from .foreground import serve
+
+    serve(Path(dir) if dir else None, max_parallelism=max_parallelism, once=once)
+
+
+@app.command("send-event")
+def send_event(
+    run: Annotated[str, typer.Argument()],
+    name: Annotated[str, typer.Argument(help="event name")],
+    value: Annotated[str | None, typer.Option("--value", help="JSON value")] = None,
+    dir: DirOption = None,
+) -> None:
+    """Deliver an event to a run (buffered until the run awaits it)."""
+    client = _client(dir)
+    parsed = _parse_json(value, "--value") if value is not None else None
+    run_id = client.resolve(run)
+    client.send_event(run_id, name, parsed)
+    sys.stdout.write(f"sent {name} to {run_id}\n")
+
+
+@app.command()
+def restart(
+    run: Annotated[str, typer.Argument()],
+    from_: Annotated[
+        str | None, typer.Option("--from", help="step number or name (default: all)")
+    ] = None,
+    dir: DirOption = None,
+) -> None:
+    """Re-run a finished run from a step."""
+    client = _client(dir)
+    run_id = client.resolve(run)
+    n = client.restart(run_id, from_)
+    sys.stdout.write(f"restarted {run_id} from step {n}\n")
+
+
+@app.command()
+def show(run: Annotated[str, typer.Argument()], json_: JsonOption = False,
+         dir: DirOption = None) -> None:  # fmt: skip
+    """The run's journal as a timeline, every record decoded."""
+    from . import views
+
+    client = _client(dir)
+    run_id = client.resolve(run)
+    records = client.store.read(run_id)
+    if json_:
+        _print_json(records)
+    else:
+        views.print_timeline(records)
+
+
+@app.command()
+def check(
+    flow: Annotated[str, typer.Argument(help="FLOW.py")],
+    json_: JsonOption = False,
+    dir: DirOption = None,
+) -> None:
+    """Replay unfinished runs of FLOW.py against its current code, executing nothing."""
+    from .check import check_flow
+    from .loader import load_module
+
+    load_module(flow)  # a flow that does not import is the first thing to report
+    results = check_flow(_client(dir).store, flow)
+    if json_:
+        _print_json([r.__dict__ for r in results])
+    else:
+        for r in results:
+            mark = "ok  " if r.ok else "FAIL"
+            sys.stdout.write(f"{mark} {r.run_id} {r.workflow}: {r.message}\n")
+        broken = sum(1 for r in results if not r.ok)
+        sys.stdout.write(f"{len(results)} unfinished runs checked, {broken} would break\n")
+    if any(not r.ok for r in results):
+        raise typer.Exit(1)
+
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw]?)$")
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str) -> float:
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise InvalidArguments(f"bad duration {text!r}: use e.g. 90s, 30m, 12h, 7d, 2w")
+    return float(match.group(1)) * _UNIT[match.group(2)]
+
+
+def main() -> None:
+    """Entry point: runs the app with one error boundary (one red line, no traceback)."""
+    try:
+        code = app(standalone_mode=False)
+        if isinstance(code, int) and code:
+            sys.exit(code)
+    except WflError as exc:
+        _fail(str(exc), exc.exit_code)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        _fail("aborted", 130)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+    except BrokenPipeError:
+        sys.exit(1)
+    except Exception as exc:
+        if isinstance(exc, _click_exceptions()):
+            if type(exc).__name__ == "NoArgsIsHelpError":  # bare `wfl`: the help, as asked
+                exc.show()  # type: ignore[attr-defined]
+                sys.exit(exc.exit_code)  # type: ignore[attr-defined]
+            _fail(exc.format_message(), exc.exit_code)  # type: ignore[attr-defined]
+        if isinstance(exc, OSError):
+            _fail(f"{exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "), 2)
+        raise
+
+
+def _click_exceptions() -> tuple[type[Exception], ...]:
+    """Usage errors: click's ClickException, which recent typer vendors as typer._click."""
+    import importlib
+
+    found: list[type[Exception]] = []
+    for module in ("typer._click.exceptions", "click.exceptions"):
+        try:
+            found.append(importlib.import_module(module).ClickException)
+        except ImportError:
+            continue
+    return tuple(found)
+
+
+def _fail(message: str, code: int) -> None:
+    sys.stderr.write(f"wfl: error: {message}\n")
+    sys.exit(code)

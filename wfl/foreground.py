@@ -1,0 +1,53 @@
+"""Workers in the foreground: `wfl worker` (serve) and `wfl run` (drive one run to its end)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from . import render
+from .client import Client, result_of
+from .worker import Worker
+
+
+def serve(directory: Path | None, *, max_parallelism: int, once: bool) -> None:
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    live = sys.stdout.isatty()
+    worker = Worker(directory, max_parallelism=max_parallelism)
+    view = render.WorkerView(worker, live=live)
+    worker.on_event = view.on_event
+
+    async def main() -> None:
+        worker.install_signal_handlers()
+        await worker.run(once=once)
+
+    with view:
+        asyncio.run(main())
+
+
+def run_in_foreground(client: Client, run_id: str, *, live: bool) -> Any:
+    """Drive `run_id` (and only it) until it ends; return its result or raise."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    worker = Worker(client.store, only={run_id})
+
+    def finished() -> bool:
+        return client.status(run_id).finished
+
+    def on_event(event: Any) -> None:
+        if event.run_id == run_id and event.kind != "loaded":
+            render.err_console.print(render.log_line(event), highlight=False)
+
+    worker.on_event = on_event
+
+    async def main() -> None:
+        worker.install_signal_handlers()
+        await worker.run(until=finished)
+
+    asyncio.run(main())
+    st = client.status(run_id)
+    if not st.finished:
+        raise KeyboardInterrupt
+    return result_of(st)

@@ -1,0 +1,218 @@
+"""Everything wfl shows on a terminal: run tables, run detail, timelines, live views (rich)."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections import deque
+from datetime import UTC, datetime
+from typing import Any
+
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+
+from .client import RunStatus
+from .worker import Worker, WorkerEvent
+
+STATE_STYLE = {
+    "in_progress": "cyan",
+    "completed": "green",
+    "failed": "red",
+    "canceled": "yellow",
+    "done": "green",
+    "running": "cyan",
+    "scheduled": "dim",
+}
+
+# Off a terminal (pipes, CI logs) rich would assume 80 columns and squeeze the tables.
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+
+def ago(iso_time: str | None, now: float | None = None) -> str:
+    if not iso_time:
+        return "-"
+    ts = datetime.fromisoformat(iso_time).timestamp()
+    return _span((now or time.time()) - ts)
+
+
+def until(iso_time: str | None, now: float | None = None) -> str:
+    if not iso_time:
+        return "-"
+    delta = datetime.fromisoformat(iso_time).timestamp() - (now or time.time())
+    return "now" if delta <= 0 else "in " + _span(delta)
+
+
+def _span(seconds: float) -> str:
+    seconds = abs(seconds)
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if seconds >= size:
+            return f"{seconds / size:.0f}{unit}"
+    return f"{seconds:.0f}s" if seconds >= 1 else f"{seconds * 1000:.0f}ms"
+
+
+def short_time(iso_time: str | None) -> str:
+    if not iso_time:
+        return "-"
+    dt = datetime.fromisoformat(iso_time).astimezone(UTC)
+    return dt.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def styled(state: str) -> Text:
+    return Text(state, style=STATE_STYLE.get(state, ""))
+
+
+def runs_table(runs: list[RunStatus]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("RUN", "WORKFLOW", "STATE", "STEPS", "CURRENT STEP", "NEXT WAKE", "AGE"):
+        table.add_column(column, no_wrap=True)
+    now = time.time()
+    for st in runs:
+        rs = st.run_state
+        done = total = 0
+        current = "-"
+        if rs is not None:
+            total = len(rs.steps)
+            done = sum(1 for s in rs.steps.values() if s.finished)
+            step = rs.current_step()
+            if step is not None and not st.finished:
+                current = f"{step.n} {step.name} ({step.display_state})"
+        table.add_row(
+            st.id,
+            st.workflow or "?",
+            styled(st.state),
+            f"{done}/{total}",
+            current,
+            until(st.next_wake_at, now) if not st.finished else "-",
+            ago(st.created_at, now),
+        )
+    return table
+
+
+def run_detail(st: RunStatus, *, flow_changed: bool = False) -> Group:
+    head = Table.grid(padding=(0, 2))
+    head.add_column(style="bold")
+    head.add_column()
+    head.add_row("run", st.id)
+    head.add_row("workflow", f"{st.workflow}  ({st.flow})")
+    if flow_changed:
+        head.add_row("", Text("the flow file changed since this run started", style="yellow"))
+    head.add_row("state", styled(st.state))
+    head.add_row("args", json.dumps(st.args, default=repr))
+    head.add_row("created", short_time(st.created_at))
+    head.add_row("updated", short_time(st.updated_at))
+    if not st.finished:
+        head.add_row("next wake", f"{short_time(st.next_wake_at)}  ({until(st.next_wake_at)})")
+    if st.state == "completed":
+        head.add_row("result", json.dumps(st.result, default=repr))
+    if st.error:
+        head.add_row("error", Text(str(st.error), style="red"))
+    parent = st.to_dict().get("parent")
+    if parent:
+        head.add_row("parent", str(parent))
+    return Group(head, Text(""), steps_table(st))
+
+
+def steps_table(st: RunStatus) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("#", "NAME", "KIND", "STATE", "ATTEMPTS", "RUN AT", "STARTED", "FINISHED"):
+        table.add_column(column, no_wrap=True)
+    table.add_column("ERROR")
+    for s in st.to_dict().get("steps", []):
+        table.add_row(
+            str(s["step"]),
+            s["name"],
+            s["kind"],
+            styled(s["state"]),
+            str(s["attempts"]),
+            short_time(s["run_at"]),
+            short_time(s["started_at"]),
+            short_time(s["finished_at"]),
+            Text(s["error"] or "", style="red"),
+        )
+    return table
+
+
+def timeline(records: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    table.add_column("#", justify="right")
+    table.add_column("TIME", no_wrap=True)
+    table.add_column("RECORD", no_wrap=True)
+    table.add_column("DETAIL")
+    for i, r in enumerate(records):
+        at = r.get("at", r.get("created_at"))
+        when = datetime.fromtimestamp(at, UTC).strftime("%H:%M:%S.%f")[:-3] if at else "-"
+        detail = {k: v for k, v in r.items() if k not in ("t", "at")}
+        table.add_row(str(i), when, r["t"], json.dumps(detail, default=repr))
+    return table
+
+
+class WorkerView:
+    """The worker's live table on a terminal, or one log line per event elsewhere."""
+
+    def __init__(self, worker: Worker, *, live: bool) -> None:
+        self.worker = worker
+        self.live = live
+        self.recent: deque[WorkerEvent] = deque(maxlen=8)
+        self._live: Live | None = None
+
+    def __enter__(self) -> WorkerView:
+        if self.live:
+            self._live = Live(self._render(), console=console, refresh_per_second=8)
+            self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._live is not None:
+            self._live.update(self._render())
+            self._live.__exit__(None, None, None)
+
+    def on_event(self, event: WorkerEvent) -> None:
+        if event.kind in ("run_finished", "step_failed", "broken", "paused"):
+            self.recent.append(event)
+        if self._live is not None:
+            self._live.update(self._render())
+        elif not self.live:
+            console.print(log_line(event), highlight=False, soft_wrap=True)
+
+    def _render(self) -> Group:
+        w = self.worker
+        table = Table(title="runs in progress", box=None, header_style="bold", title_justify="left")
+        for column in ("RUN", "WORKFLOW", "CURRENT STEP", "ATTEMPT", "NEXT WAKE"):
+            table.add_column(column, no_wrap=True)
+        now = w.clock.now()
+        for d in list(w.drivers.values())[:20]:
+            step = d.state.current_step()
+            wake = d.state.next_wake_at()
+            table.add_row(
+                d.run_id,
+                d.workflow.name,
+                f"{step.n} {step.name} ({step.display_state})" if step else "-",
+                str(step.attempts) if step else "-",
+                "now" if wake is None or wake <= now else "in " + _span(wake - now),
+            )
+        stats = w.stats
+        summary = Text(
+            f"{len(w.drivers)} active, {len(w._waking)} waiting · {stats['steps']} steps done · "
+            f"{stats['runs_finished']} runs finished · {stats['failures']} step failures",
+            style="dim",
+        )
+        recent = Table(title="recent", box=None, title_justify="left", show_header=False)
+        recent.add_column()
+        for e in reversed(self.recent):
+            recent.add_row(log_line(e))
+        return Group(table, Text(""), recent, summary)
+
+
+def log_line(e: WorkerEvent) -> Text:
+    when = datetime.fromtimestamp(e.at or time.time(), UTC).strftime("%H:%M:%S.%f")[:-3]
+    step = f" step {e.step} {e.name}" if e.step is not None else ""
+    attempt = f" attempt {e.attempt}" if e.attempt else ""
+    detail = f" {e.detail}" if e.detail else ""
+    style = "red" if e.kind in ("step_failed", "broken", "paused") else ""
+    if e.kind == "run_finished":
+        style = {"success": "green", "failed": "red", "canceled": "yellow"}.get(e.detail, "")
+    return Text(f"{when} {e.run_id} {e.workflow} {e.kind}{step}{attempt}{detail}", style=style)

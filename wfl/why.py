@@ -1,0 +1,82 @@
+"""`wfl status RUN --why`: one sentence on what a run is waiting for."""
+
+from __future__ import annotations
+
+from .clock import iso
+from .state import EXECUTED_KINDS, RunState, StepState
+
+
+def explain(state: RunState, now: float, *, leased: bool, workers_alive: bool) -> str:
+    if state.end is not None:
+        return _finished(state)
+    if state.cancel_requested:
+        return "it is canceled; a worker still has to record the end and call on_complete"
+    open_steps = sorted((s for s in state.steps.values() if not s.finished), key=lambda s: s.n)
+    if not open_steps:
+        if leased:
+            return "nothing: a worker is running its workflow code right now"
+        return _worker_needed(workers_alive, "its workflow code is ready to run")
+    reasons = [_step_reason(s, state, now, leased, workers_alive) for s in open_steps]
+    return reasons[0] if len(reasons) == 1 else "; ".join(reasons[:3])
+
+
+def _finished(state: RunState) -> str:
+    end = state.end or {}
+    when = iso(end.get("at"))
+    kind = end.get("kind")
+    if kind == "success":
+        return f"nothing: it completed at {when}"
+    if kind == "canceled":
+        return f"nothing: it was canceled at {when}"
+    return f"nothing: it failed at {when} ({end.get('error')})"
+
+
+def _step_reason(s: StepState, state: RunState, now: float, leased: bool, alive: bool) -> str:
+    label = f"step {s.n} ({s.name})"
+    if s.kind == "event":
+        name = s.sched.get("event")
+        timeout_at = s.sched.get("timeout_at")
+        if state.pending_event(str(name)) is not None:
+            return _worker_needed(alive and not leased, f"event {name!r} arrived for {label}")
+        until = f", until {iso(timeout_at)} ({_in(timeout_at, now)})" if timeout_at else ""
+        return f"an event: {label} waits for event {name!r}{until}"
+    if s.kind == "workflow" and s.child_id:
+        return f"a child run: {label} waits for run {s.child_id}"
+    if s.running and s.kind in EXECUTED_KINDS:
+        if leased:
+            return f"{label} is running (attempt {s.attempts} of {_max_attempts(s)})"
+        return _worker_needed(alive, f"{label} was cut off mid-attempt and must be resolved")
+    if s.retry_at is not None and s.retry_at > now:
+        return (
+            f"a retry backoff: {label} failed attempt {s.attempts} of {_max_attempts(s)} "
+            f"({s.error}); next attempt at {iso(s.retry_at)} ({_in(s.retry_at, now)})"
+        )
+    wake = s.wake_at
+    if wake is not None and wake > now:
+        return f"a timer: {label} is due at {iso(wake)} ({_in(wake, now)})"
+    if leased:
+        return f"a free slot: {label} is due and waits for a slot under max_parallelism"
+    return _worker_needed(alive, f"{label} is due since {iso(wake)}")
+
+
+def _worker_needed(alive: bool, what: str) -> str:
+    if alive:
+        return f"a worker: {what}; a worker is alive and should pick it up within a second"
+    return f"a worker: {what}, but no worker is running (start one: wfl worker)"
+
+
+def _max_attempts(s: StepState) -> int:
+    retry = s.sched.get("retry")
+    return int(retry["max_attempts"]) if retry else 1
+
+
+def _in(when: float | None, now: float) -> str:
+    if when is None:
+        return "?"
+    delta = when - now
+    if delta <= 0:
+        return "now"
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if delta >= size:
+            return f"in {delta / size:.1f}{unit}"
+    return f"in {delta:.1f}s"
