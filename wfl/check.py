@@ -96,6 +96,9 @@ class _NoWriter:
     def poll(self) -> list[Any]:
         return []
 
+    def append_frames(self, payload: bytes, *, sync: bool = True) -> list[Any]:
+        raise AssertionError("a check never writes: _DryHost.io never calls this")
+
 
 class _DryHost:
     """A worker that never fires a timer and never executes or writes anything."""
@@ -121,6 +124,9 @@ class _DryHost:
         pass
 
     def driver_closed(self, driver: Any) -> None:
+        pass
+
+    def driver_failed(self, driver: Any, exc: BaseException) -> None:
         pass
 
     def check_child(self, *args: Any) -> None:

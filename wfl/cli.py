@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from .client import Client
+from .entry import fail, parse_args, parse_json, start_run
 from .errors import InvalidArguments, WflError
 
 app = typer.Typer(
@@ -32,30 +33,6 @@ def _client(directory: Path | None) -> Client:
     return Client(directory)
 
 
-def _parse_json(text: str, what: str) -> Any:
-    try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidArguments(
-            f"{what} is not valid JSON: {exc.msg} (at column {exc.colno})"
-        ) from None
-
-
-def _args(pairs: list[str], args_json: str | None) -> dict[str, Any]:
-    args: dict[str, Any] = {}
-    if args_json is not None:
-        parsed = _parse_json(args_json, "--args-json")
-        if not isinstance(parsed, dict):
-            raise InvalidArguments('--args-json must be a JSON object, e.g. \'{"name": "Ada"}\'')
-        args.update(parsed)
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key.strip():
-            raise InvalidArguments(f"--arg expects NAME=VALUE, got {pair!r}")
-        args[key.strip()] = value
-    return args
-
-
 def _print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, default=repr) + "\n")
 
@@ -75,12 +52,8 @@ def start(
     dir: DirOption = None,
 ) -> None:
     """Record a new run and print its id."""
-    ctx = _parse_json(context, "--context") if context is not None else None
-    if on_complete is not None and ":" not in on_complete:
-        raise InvalidArguments("--on-complete expects FLOW.py:FUNCTION")
-    run_id = _client(dir).start(
-        flow, _args(arg or [], args_json), on_complete=on_complete, context=ctx
-    )
+    directory = str(dir) if dir is not None else None
+    run_id = start_run(flow, arg or [], args_json, on_complete, context, directory)
     sys.stdout.write(run_id + "\n")
 
 
@@ -95,7 +68,7 @@ def run(
     from .foreground import run_in_foreground
 
     client = _client(dir)
-    run_id = client.start(flow, _args(arg or [], args_json))
+    run_id = client.start(flow, parse_args(arg or [], args_json))
     result = run_in_foreground(client, run_id, live=sys.stderr.isatty())
     sys.stdout.write((result if isinstance(result, str) else json.dumps(result)) + "\n")
 
@@ -198,7 +171,7 @@ def send_event(
 ) -> None:
     """Deliver an event to a run (buffered until the run awaits it)."""
     client = _client(dir)
-    parsed = _parse_json(value, "--value") if value is not None else None
+    parsed = parse_json(value, "--value") if value is not None else None
     run_id = client.resolve(run)
     client.send_event(run_id, name, parsed)
     sys.stdout.write(f"sent {name} to {run_id}\n")
@@ -227,11 +200,13 @@ def show(run: Annotated[str, typer.Argument()], json_: JsonOption = False,
 
     client = _client(dir)
     run_id = client.resolve(run)
-    records = client.store.read(run_id)
+    records, damage = views.readable_records(client, run_id)
     if json_:
         _print_json(records)
     else:
         views.print_timeline(records)
+    if damage is not None:  # the good records are shown; then say where the damage starts
+        raise damage
 
 
 @app.command()
@@ -270,19 +245,19 @@ def parse_duration(text: str) -> float:
 
 
 def main() -> None:
-    """Entry point: runs the app with one error boundary (one red line, no traceback)."""
+    """Runs the typer app with one error boundary (one line on stderr, no traceback)."""
     try:
         code = app(standalone_mode=False)
         if isinstance(code, int) and code:
             sys.exit(code)
     except WflError as exc:
-        _fail(str(exc), exc.exit_code)
+        fail(str(exc), exc.exit_code)
     except typer.Exit as exc:
         sys.exit(exc.exit_code)
     except typer.Abort:
-        _fail("aborted", 130)
+        fail("aborted", 130)
     except KeyboardInterrupt:
-        _fail("interrupted", 130)
+        fail("interrupted", 130)
     except BrokenPipeError:
         sys.exit(1)
     except Exception as exc:
@@ -290,9 +265,9 @@ def main() -> None:
             if type(exc).__name__ == "NoArgsIsHelpError":  # bare `wfl`: the help, as asked
                 exc.show()  # type: ignore[attr-defined]
                 sys.exit(exc.exit_code)  # type: ignore[attr-defined]
-            _fail(exc.format_message(), exc.exit_code)  # type: ignore[attr-defined]
+            fail(exc.format_message(), exc.exit_code)  # type: ignore[attr-defined]
         if isinstance(exc, OSError):
-            _fail(f"{exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "), 2)
+            fail(f"{exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "), 2)
         raise
 
 
@@ -307,8 +282,3 @@ def _click_exceptions() -> tuple[type[Exception], ...]:
         except ImportError:
             continue
     return tuple(found)
-
-
-def _fail(message: str, code: int) -> None:
-    sys.stderr.write(f"wfl: error: {message}\n")
-    sys.exit(code)

@@ -45,9 +45,12 @@ class StepStatus:
 class RunStatus:
     """A run as SPEC §4 describes it; attributes are the JSON keys (`.state`, `.steps`...)."""
 
-    def __init__(self, data: dict[str, Any], state: RunState | None = None) -> None:
+    def __init__(
+        self, data: dict[str, Any], state: RunState | None = None, *, summary: Any = None
+    ) -> None:
         self._data = data
         self.run_state = state  # the full derived state, for renderers and --why
+        self.summary = summary  # the index's summary, when listed without steps
 
     def __getattr__(self, key: str) -> Any:
         if key == "steps":
@@ -63,6 +66,20 @@ class RunStatus:
     @property
     def finished(self) -> bool:
         return bool(self._data["state"] != "in_progress")
+
+    @property
+    def progress(self) -> tuple[int, int, str]:
+        """(steps finished, steps recorded, current step label) for run tables."""
+        if self.summary is not None:
+            return self.summary.steps_done, self.summary.steps_total, self.summary.current
+        rs = self.run_state
+        if rs is None:
+            return 0, 0, ""
+        step = rs.current_step()
+        current = (
+            f"{step.n} {step.name} ({step.display_state})" if step and not self.finished else ""
+        )
+        return sum(1 for s in rs.steps.values() if s.finished), len(rs.steps), current
 
     @property
     def flow_changed(self) -> bool:
@@ -128,22 +145,27 @@ class Client:
         *,
         steps: bool = False,
     ) -> list[RunStatus]:
-        """Runs, newest first."""
-        found = []
-        for run_id in self.store.run_ids():
-            try:
-                st = status_of(self.store, run_id)
-            except (FileNotFoundError, RunNotFound):
-                continue  # cleaned up while we listed
-            if state is not None and st.state != state:
-                continue
-            if workflow is not None and st.workflow != workflow:
-                continue
-            if not steps:
-                st._data.pop("steps", None)
-            found.append(st)
-        found.sort(key=lambda s: s.run_state.created_at if s.run_state else 0.0, reverse=True)
-        return found[:limit] if limit is not None else found
+        """Runs, newest first (from the index: only changed journals are read)."""
+        from .index import summaries
+
+        found = [
+            s
+            for s in summaries(self.store)
+            if (state is None or s.status["state"] == state)
+            and (workflow is None or s.status["workflow"] == workflow)
+        ]
+        found.sort(key=lambda s: s.created_at, reverse=True)
+        if limit is not None:
+            found = found[:limit]
+        if steps:
+            return [st for s in found if (st := self._status_or_none(s.id)) is not None]
+        return [RunStatus(dict(s.status), None, summary=s) for s in found]
+
+    def _status_or_none(self, run_id: str) -> RunStatus | None:
+        try:
+            return status_of(self.store, run_id)
+        except (FileNotFoundError, RunNotFound):
+            return None  # cleaned up while we listed
 
     def wait(self, run_id: str, timeout: float | None = None) -> Any:
         """The run's result once it ends; raises WorkflowFailed / WorkflowCanceled."""
@@ -165,18 +187,21 @@ class Client:
 
     def cleanup_finished(self, older_than: float | None = None) -> list[str]:
         """Delete every finished run (last updated more than `older_than` seconds ago)."""
+        from .index import summaries
+
         now = self.clock.now()
         deleted: list[str] = []
-        for st in self.list():
-            if not st.finished or st.id in deleted or st.run_state is None:
+        for s in summaries(self.store, save=False):
+            if s.status["state"] == "in_progress" or s.id in deleted:
                 continue
-            if older_than is not None and now - st.run_state.updated_at < older_than:
+            if older_than is not None and now - s.updated_at < older_than:
                 continue
-            if st.run_state.parent and self.store.exists(str(st.run_state.parent[0])):
+            parent = s.status.get("parent")
+            if parent and self.store.exists(str(parent)):
                 continue  # children go with their parent
             try:
-                deleted += ops.cleanup(self.store, st.id)
-            except RefusedOperation:
+                deleted += ops.cleanup(self.store, s.id)
+            except (RefusedOperation, RunNotFound):
                 continue
         return deleted
 

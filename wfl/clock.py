@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 class Clock(Protocol):
@@ -29,6 +31,8 @@ class SystemClock:
         return time.monotonic()
 
     async def wait(self, until: float | None, wakeup: asyncio.Event, *, idle: bool) -> None:
+        import asyncio  # here, not at the top: `wfl start` never waits and stays fast
+
         timeout = None if until is None else max(0.0, until - time.time())
         if timeout == 0.0:
             return

@@ -160,13 +160,13 @@ def _frame_at(data: bytes, pos: int) -> tuple[Record | None, int]:
 
 # A frame's payload is a msgpack map, so its 9th byte is a map marker: find candidates at C
 # speed, then check each one properly.
-_CANDIDATE = re.compile(rb"(?s)(?=.{8}[\x80-\x8f\xde\xdf])")
+_CANDIDATE = rb"(?s)(?=.{8}[\x80-\x8f\xde\xdf])"
 
 
 def _good_frame_after(data: bytes, pos: int) -> bool:
     # Only on the error path (torn tail or corruption): is there a valid frame after `pos`?
-    for match in _CANDIDATE.finditer(data, pos):
-        if _frame_at(data, match.start())[0] is not None:
+    for match in re.finditer(_CANDIDATE, data[pos:]):
+        if _frame_at(data, pos + match.start())[0] is not None:
             return True
     return False
 

@@ -6,7 +6,6 @@ import hashlib
 import importlib.util
 import os
 import sys
-import traceback
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -92,6 +91,8 @@ def _describe(exc: BaseException) -> str:
 
 def _user_frame(exc: BaseException, abspath: str) -> str:
     """file:line of the innermost frame in the user's own file (not wfl's importer)."""
+    import traceback
+
     frames = traceback.extract_tb(exc.__traceback__)
     mine = [f for f in frames if os.path.abspath(f.filename) == abspath]
     chosen = mine[-1] if mine else (frames[-1] if frames else None)

@@ -71,21 +71,13 @@ def runs_table(runs: list[RunStatus]) -> Table:
         table.add_column(column, no_wrap=True)
     now = time.time()
     for st in runs:
-        rs = st.run_state
-        done = total = 0
-        current = "-"
-        if rs is not None:
-            total = len(rs.steps)
-            done = sum(1 for s in rs.steps.values() if s.finished)
-            step = rs.current_step()
-            if step is not None and not st.finished:
-                current = f"{step.n} {step.name} ({step.display_state})"
+        done, total, current = st.progress
         table.add_row(
             st.id,
             st.workflow or "?",
             styled(st.state),
             f"{done}/{total}",
-            current,
+            current or "-",
             until(st.next_wake_at, now) if not st.finished else "-",
             ago(st.created_at, now),
         )

@@ -83,9 +83,11 @@ class RunDriver:
         self.buffer: list[bytes] = []
         self.buffer_size = 0
         self.flushing: asyncio.Future[None] | None = None
+        self.flush_scheduled = False  # a _flush_quietly task will write the buffer
         self.task: asyncio.Task[None] | None = None
         self.violation: DeterminismViolation | None = None
         self.closing = False  # finishing, canceled or evicted: no new work starts
+        self.finishing = False  # the workflow returned or raised: started steps still run
         self.finished = False
         self.inflight = 0  # attempts and on_complete calls executing now
         self.rng = random.Random()
@@ -146,7 +148,7 @@ class RunDriver:
     async def _finish(self, kind: str, *, result: Any = None, error: str | None = None) -> None:
         if self.closing:
             return
-        self.closing = True
+        self.closing = self.finishing = True
         await self._await_inflight_attempts()  # siblings run to their end and are recorded
         if self.state.cancel_requested and kind != "canceled":
             return  # a cancel arrived meanwhile; _cancel writes the end
@@ -250,6 +252,9 @@ class RunDriver:
         self.buffer.append(data)
         self.buffer_size += len(data)
         self.state.apply(record)
+        if not self.flush_scheduled:  # every record lands soon, batched with its neighbours
+            self.flush_scheduled = True
+            self._spawn(self._flush_quietly())
 
     def _journal_full(self, limit: int) -> None:
         if self.closing:
@@ -293,6 +298,10 @@ class RunDriver:
 
     def poll(self) -> None:
         """Pick up records other processes appended (cancel, events, children's ends)."""
+        if self.flushing is not None:
+            # the writer is busy in the I/O thread (flock does not exclude our own threads)
+            self._spawn(self._poll_after_flush())
+            return
         try:
             foreign = self.writer.poll()
         except WflError as exc:
@@ -300,6 +309,11 @@ class RunDriver:
             return
         if foreign:
             self.apply_foreign(foreign)
+
+    async def _poll_after_flush(self) -> None:
+        while self.flushing is not None:
+            await asyncio.shield(self.flushing)
+        self.poll()
 
     def apply_foreign(self, foreign: list[Record]) -> None:
         for r in foreign:
@@ -337,6 +351,7 @@ class RunDriver:
         if not isinstance(args, dict):
             raise TypeError(f"args of step {name!r} must be a dict of keyword arguments")
         n = self._next_number()
+        args, bad_args = _normalize(args)  # compared and passed as the journal will hold them
         policy = (
             self.workflow.retry_policy_for(kind, opts.retry) if kind in EXECUTED_KINDS else NO_RETRY
         )
@@ -346,7 +361,6 @@ class RunDriver:
         if recorded is not None:
             self._check_same(recorded, kind, name, args, unstable=opts.unstable_args)
             return self._resume(pending, recorded)
-        bad_args = _unserializable(args)
         now = self.clock.now()
         run_at = opts.run_at if opts.run_at is not None else now + (opts.run_after or 0.0)
         extra: dict[str, Any] = {}
@@ -354,8 +368,7 @@ class RunDriver:
             extra["unstable"] = True
         if policy.max_attempts > 1:
             extra["retry"] = policy.to_record()
-        if self.workflow.version:
-            extra["version"] = self.workflow.version
+        extra.update(self._stamp())
         stored_args = args if bad_args is None else {"unserializable": bad_args}
         self._append(records.sched(n, kind, name, stored_args, run_at, now, **extra))
         if bad_args is not None:
@@ -377,6 +390,7 @@ class RunDriver:
         if timeout is not None:
             extra["timeout_at"] = now + timeout
             extra["timeout"] = timeout
+        extra.update(self._stamp())
         self._append(records.sched(n, "event", label, {}, now, now, **extra))
         return self._resume(pending, self.state.steps[n])
 
@@ -395,11 +409,17 @@ class RunDriver:
             if kind == "random"
             else str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
         )
-        self._append(records.sched(n, kind, kind, {}, now, now))
+        self._append(records.sched(n, kind, kind, {}, now, now, **self._stamp()))
         self._append(records.done(n, 1, value, now))
         return value
 
+    def _stamp(self) -> dict[str, Any]:
+        """Every step record names the workflow version of the code that wrote it."""
+        return {"version": self.workflow.version} if self.workflow.version else {}
+
     def _next_number(self) -> int:
+        if self.violation is not None:
+            raise self.violation  # caught by the workflow, it still fails: no new steps
         if self.closing:
             raise asyncio.CancelledError()  # the run is ending: park the coroutine
         n = self.next_n
@@ -504,9 +524,9 @@ class RunDriver:
         else:
             p.future.set_result(result)
         self.host.activity()
-        self._spawn(self._flush_quietly())  # the workflow runs ahead; this lands the batch
 
     async def _flush_quietly(self) -> None:
+        self.flush_scheduled = False
         try:
             await self.flush()
         except WflError as exc:
@@ -516,15 +536,17 @@ class RunDriver:
 
     async def _execute(self, p: Pending) -> None:
         async with self.host.slot(self.workflow):
-            if self.closing:
-                return
+            if self._halted() or self.host.draining:
+                return  # a stopping worker starts no attempt
             s = self.state.steps[p.n]
             attempt = s.attempts + 1
             self._append(records.att(p.n, attempt, self.clock.now()))
             self.inflight += 1
             try:
                 await self.flush()  # write-ahead: the attempt is on disk before it runs
-                if self.closing or self.host.draining:
+                # a recorded attempt runs even if the worker began stopping meanwhile (its
+                # shutdown waits for it): skipped, it would count as a failed attempt
+                if self._halted():
                     return
                 self.host.emit("step_started", self, step=p.n, name=s.name, attempt=attempt)
                 ok, value = await self._call(p, attempt)
@@ -533,6 +555,7 @@ class RunDriver:
                 return
             finally:
                 self.inflight -= 1
+        self.poll()  # a cancel may have come while the step ran (no datagram without a socket)
         if self.state.cancel_requested or self.finished:
             return  # canceled meanwhile: the result is dropped
         if ok:
@@ -543,6 +566,11 @@ class RunDriver:
         exc: BaseException = value
         retryable = not isinstance(exc, NonRetryableError | SerializationError)
         self._attempt_failed(p, attempt, type(exc).__name__, str(exc), retryable=retryable)
+
+    def _halted(self) -> bool:
+        """No step may start: the run is canceled, evicted or failing for want of journal.
+        (A run that is merely finishing lets its queued siblings run, as Convex does.)"""
+        return (self.closing and not self.finishing) or self.state.cancel_requested
 
     async def _call(self, p: Pending, attempt: int) -> tuple[bool, Any]:
         token = _current.set(StepContext(self.run_id, p.n, attempt))
@@ -567,9 +595,11 @@ class RunDriver:
             _current.reset(token)
         name = self.state.steps[p.n].name
         try:
-            size = len(journal.encode(value))
+            data = journal.encode(value)
         except SerializationError as exc:
             return False, SerializationError(f"step {p.n} ({name}) returned a {exc}")
+        size = len(data)
+        value = journal.decode(data)  # what replay will hand out: tuples become lists
         limit = self.workflow.manager.result_limit
         if size > limit:
             return False, SerializationError(
@@ -605,7 +635,6 @@ class RunDriver:
         self.pending.pop(p.n, None)
         p.future.set_exception(exc)
         self.host.activity()
-        self._spawn(self._flush_quietly())
 
     async def _start_child(self, p: Pending) -> None:
         child_wf: WorkflowDef = p.fn
@@ -656,16 +685,24 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _step_failed(s: StepState) -> StepFailed:
+def _step_failed(s: StepState) -> WflError:
+    """The exception a failed step raises in workflow code, live and on replay alike."""
+    if s.kind == "event" and s.error_type == "EventTimeout":
+        return EventTimeout(str(s.sched.get("event")), float(s.sched.get("timeout", 0.0)))
     return StepFailed(s.n, s.name, s.error_type or "Error", s.message or "")
 
 
 def _unserializable(args: Any) -> str | None:
+    return _normalize(args)[1]
+
+
+def _normalize(value: Any) -> tuple[Any, str | None]:
+    """(value as it reads back from the journal, None) — tuples become lists, as they will
+    on replay — or (value, why it cannot be stored)."""
     try:
-        journal.encode(args)
+        return journal.decode(journal.encode(value)), None
     except SerializationError as exc:
-        return str(exc)
-    return None
+        return value, str(exc)
 
 
 def _journal_limit_message(run_id: str, limit: int) -> str:

@@ -138,11 +138,14 @@ class RunState:
             s.started_at = float(r["at"])
             if "child" in r:
                 s.child_id = r["child"]
+        elif t in ("done", "fail") and self.cancel_requested:
+            pass  # an in-flight step finished after the cancel: its outcome is dropped
         elif t == "done":
             s = self.steps[r["n"]]
             s.running = False
             s.outcome = "done"
             s.result = r["result"]
+            s.error_type = s.message = None  # earlier attempts' errors are history now
             s.finished_at = float(r["at"])
             s.retry_at = None
             s.event_id = r.get("event_id")
@@ -177,6 +180,8 @@ class RunState:
         elif t == "restart":
             cut = int(r["from_step"])
             self.steps = {n: s for n, s in self.steps.items() if n < cut}
+            for s in self.steps.values():
+                s.canceled = False  # unfinished steps before the cut run again
             self.children_done = {n: c for n, c in self.children_done.items() if n < cut}
             self.end = None
             self.cancel_requested = False

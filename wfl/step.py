@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Callable
 from contextvars import ContextVar
@@ -13,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from .manager import RetryPolicy
 
 if TYPE_CHECKING:
+    import asyncio
+
     from .manager import WorkflowDef
     from .replay import RunDriver
 

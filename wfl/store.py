@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -136,6 +135,8 @@ class Store:
 
     def notify(self, run_id: str) -> None:
         """Tell every live worker that `run_id` has news (new run, cancel, event...)."""
+        import socket
+
         message = run_id.encode()
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
             sock.setblocking(False)

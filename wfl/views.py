@@ -5,8 +5,9 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from . import ops, render
+from . import journal, ops, render
 from .client import Client, RunStatus
+from .errors import JournalCorrupt
 from .why import explain
 
 STATES = ("in_progress", "completed", "failed", "canceled")
@@ -29,10 +30,28 @@ def print_timeline(records: list[dict[str, Any]]) -> None:
 
 
 def why(client: Client, run_id: str) -> str:
-    state = ops.read_state(client.store, run_id)
+    try:
+        state = ops.read_state(client.store, run_id)
+    except JournalCorrupt as exc:
+        return f"nothing: it failed, its journal is corrupt at byte {exc.offset} ({exc.path})"
     alive = any(True for _ in client.store.worker_tokens())
     return explain(state, client.clock.now(), leased=client.store.is_leased(run_id),
                    workers_alive=alive)  # fmt: skip
+
+
+def readable_records(
+    client: Client, run_id: str
+) -> tuple[list[dict[str, Any]], JournalCorrupt | None]:
+    """The run's records; for a corrupt journal, the good ones before the damage and why."""
+    try:
+        return client.store.read(run_id), None
+    except JournalCorrupt as exc:
+        data = client.store.journal_path(run_id).read_bytes()[: exc.offset]
+        try:
+            good = journal.parse(data, start=len(journal.MAGIC), path=exc.path).records
+        except JournalCorrupt:
+            good = []
+        return good, exc
 
 
 def watch_run(client: Client, run_id: str) -> None:

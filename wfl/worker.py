@@ -90,6 +90,7 @@ class Worker:
         self._waking: dict[str, _Timer] = {}  # evicted/unloaded run -> its wake timer
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wakeup: asyncio.Event | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self.draining = False
         self._sock: socket.socket | None = None
@@ -98,7 +99,7 @@ class Worker:
         self.step_pool = ThreadPoolExecutor(max_parallelism, thread_name_prefix="wfl-step")
         self._io_pool = ThreadPoolExecutor(8, thread_name_prefix="wfl-io")
         self._global_slots: asyncio.Semaphore | None = None
-        self._workflow_slots: dict[int, asyncio.Semaphore] = {}
+        self._workflow_slots: dict[object, asyncio.Semaphore] = {}  # WorkflowDef, manager
         self.stats = {"steps": 0, "runs_finished": 0, "failures": 0}
 
     # -- public entry points ----------------------------------------------------------------
@@ -116,6 +117,7 @@ class Worker:
         """Drive runs. once: stop when nothing is due now. until: stop when it returns True
         and nothing is in flight. stop_when_idle: stop when no timer is left to wait for."""
         loop = asyncio.get_running_loop()
+        self._loop = loop
         self._wakeup = asyncio.Event()
         self._global_slots = asyncio.Semaphore(self.max_parallelism)
         self.store.ensure()
@@ -157,9 +159,15 @@ class Worker:
     # -- finding work -----------------------------------------------------------------------
 
     def scan(self) -> None:
-        """Read every journal and schedule the unfinished runs at their wake time."""
-        for run_id in self.store.run_ids():
-            self._consider(run_id)
+        """Schedule every unfinished run at its wake time (journals that did not change since
+        the index last saw them are not read)."""
+        from .index import summaries
+
+        for s in summaries(self.store):
+            if s.broken:
+                self._report_broken(s.id, str(s.status["error"]))
+            elif s.wake_at is not None and (self.only is None or s.id in self.only):
+                self._wake_at(s.id, s.wake_at)
 
     def rescan(self) -> None:
         for run_id in self.store.run_ids():
@@ -190,7 +198,7 @@ class Worker:
             if not (state.parent and state.parent[0] in self.only):
                 return
             self.only.add(run_id)  # a child of a run we drive
-        wake = _wake_of(state)
+        wake = state.next_wake_at()
         if wake is not None:
             self._wake_at(run_id, wake)
 
@@ -242,7 +250,7 @@ class Worker:
             self._report_broken(run_id, str(exc))
             return None
         state = RunState.from_records(history)
-        if _wake_of(state) is None:
+        if state.next_wake_at() is None:
             writer.close()
             return None  # finished, or waits for an event that has not come
         try:
@@ -336,12 +344,16 @@ class Worker:
 
     @contextlib.asynccontextmanager
     async def slot(self, wf: WorkflowDef) -> AsyncIterator[None]:
-        key = id(wf.manager)
-        sem = self._workflow_slots.get(key)
-        if sem is None:
-            sem = self._workflow_slots[key] = asyncio.Semaphore(wf.max_parallelism)
+        """A slot to execute one step: within the workflow's own max_parallelism, its
+        manager's (shared by all of the manager's workflows) and the worker's."""
+        sems = []
+        for owner, size in ((wf, wf.max_parallelism), (wf.manager, wf.manager.max_parallelism)):
+            sem = self._workflow_slots.get(owner)
+            if sem is None:
+                sem = self._workflow_slots[owner] = asyncio.Semaphore(size)
+            sems.append(sem)
         assert self._global_slots is not None
-        async with sem, self._global_slots:
+        async with sems[0], sems[1], self._global_slots:
             yield
 
     def driver_closed(self, driver: RunDriver) -> None:
@@ -368,11 +380,16 @@ class Worker:
         return load_function(path, name)
 
     def report_to_parent(self, state: RunState) -> None:
+        """(I/O thread) Record a child's end in its parent, which this worker may drive."""
         ops.report_to_parent(self.store, self.clock, state)
+        if state.parent:
+            self._news_threadsafe(str(state.parent[0]))
 
     def cancel_child(self, child_id: str) -> None:
+        """(I/O thread)"""
         with contextlib.suppress(WflError):
             ops.cancel(self.store, self.clock, child_id)
+        self._news_threadsafe(child_id)
 
     def create_child(self, wf: WorkflowDef, args: dict[str, Any], parent: list[Any]) -> str:
         return ops.create_run(self.store, self.clock, wf, args, parent=parent)
@@ -388,7 +405,25 @@ class Worker:
             driver.poll()
 
     def notify(self, run_id: str) -> None:
+        """Tell other workers, and this one, that `run_id` has news (a new child run...)."""
         self.store.notify(run_id)
+        self._news(run_id)
+
+    def _news(self, run_id: str) -> None:
+        """A run's journal changed: pick the records up, or schedule the run if it is due;
+        datagrams bring this from other processes, but a worker must not rely on its own."""
+        if run_id in self.drivers:
+            self.drivers[run_id].poll()
+        else:
+            with contextlib.suppress(WflError):
+                self.broken.pop(run_id, None)
+                self._consider(run_id)
+        self.activity()
+
+    def _news_threadsafe(self, run_id: str) -> None:
+        if self._loop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nothing to tell
+                self._loop.call_soon_threadsafe(self._news, run_id)
 
     def emit(self, kind: str, driver: RunDriver, **info: Any) -> None:
         self._emit(kind, driver, **info)
@@ -479,13 +514,6 @@ class Worker:
 
     def __iter__(self) -> Iterator[RunDriver]:
         return iter(list(self.drivers.values()))
-
-
-def _wake_of(state: RunState) -> float | None:
-    if state.end is not None:
-        pending = (state.on_complete or state.parent) and not state.on_complete_ran
-        return state.updated_at if pending else None
-    return state.next_wake_at()
 
 
 def _jitter() -> float:
