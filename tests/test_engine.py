@@ -19,9 +19,11 @@ from wfl import (
     WorkflowCanceled,
     WorkflowFailed,
     WorkflowManager,
+    ops,
 )
 from wfl.clock import FakeClock
 from wfl.errors import InvalidArguments, RefusedOperation
+from wfl.replay import child_run_id
 from wfl.testing import WorkflowTestEnv
 from wfl.worker import Worker
 
@@ -860,6 +862,22 @@ def test_child_with_invalid_arguments_fails_the_step(env: WorkflowTestEnv) -> No
     assert result["type"] == "InvalidArguments"
     assert "'n'" in result["message"]
     assert [st.workflow for st in env.client.list()] == ["parent_with_bad_child_args"]
+
+
+def test_child_started_again_after_a_crash_is_the_same_run(env: WorkflowTestEnv) -> None:
+    # A worker that died after creating the child but before recording it in the parent
+    # starts the step again: the child's id comes from the parent's id and step number, so
+    # the second creation finds the first child instead of starting another one.
+    parent_id = env.start(flows.parent, {"n": 1})
+    env.run_until_idle()
+    child = next(st for st in env.client.list() if st.workflow == "child")
+    assert child.id == child_run_id(parent_id, 0, 0)
+    again = ops.create_run(
+        env.client.store, env.clock, flows.child, {"n": 1}, parent=[parent_id, 0], run_id=child.id
+    )
+    assert again == child.id
+    assert len(env.client.list()) == 2
+    assert env.client.status(child.id).state == "completed"
 
 
 def test_cancel_of_parent_cancels_child(env: WorkflowTestEnv) -> None:

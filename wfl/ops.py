@@ -39,7 +39,10 @@ def create_run(
     on_complete: Any = None,
     context: Any = None,
     parent: list[Any] | None = None,
+    run_id: str | None = None,
 ) -> str:
+    """Record a new run. With `run_id` (child runs) creating it twice is harmless: the
+    second call finds the first run and returns its id."""
     wf, flow = resolve_workflow(target)
     if args is None:
         args = {}
@@ -72,9 +75,9 @@ def create_run(
             )
         ]
 
-    run_id = store.create_run(first_records)
-    store.notify(run_id)
-    return run_id
+    created = store.create_run(first_records, run_id=run_id)
+    store.notify(created)
+    return created
 
 
 def _check_serializable(value: Any, what: str) -> None:

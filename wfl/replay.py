@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import hashlib
 import inspect
 import logging
 import os
@@ -643,13 +644,17 @@ class RunDriver:
         except WflError as exc:
             self._attempt_failed(p, 1, type(exc).__name__, str(exc), retryable=False)
             return
-        child_id = await self.host.io(
-            self.host.create_child, child_wf, child_args, [self.run_id, p.n]
+        # The child's id is derived from this step, so a crash between creating the child and
+        # recording it here cannot start a second child: creating it again finds the first.
+        child_id = child_run_id(self.run_id, p.n, self.state.restarts)
+        await self.host.io(
+            self.host.create_child, child_wf, child_args, [self.run_id, p.n], child_id
         )
         p.extra["child"] = child_id
         self._append(records.att(p.n, 1, self.clock.now(), child=child_id))
         await self.flush()
         self.host.notify(child_id)
+        self.host.check_child(self, p, child_id)  # it may have ended before we recorded it
 
     def _child_finished(self, p: Pending, r: Record) -> None:
         if p.future.done():
@@ -676,6 +681,11 @@ class RunDriver:
         if self.inflight or self.buffer or self.flushing is not None or self.closing:
             return 0.0  # busy right now
         return self.state.next_wake_at()
+
+
+def child_run_id(parent_id: str, n: int, restarts: int) -> str:
+    digest = hashlib.sha256(f"{parent_id}/{n}/{restarts}".encode()).hexdigest()
+    return digest[: len(parent_id)]
 
 
 def describe(exc: BaseException) -> str:

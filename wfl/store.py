@@ -65,9 +65,18 @@ class Store:
 
     # -- runs ------------------------------------------------------------------------------
 
-    def create_run(self, make_records: Callable[[str], list[Record]]) -> str:
-        """Create a journal under a fresh id; `make_records(run_id)` gives its first records."""
+    def create_run(
+        self, make_records: Callable[[str], list[Record]], *, run_id: str | None = None
+    ) -> str:
+        """Create a journal under a fresh id (or `run_id`, if that run does not exist yet);
+        `make_records(run_id)` gives its first records."""
         self.ensure()
+        if run_id is not None:
+            try:
+                journal.create(self.journal_path(run_id), make_records(run_id))
+            except FileExistsError:
+                pass
+            return run_id
         while True:
             run_id = new_run_id()
             try:

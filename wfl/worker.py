@@ -391,8 +391,10 @@ class Worker:
             ops.cancel(self.store, self.clock, child_id)
         self._news_threadsafe(child_id)
 
-    def create_child(self, wf: WorkflowDef, args: dict[str, Any], parent: list[Any]) -> str:
-        return ops.create_run(self.store, self.clock, wf, args, parent=parent)
+    def create_child(
+        self, wf: WorkflowDef, args: dict[str, Any], parent: list[Any], run_id: str
+    ) -> str:
+        return ops.create_run(self.store, self.clock, wf, args, parent=parent, run_id=run_id)
 
     def check_child(self, driver: RunDriver, p: Pending, child_id: str) -> None:
         """A parent waiting on a child: if the child already ended, record it in the parent."""
