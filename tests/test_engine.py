@@ -1107,3 +1107,50 @@ def test_real_worker_with_fake_clock_drives_a_run(tmp_path: Path) -> None:
     clock.advance(2)
     asyncio.run(Worker(tmp_path, clock=clock, listen=False).run(once=True))
     assert client.wait(run_id, timeout=5).endswith("Hi back!")
+
+
+# --------------------------------------------------------------------------------------------
+# a flow file that stops importing
+
+
+FLOW_OK = """
+from wfl import Step, WorkflowManager
+workflow = WorkflowManager()
+def first() -> int:
+    return 1
+def second() -> int:
+    return 2
+@workflow.define
+async def two(step: Step) -> int:
+    a = await step.run_query(first)
+    b = await step.run_query(second, run_after=60)
+    return a + b
+"""
+
+
+def test_run_whose_flow_stops_importing_waits_and_resumes_when_fixed(tmp_path: Path) -> None:
+    flow = tmp_path / "two.py"
+    flow.write_text(FLOW_OK)
+    with WorkflowTestEnv(tmp_path / "runs") as env:
+        run_id = env.start(f"{flow}:two")
+        env.advance(0)  # first step done, second waits 60 s
+        flow.write_text(FLOW_OK.replace("return a + b", "return a +"))  # a half-saved edit
+        env.advance(61)
+        assert env.status(run_id).state == "in_progress"  # paused, not failed
+        flow.write_text(FLOW_OK.replace("return a + b", "return a + b + 0"))
+        env.run_until_idle()
+        assert env.result(run_id) == 3
+
+
+def test_cancel_of_a_run_whose_flow_does_not_import_still_finishes(tmp_path: Path) -> None:
+    flow = tmp_path / "two.py"
+    flow.write_text(FLOW_OK)
+    with WorkflowTestEnv(tmp_path / "runs") as env:
+        run_id = env.start(f"{flow}:two")
+        env.advance(0)
+        flow.write_text("this is not python")
+        env.cancel(run_id)
+        st = env.status(run_id)
+        assert st.state == "canceled"
+        assert st.run_state is not None
+        assert st.run_state.end is not None

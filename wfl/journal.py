@@ -20,6 +20,7 @@ import fcntl
 import os
 import re
 import struct
+import threading
 import zlib
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -233,11 +234,15 @@ class JournalWriter:
             raise JournalWriteError(f"cannot open journal {path}: {exc.strerror}") from None
         self.end = -1  # offset just past the last record we know of; -1: not read yet
         self._unreported: list[Record] = []  # others' records read during a failed append
+        # flock() excludes other processes, not threads sharing this fd (a worker appends
+        # from an I/O thread while its event loop polls): this lock keeps those apart
+        self._mutex = threading.Lock()
 
     def close(self) -> None:
-        if self._fd >= 0:
-            os.close(self._fd)
-            self._fd = -1
+        with self._mutex:  # not while another thread appends: the fd number could be reused
+            if self._fd >= 0:
+                os.close(self._fd)
+                self._fd = -1
 
     def read_all(self) -> list[Record]:
         """Read the whole journal (under lock), cut a torn tail off, remember its end."""
@@ -322,7 +327,7 @@ class JournalWriter:
         return os.pread(self._fd, size - offset, offset) if size > offset else b""
 
     def _locked(self) -> _Flock:
-        return _Flock(self._fd)
+        return _Flock(self, self._mutex)
 
 
 def _write_all_at(fd: int, data: bytes, offset: int, path: Path) -> None:
@@ -338,14 +343,30 @@ def _write_all_at(fd: int, data: bytes, offset: int, path: Path) -> None:
 
 
 class _Flock:
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
+    """The writer's thread lock, then flock() of its journal (reads the fd only once held,
+    so a writer closed meanwhile fails cleanly instead of locking a reused fd number)."""
+
+    def __init__(self, writer: JournalWriter, mutex: threading.Lock) -> None:
+        self.writer = writer
+        self.mutex = mutex
+        self.fd = -1
 
     def __enter__(self) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_EX)
+        self.mutex.acquire()
+        try:
+            self.fd = self.writer._fd
+            if self.fd < 0:
+                raise JournalWriteError(f"journal {self.writer.path} is closed")
+            fcntl.flock(self.fd, fcntl.LOCK_EX)
+        except BaseException:
+            self.mutex.release()
+            raise
 
     def __exit__(self, *exc: object) -> None:
-        fcntl.flock(self.fd, fcntl.LOCK_UN)
+        try:
+            fcntl.flock(self.fd, fcntl.LOCK_UN)
+        finally:
+            self.mutex.release()
 
 
 def update(path: Path, decide: Callable[[list[Record]], list[Record]]) -> list[Record]:

@@ -9,7 +9,13 @@ from typing import Any
 
 from . import journal, records
 from .clock import Clock
-from .errors import InvalidArguments, RefusedOperation, RunNotFound, SerializationError
+from .errors import (
+    InvalidArguments,
+    JournalCorrupt,
+    RefusedOperation,
+    RunNotFound,
+    SerializationError,
+)
 from .loader import file_sha, function_ref, load_workflow, split_target
 from .manager import WorkflowDef
 from .records import Record
@@ -129,8 +135,13 @@ def send_event(store: Store, clock: Clock, run_id: str, name: str, value: Any = 
 
 
 def cleanup(store: Store, run_id: str, *, children: bool = True) -> list[str]:
-    """Delete a finished run's journal (and its children's). Returns the ids deleted."""
-    state = read_state(store, run_id)
+    """Delete a finished run's journal (and its children's). Returns the ids deleted.
+    A corrupt journal counts as a failed run: it can be deleted."""
+    try:
+        state = read_state(store, run_id)
+    except JournalCorrupt:
+        store.delete(run_id)
+        return [run_id]
     if not state.finished:
         raise RefusedOperation(
             f"run {run_id} is still in progress: cancel it first (wfl cancel {run_id})"

@@ -7,7 +7,7 @@ import sys
 import time
 from collections import deque
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -15,7 +15,9 @@ from rich.table import Table
 from rich.text import Text
 
 from .client import RunStatus
-from .worker import Worker, WorkerEvent
+
+if TYPE_CHECKING:  # the worker (asyncio, replay) is not needed to print a table
+    from .worker import Worker, WorkerEvent
 
 STATE_STYLE = {
     "in_progress": "cyan",
@@ -102,6 +104,13 @@ def run_detail(st: RunStatus, *, flow_changed: bool = False) -> Group:
         head.add_row("result", json.dumps(st.result, default=repr))
     if st.error:
         head.add_row("error", Text(str(st.error), style="red"))
+    rs = st.run_state
+    if rs is not None and rs.on_complete:
+        if rs.on_complete_error:
+            note = Text(f"raised {rs.on_complete_error}", style="red")
+        else:
+            note = Text("ran" if rs.on_complete_ran else "pending")
+        head.add_row("on_complete", Text(f"{rs.on_complete[1]} ({rs.on_complete[0]}): ") + note)
     parent = st.to_dict().get("parent")
     if parent:
         head.add_row("parent", str(parent))
@@ -163,7 +172,7 @@ class WorkerView:
             self._live.__exit__(None, None, None)
 
     def on_event(self, event: WorkerEvent) -> None:
-        if event.kind in ("run_finished", "step_failed", "broken", "paused"):
+        if event.kind in ("run_finished", "step_failed", "broken", "paused", "on_complete_failed"):
             self.recent.append(event)
         if self._live is not None:
             self._live.update(self._render())
@@ -204,7 +213,7 @@ def log_line(e: WorkerEvent) -> Text:
     step = f" step {e.step} {e.name}" if e.step is not None else ""
     attempt = f" attempt {e.attempt}" if e.attempt else ""
     detail = f" {e.detail}" if e.detail else ""
-    style = "red" if e.kind in ("step_failed", "broken", "paused") else ""
+    style = "red" if e.kind in ("step_failed", "broken", "paused", "on_complete_failed") else ""
     if e.kind == "run_finished":
         style = {"success": "green", "failed": "red", "canceled": "yellow"}.get(e.detail, "")
     return Text(f"{when} {e.run_id} {e.workflow} {e.kind}{step}{attempt}{detail}", style=style)

@@ -170,7 +170,7 @@ class RunState:
             self.end = r
             self.on_complete_ran = False
             self.on_complete_error = None
-            if r["kind"] == "canceled":
+            if r["kind"] in ("canceled", "failed"):  # what was left open never ends
                 for s in self.steps.values():
                     if not s.finished:
                         s.canceled = True

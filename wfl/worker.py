@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 EVICT_AFTER = 5.0  # a run idle for longer than this until its next wake gives up its coroutine
 LEASE_RETRY = 1.0  # how soon to retry a run another worker holds
 RESCAN_EVERY = 10.0  # safety net for missed wake-ups: look for journals that changed
+FLOW_RETRY = 30.0  # how soon to retry a run whose flow file does not import
 DEFAULT_PARALLELISM = 64
 
 
@@ -194,6 +195,8 @@ class Worker:
         except JournalCorrupt as exc:
             self._report_broken(run_id, str(exc))
             return
+        if not state.id:  # no "run" record yet: being created; its creator will notify
+            return
         if self.only is not None and run_id not in self.only:
             if not (state.parent and state.parent[0] in self.only):
                 return
@@ -256,12 +259,19 @@ class Worker:
         try:
             wf = load_workflow(state.flow, state.workflow)
         except FlowLoadError as exc:
-            if state.end is None:  # the run cannot go on without its code: fail it, visibly
-                writer.append(
-                    [records.end("failed", self.clock.now(), error=f"FlowLoadError: {exc}")]
+            # A half-saved edit must not kill live runs: the run waits (and is retried) until
+            # its code imports again. Only a cancellation is finished without the code.
+            now = self.clock.now()
+            if state.cancel_requested or state.end is not None:
+                finish = [] if state.end is not None else [records.end("canceled", now)]
+                oc = records.on_complete_done(now, f"FlowLoadError: {exc}")
+                writer.append([*finish, oc])
+            else:
+                log.error("run %s paused: %s", run_id, exc)
+                self._emit_raw(
+                    WorkerEvent("paused", run_id, state.workflow, detail=str(exc), at=now)
                 )
-                log.error("run %s failed: %s", run_id, exc)
-                self._emit_raw(WorkerEvent("run_finished", run_id, state.workflow, detail=str(exc)))
+                self._wake_at(run_id, now + FLOW_RETRY)
             writer.close()
             return None
         return RunDriver(self, run_id, writer, history, wf)
