@@ -83,7 +83,7 @@ def test_greeting_reply_step_waits_two_seconds(env: WorkflowTestEnv) -> None:
 
 def test_string_argument_is_coerced_to_the_int_annotation(env: WorkflowTestEnv) -> None:
     run_id = env.start(flows.typed, {"count": "5"})
-    assert env.status(run_id).args == {"count": 5}
+    assert env.status(run_id).args == {"count": 5, "label": "none"}  # defaults are recorded
     env.run_until_idle()
     assert env.result(run_id) == {"count": 5, "type": "int", "label": "none"}
 

@@ -181,6 +181,7 @@ class WorkflowDef:
                     raise InvalidArguments(
                         f"workflow {self.name} needs argument {p.name!r} (--arg {p.name}=...)"
                     )
+                out[p.name] = p.default  # recorded, so a later change of default is no surprise
                 continue
             out[p.name] = coerce(args[p.name], p.annotation, what=f"argument {p.name!r}")
         return out

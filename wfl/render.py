@@ -140,15 +140,69 @@ def steps_table(st: RunStatus) -> Table:
 def timeline(records: list[dict[str, Any]]) -> Table:
     table = Table(box=None, header_style="bold", pad_edge=False)
     table.add_column("#", justify="right")
-    table.add_column("TIME", no_wrap=True)
+    table.add_column("TIME (UTC)", no_wrap=True)
     table.add_column("RECORD", no_wrap=True)
-    table.add_column("DETAIL")
+    table.add_column("WHAT")
     for i, r in enumerate(records):
         at = r.get("at", r.get("created_at"))
-        when = datetime.fromtimestamp(at, UTC).strftime("%H:%M:%S.%f")[:-3] if at else "-"
-        detail = {k: v for k, v in r.items() if k not in ("t", "at")}
-        table.add_row(str(i), when, r["t"], json.dumps(detail, default=repr))
+        when = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if at else "-"
+        table.add_row(str(i), when, r["t"], describe_record(r))
     return table
+
+
+def _short(value: Any, limit: int = 80) -> str:
+    text = json.dumps(value, default=repr)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _when(ts: float | None) -> str:
+    if ts is None:
+        return "-"
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+
+
+def describe_record(r: dict[str, Any]) -> Text:
+    """One journal record as a sentence (the timeline of `wfl show`)."""
+    t = r["t"]
+    n = r.get("n")
+    if t == "run":
+        parent = f", child of {r['parent'][0]} step {r['parent'][1]}" if r.get("parent") else ""
+        return Text(
+            f"run {r['id']} of {r['workflow']}({_short(r['args'])}) from {r['flow']}, "
+            f"version {r.get('version', 0)}{parent}"
+        )
+    if t == "sched":
+        due = f", due {_when(r['run_at'])}" if r.get("run_at", 0) > r.get("at", 0) else ""
+        return Text(f"step {n} called: {r['kind']} {r['name']} {_short(r['args'])}{due}")
+    if t == "att":
+        child = f" (child run {r['child']})" if r.get("child") else ""
+        return Text(f"step {n} attempt {r['attempt']} starts{child}", style="cyan")
+    if t == "done":
+        return Text(f"step {n} done: {_short(r['result'])}", style="green")
+    if t == "fail":
+        then = f"; retry at {_when(r['retry_at'])}" if r.get("retry_at") else "; final"
+        text = f"step {n} attempt {r['attempt']} failed: {r['error_type']}: {r['message']}{then}"
+        return Text(text, style="red")
+    if t == "event":
+        return Text(f"event {r['name']!r} delivered: {_short(r['value'])}")
+    if t == "cancel":
+        return Text("cancel requested", style="yellow")
+    if t == "end":
+        kind = r["kind"]
+        if kind == "success":
+            return Text(f"run completed: {_short(r.get('result'))}", style="green")
+        if kind == "failed":
+            return Text(f"run failed: {r.get('error')}", style="red")
+        return Text("run canceled", style="yellow")
+    if t == "oc":
+        if r.get("ok"):
+            return Text("on_complete done")
+        return Text(f"on_complete raised {r.get('error')}", style="red")
+    if t == "restart":
+        return Text(f"restart from step {r['from_step']}", style="yellow")
+    if t == "child":
+        return Text(f"child run {r['child_id']} of step {n} ended: {r['kind']}")
+    return Text(_short({k: v for k, v in r.items() if k != "t"}, 200))
 
 
 class WorkerView:
