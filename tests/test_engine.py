@@ -1142,6 +1142,18 @@ def test_run_whose_flow_stops_importing_waits_and_resumes_when_fixed(tmp_path: P
         assert env.result(run_id) == 3
 
 
+def test_cleanup_of_a_canceled_run_waits_until_a_worker_wound_it_up(
+    env: WorkflowTestEnv,
+) -> None:
+    # on_complete has not seen the cancel yet: deleting the journal now would lose it
+    run_id = env.start(flows.long_sleep, {"days": 30}, on_complete=flows.record_completion)
+    env.client.cancel(run_id)
+    with pytest.raises(RefusedOperation, match="on_complete pending"):
+        env.client.cleanup(run_id)
+    env.advance(0)
+    assert env.client.cleanup(run_id) == [run_id]
+
+
 def test_cancel_of_a_run_whose_flow_does_not_import_still_finishes(tmp_path: Path) -> None:
     flow = tmp_path / "two.py"
     flow.write_text(FLOW_OK)

@@ -154,12 +154,15 @@ def worker(
         int, typer.Option("--max-parallelism", help="steps executing at once", min=1)
     ] = 64,
     once: Annotated[bool, typer.Option("--once", help="drain what is due now, then exit")] = False,
+    grace: Annotated[
+        float, typer.Option("--grace", help="seconds running steps get to finish on SIGTERM", min=0)
+    ] = 10.0,
     dir: DirOption = None,
 ) -> None:
     """Drive runs: replay due runs, execute steps, sleep until the next timer or new work."""
     from .foreground import serve
 
-    serve(Path(dir) if dir else None, max_parallelism=max_parallelism, once=once)
+    serve(Path(dir) if dir else None, max_parallelism=max_parallelism, once=once, grace=grace)
 
 
 @app.command("send-event")

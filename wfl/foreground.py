@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,10 +14,10 @@ from .client import Client, result_of
 from .worker import Worker
 
 
-def serve(directory: Path | None, *, max_parallelism: int, once: bool) -> None:
+def serve(directory: Path | None, *, max_parallelism: int, once: bool, grace: float) -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     live = sys.stdout.isatty()
-    worker = Worker(directory, max_parallelism=max_parallelism)
+    worker = Worker(directory, max_parallelism=max_parallelism, grace=grace)
     view = render.WorkerView(worker, live=live)
     worker.on_event = view.on_event
 
@@ -26,6 +27,12 @@ def serve(directory: Path | None, *, max_parallelism: int, once: bool) -> None:
 
     with view:
         asyncio.run(main())
+    if worker.cut_off:
+        # Steps still running in threads were recorded as cut off; Python would wait for
+        # those threads at exit, so leave now (the journals are already durable).
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
 
 
 def run_in_foreground(client: Client, run_id: str, *, live: bool) -> Any:

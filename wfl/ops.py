@@ -146,8 +146,12 @@ def cleanup(store: Store, run_id: str, *, children: bool = True) -> list[str]:
         raise RefusedOperation(
             f"run {run_id} is still in progress: cancel it first (wfl cancel {run_id})"
         )
-    if state.state == "canceled" and state.end is None and store.is_leased(run_id):
-        raise RefusedOperation(f"run {run_id} is still being canceled by a worker: try again")
+    if state.end is None or state.next_wake_at() is not None:
+        # canceled, but a worker has yet to record the end and call on_complete
+        raise RefusedOperation(
+            f"run {run_id} is canceled but not wound up yet (on_complete pending): "
+            "let a worker finish it (wfl worker --once), then clean it up"
+        )
     deleted = []
     if children:
         for s in state.steps.values():

@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 INTERRUPTED = "the worker stopped during this attempt"
+CUT_OFF = "the worker shut down and its grace period ended during this attempt"
 GROUP_COMMIT_TURNS = 8  # event-loop turns a scheduled flush waits for more records
 
 
@@ -208,6 +209,15 @@ class RunDriver:
         self.finished = True
         self._cancel_timers()
         self.host.driver_closed(self)
+
+    def record_cut_off(self) -> None:
+        """A stopping worker gives up on the attempts still running: record each action's as
+        a failed attempt now (retried under its policy by the next worker). Queries and
+        mutations need nothing: an unfinished attempt of theirs simply runs again."""
+        for p in list(self.pending.values()):
+            s = self.state.steps.get(p.n)
+            if p.kind == "action" and s is not None and s.running and p.task and not p.task.done():
+                self._attempt_failed(p, s.attempts, "Interrupted", CUT_OFF, retryable=True)
 
     def evict(self) -> None:
         """Drop the live coroutine (the journal holds everything); used for idle runs."""
@@ -571,6 +581,7 @@ class RunDriver:
                 return
             finally:
                 self.inflight -= 1
+                self.host.activity()
         self.poll()  # a cancel may have come while the step ran (no datagram without a socket)
         if self.state.cancel_requested or self.finished:
             return  # canceled meanwhile: the result is dropped

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 EVICT_AFTER = 5.0  # a run idle for longer than this until its next wake gives up its coroutine
 LEASE_RETRY = 1.0  # how soon to retry a run another worker holds
 RESCAN_EVERY = 10.0  # safety net for missed wake-ups: look for journals that changed
+GRACE = 10.0  # default grace period for running steps when the worker stops
 FLOW_RETRY = 30.0  # how soon to retry a run whose flow file does not import
 DEFAULT_PARALLELISM = 64
 
@@ -75,6 +76,7 @@ class Worker:
         on_event: Callable[[WorkerEvent], None] | None = None,
         evict_after: float = EVICT_AFTER,
         only: set[str] | None = None,
+        grace: float = GRACE,
     ) -> None:
         self.store = store if isinstance(store, Store) else Store(store)
         self.clock: Clock = clock or SystemClock()
@@ -83,6 +85,8 @@ class Worker:
         self.on_event = on_event
         self.evict_after = evict_after
         self.only = only  # drive just these runs (`wfl run`); None: every run
+        self.grace = grace  # seconds a stopping worker lets running steps finish
+        self.cut_off = False  # some step was still running when the grace period ended
         self.drivers: dict[str, RunDriver] = {}
         self.leases: dict[str, Lease] = {}
         self.broken: dict[str, str] = {}  # run id -> why it cannot be driven (corrupt...)
@@ -502,15 +506,21 @@ class Worker:
 
     # -- shutdown ---------------------------------------------------------------------------
 
-    async def _shutdown(self, grace: float = 10.0) -> None:
+    async def _shutdown(self) -> None:
         self.draining = True
         self._close_socket()
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + grace
+        deadline = loop.time() + self.grace
         while any(d.inflight for d in self.drivers.values()) and loop.time() < deadline:
-            await asyncio.sleep(0.01)
+            assert self._wakeup is not None
+            self._wakeup.clear()
+            with contextlib.suppress(TimeoutError):  # each finished attempt sets the event
+                await asyncio.wait_for(self._wakeup.wait(), max(0.0, deadline - loop.time()))
         for d in list(self.drivers.values()):
-            if d.buffer:
+            if d.inflight:
+                self.cut_off = True
+                d.record_cut_off()
+            if d.buffer or d.flushing is not None:  # a batch being written: let it land
                 with contextlib.suppress(WflError):
                     await d.flush()
             d.evict()
