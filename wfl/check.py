@@ -106,6 +106,7 @@ class _DryHost:
     def __init__(self) -> None:
         self.clock = SystemClock()
         self.draining = True
+        self.listening = True
         self.step_pool = None
 
     def call_at(self, when: float, fn: Any) -> _Timer:

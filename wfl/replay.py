@@ -256,7 +256,7 @@ class RunDriver:
     def _append(self, record: Record, *, flush_soon: bool = True) -> None:
         """Buffer a record (and apply it to the state). flush_soon=False when the caller
         flushes right away itself."""
-        data = journal.frame(record)
+        data = journal.frame_checked_values(record)
         limit = self.workflow.manager.journal_limit
         if self.writer.size() + self.buffer_size + len(data) > limit and record["t"] not in (
             "end",
@@ -582,7 +582,8 @@ class RunDriver:
             finally:
                 self.inflight -= 1
                 self.host.activity()
-        self.poll()  # a cancel may have come while the step ran (no datagram without a socket)
+        if not self.host.listening:
+            self.poll()  # a cancel may have come while the step ran (no datagram to tell us)
         if self.state.cancel_requested or self.finished:
             return  # canceled meanwhile: the result is dropped
         if ok:

@@ -101,6 +101,8 @@ class RunState:
     on_complete_error: str | None = None
     children_done: dict[int, Record] = field(default_factory=dict)
     restarts: int = 0
+    # unfinished steps, kept up to date so a worker's checks cost O(open), not O(history)
+    open: dict[int, StepState] = field(default_factory=dict)
 
     @classmethod
     def from_records(cls, records: list[Record]) -> RunState:
@@ -127,7 +129,7 @@ class RunState:
             self.parent = r.get("parent")
         elif t == "sched":
             n = r["n"]
-            self.steps[n] = StepState(
+            self.steps[n] = self.open[n] = StepState(
                 n, r["kind"], r["name"], r.get("args"), float(r["run_at"]), float(r["at"]), r
             )
         elif t == "att":
@@ -149,6 +151,7 @@ class RunState:
             s.finished_at = float(r["at"])
             s.retry_at = None
             s.event_id = r.get("event_id")
+            self.open.pop(s.n, None)
             if s.attempts == 0:
                 s.attempts = max(1, int(r.get("attempt", 1)))
                 s.started_at = s.started_at or s.finished_at
@@ -162,6 +165,7 @@ class RunState:
             if s.retry_at is None:
                 s.outcome = "failed"
                 s.finished_at = float(r["at"])
+                self.open.pop(s.n, None)
         elif t == "event":
             self.events.append(r)
         elif t == "cancel":
@@ -180,6 +184,7 @@ class RunState:
         elif t == "restart":
             cut = int(r["from_step"])
             self.steps = {n: s for n, s in self.steps.items() if n < cut}
+            self.open = {n: s for n, s in self.steps.items() if not s.finished}
             for s in self.steps.values():
                 s.canceled = False  # unfinished steps before the cut run again
             self.children_done = {n: c for n, c in self.children_done.items() if n < cut}
@@ -234,11 +239,10 @@ class RunState:
             return self.updated_at if pending else None
         if self.cancel_requested:
             return self.updated_at  # a worker must finish the cancellation
-        open_steps = [s for s in self.steps.values() if not s.finished]
-        if not open_steps:
+        if not self.open:
             return self.updated_at  # the workflow code runs next
         wakes: list[float] = []
-        for s in open_steps:
+        for s in self.open.values():
             if s.kind == "event" and self.pending_event(str(s.sched.get("event"))):
                 return self.updated_at
             if s.kind == "workflow" and s.n in self.children_done:
@@ -251,10 +255,7 @@ class RunState:
         return min(wakes) if wakes else None
 
     def current_step(self) -> StepState | None:
-        open_steps = [s for s in self.steps.values() if not s.finished]
-        if open_steps:
-            return min(open_steps, key=lambda s: s.n)
-        return None
+        return self.open[min(self.open)] if self.open else None
 
     def to_dict(self, *, steps: bool = True) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -33,6 +33,7 @@ from .store import Lease, Store, socket_address
 
 log = logging.getLogger(__name__)
 
+EVICT_CHECK_EVERY = 0.5  # seconds between looks for runs to evict
 EVICT_AFTER = 5.0  # a run idle for longer than this until its next wake gives up its coroutine
 LEASE_RETRY = 1.0  # how soon to retry a run another worker holds
 RESCAN_EVERY = 10.0  # safety net for missed wake-ups: look for journals that changed
@@ -87,6 +88,7 @@ class Worker:
         self.only = only  # drive just these runs (`wfl run`); None: every run
         self.grace = grace  # seconds a stopping worker lets running steps finish
         self.cut_off = False  # some step was still running when the grace period ended
+        self._evict_checked = float("-inf")
         self.drivers: dict[str, RunDriver] = {}
         self.leases: dict[str, Lease] = {}
         self.broken: dict[str, str] = {}  # run id -> why it cannot be driven (corrupt...)
@@ -133,10 +135,10 @@ class Worker:
         try:
             while True:
                 self._fire_due()
-                self._evict_idle()
                 if self._stopping:
                     break
                 busy = self._busy()
+                self._evict_idle(throttled=busy)
                 if not busy and (once or (until is not None and until())):
                     if not self._due_now():
                         break
@@ -315,6 +317,11 @@ class Worker:
         deadline = self._next_deadline()
         return deadline is not None and deadline <= self.clock.now()
 
+    @property
+    def listening(self) -> bool:
+        """Whether other processes' news reach this worker as datagrams."""
+        return self._sock is not None
+
     def _busy(self) -> bool:
         """Something is executing or about to: the clock must not skip ahead."""
         now = self.clock.now()
@@ -324,8 +331,11 @@ class Worker:
                 return True
         return bool(self._tasks)
 
-    def _evict_idle(self) -> None:
+    def _evict_idle(self, *, throttled: bool) -> None:
         now = self.clock.now()
+        if throttled and 0 <= now - self._evict_checked < EVICT_CHECK_EVERY:
+            return  # while busy, a look every so often is enough: idle runs only cost memory
+        self._evict_checked = now
         for run_id, d in list(self.drivers.items()):
             if d.closing:
                 continue
