@@ -199,7 +199,7 @@ def create(path: Path, records: Iterable[Record]) -> None:
     except OSError as exc:
         raise JournalWriteError(f"cannot create journal {path}: {exc.strerror}") from None
     try:
-        _write_all(fd, data, path)
+        _write_all(fd, data, path, "write new")
         os.fsync(fd)
     except BaseException:
         os.close(fd)
@@ -217,14 +217,14 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def _write_all(fd: int, data: bytes, path: Path) -> None:
+def _write_all(fd: int, data: bytes, path: Path, verb: str = "append to") -> None:
     view = memoryview(data)
     while view:
         try:
             written = os.write(fd, view)
         except OSError as exc:
             what = "disk full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else exc.strerror
-            raise JournalWriteError(f"cannot append to journal {path}: {what}") from None
+            raise JournalWriteError(f"cannot {verb} journal {path}: {what}") from None
         view = view[written:]
 
 

@@ -395,7 +395,7 @@ class Worker:
 
     def driver_failed(self, driver: RunDriver, exc: BaseException) -> None:
         """The run's journal could not be written (disk full...): drop it and retry later."""
-        log.error("run %s paused: %s", driver.run_id, exc)
+        log.info("run %s paused: %s", driver.run_id, exc)  # the "paused" event says it too
         self._emit("paused", driver, detail=str(exc))
         driver.evict()
         self._wake_at(driver.run_id, self.clock.now() + 5.0)
