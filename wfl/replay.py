@@ -240,9 +240,6 @@ class RunDriver:
         self._cancel_timers()
         if self.task is not None:
             self.task.cancel()
-        for p in self.pending.values():
-            if p.kind == "workflow" and p.extra.get("child"):
-                await self.host.io(self.host.cancel_child, p.extra["child"])
         for s in self.state.steps.values():
             if s.kind == "workflow" and s.child_id and not s.finished:
                 await self.host.io(self.host.cancel_child, s.child_id)
