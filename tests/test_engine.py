@@ -1166,3 +1166,17 @@ def test_cancel_of_a_run_whose_flow_does_not_import_still_finishes(tmp_path: Pat
         assert st.state == "canceled"
         assert st.run_state is not None
         assert st.run_state.end is not None
+
+
+def test_worker_holds_at_most_max_live_runs_at_once(env: WorkflowTestEnv) -> None:
+    ids = [env.start(flows.three_steps) for _ in range(20)]
+    live: list[int] = []
+    worker = Worker(env.dir, clock=env.clock, listen=False, max_live=4)
+    worker.on_event = lambda e: live.append(len(worker.drivers)) if e.kind == "loaded" else None
+    env.clock.skip = True
+    try:
+        asyncio.run(worker.run(stop_when_idle=True))
+    finally:
+        env.clock.skip = False
+    assert all(env.status(r).state == "completed" for r in ids)
+    assert max(live) == 4

@@ -274,3 +274,21 @@ def test_one_writer_used_from_two_threads_while_another_process_appends(tmp_path
     on_disk = journal.read(path).records
     assert sorted(r["i"] for r in on_disk if r["t"] == "mine") == list(range(1500))
     assert sorted(r["i"] for r in on_disk if r["t"] == "theirs") == list(range(40))
+
+
+@pytest.mark.slow
+def test_a_burst_of_starts_loses_no_wake_up(tmp_path: Path) -> None:
+    """A worker's datagram queue holds ~10 messages; 80 starts in a tight loop must still each
+    wake it (a dropped one would leave its run waiting for the 10 s rescan)."""
+    directory = tmp_path / "runs"
+    log = tmp_path / "effects.log"
+    worker = WorkerProc(directory)
+    try:
+        wait_for(worker_listening(directory), 10.0, "the worker to listen")
+        client = Client(directory)
+        ids = [client.start(f"{CHAOS}:tiny", {"log": str(log)}) for _ in range(80)]
+        wait_for(lambda: all(settled(directory, r) for r in ids), 8.0, "every run to end")
+    finally:
+        worker.kill()
+    delays = [_pickup_delay(journals(directory)[r]) for r in ids]
+    assert max(delays) < 5.0, f"slowest pick-up {max(delays):.2f} s"

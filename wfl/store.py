@@ -22,6 +22,7 @@ DIR_MODE = 0o700
 SUFFIX = ".journal"
 _ID = re.compile(r"^[0-9a-z]{1,64}$")
 ID_LENGTH = 12
+NOTIFY_TIMEOUT = 0.5  # seconds to wait for a busy worker's wake-up queue
 
 
 def default_dir() -> Path:
@@ -142,20 +143,25 @@ class Store:
         except FileNotFoundError:
             return
 
-    def notify(self, run_id: str) -> None:
-        """Tell every live worker that `run_id` has news (new run, cancel, event...)."""
+    def notify(self, run_id: str, *, skip: str = "") -> None:
+        """Tell every live worker (but `skip`) that `run_id` has news (new run, cancel...)."""
         import socket
 
         message = run_id.encode()
         with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
-            sock.setblocking(False)
+            # A worker's queue holds only ~10 datagrams: when a burst of starts fills it, wait
+            # briefly for it to drain rather than drop the news (the run would wait for the
+            # next rescan).
+            sock.settimeout(NOTIFY_TIMEOUT)
             for token in self.worker_tokens():
+                if token == skip:
+                    continue
                 try:
                     sock.sendto(message, socket_address(token))
                 except (ConnectionRefusedError, FileNotFoundError):
                     (self.dir / "workers" / token).unlink(missing_ok=True)  # worker is gone
                 except OSError:
-                    pass  # its queue is full: it is busy and will rescan anyway
+                    pass  # stuck: it will find the run at its next rescan
 
 
 def socket_address(token: str) -> str:

@@ -17,6 +17,7 @@ import os
 import secrets
 import signal
 import socket
+from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +38,7 @@ EVICT_CHECK_EVERY = 0.5  # seconds between looks for runs to evict
 EVICT_AFTER = 5.0  # a run idle for longer than this until its next wake gives up its coroutine
 LEASE_RETRY = 1.0  # how soon to retry a run another worker holds
 RESCAN_EVERY = 10.0  # safety net for missed wake-ups: look for journals that changed
+MAX_LIVE = 256  # default cap on runs held live at once
 GRACE = 10.0  # default grace period for running steps when the worker stops
 FLOW_RETRY = 30.0  # how soon to retry a run whose flow file does not import
 DEFAULT_PARALLELISM = 64
@@ -78,6 +80,7 @@ class Worker:
         evict_after: float = EVICT_AFTER,
         only: set[str] | None = None,
         grace: float = GRACE,
+        max_live: int | None = None,
     ) -> None:
         self.store = store if isinstance(store, Store) else Store(store)
         self.clock: Clock = clock or SystemClock()
@@ -87,6 +90,11 @@ class Worker:
         self.evict_after = evict_after
         self.only = only  # drive just these runs (`wfl run`); None: every run
         self.grace = grace  # seconds a stopping worker lets running steps finish
+        # runs held live at once (each holds its coroutine, a lease and two descriptors);
+        # due runs beyond that wait their turn in _admission
+        self.max_live = max_live or max(MAX_LIVE, 4 * max_parallelism)
+        self._admission: deque[str] = deque()
+        self._admitting: set[str] = set()
         self.cut_off = False  # some step was still running when the grace period ended
         self._evict_checked = float("-inf")
         self.drivers: dict[str, RunDriver] = {}
@@ -138,8 +146,11 @@ class Worker:
                 if self._stopping:
                     break
                 busy = self._busy()
-                self._evict_idle(throttled=busy)
-                if not busy and (once or (until is not None and until())):
+                self._evict_idle(throttled=busy and not self._admission)
+                if self._admission:
+                    busy = busy or self._admit_waiting()
+                settled = not busy and not self._admission
+                if settled and (once or (until is not None and until())):
                     if not self._due_now():
                         break
                     continue
@@ -147,7 +158,7 @@ class Worker:
                     self.rescan()
                     last_scan = self.clock.now()
                 deadline = self._next_deadline()
-                if not busy and stop_when_idle and deadline is None:
+                if settled and stop_when_idle and deadline is None:
                     break
                 if self.listen and (deadline is None or deadline - self.clock.now() > RESCAN_EVERY):
                     deadline = self.clock.now() + RESCAN_EVERY
@@ -224,6 +235,11 @@ class Worker:
         if timer is not None:
             timer.cancel()
         if run_id in self.drivers or self.draining or run_id in self.broken:
+            return
+        if len(self.drivers) >= self.max_live:  # bounded memory and file descriptors
+            if run_id not in self._admitting:
+                self._admitting.add(run_id)
+                self._admission.append(run_id)
             return
         try:
             lease = self.store.try_lease(run_id)
@@ -340,7 +356,9 @@ class Worker:
             if d.closing:
                 continue
             quiet = d.quiet_until()
-            if quiet is None or quiet - now > self.evict_after:
+            # with runs waiting for room, any run idle until a later time makes room now
+            keep = 0.0 if self._admission else self.evict_after
+            if quiet is None or quiet - now > keep:
                 d.evict()
                 self._emit("evicted", d)
                 if quiet is not None:
@@ -391,7 +409,18 @@ class Worker:
                 self.stats["runs_finished"] += 1
                 end = driver.state.end or {}
                 self._emit("run_finished", driver, detail=str(end.get("kind", "")))
+            self._admit_waiting()
         self.activity()
+
+    def _admit_waiting(self) -> bool:
+        """Load waiting runs while there is room; True if any was loaded."""
+        admitted = False
+        while self._admission and len(self.drivers) < self.max_live and not self.draining:
+            run_id = self._admission.popleft()
+            self._admitting.discard(run_id)
+            self._load(run_id)
+            admitted = True
+        return admitted
 
     def driver_failed(self, driver: RunDriver, exc: BaseException) -> None:
         """The run's journal could not be written (disk full...): drop it and retry later."""
@@ -432,7 +461,7 @@ class Worker:
 
     def notify(self, run_id: str) -> None:
         """Tell other workers, and this one, that `run_id` has news (a new child run...)."""
-        self.store.notify(run_id)
+        self.store.notify(run_id, skip=self._token)
         self._news(run_id)
 
     def _news(self, run_id: str) -> None:
