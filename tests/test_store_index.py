@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -86,3 +88,27 @@ def test_listing_reads_only_journals_that_changed(tmp_path: Path, monkeypatch) -
     monkeypatch.setattr(journal, "read", counting_read)
     assert len(client.list()) == 5
     assert reads == []
+
+
+@pytest.mark.parametrize(
+    ("argv", "banned"),
+    [
+        (["start", FLOW, "--arg", "text=hello"], ("typer", "rich", "asyncio", "pydantic")),
+        (["status", "--json"], ("typer", "rich", "pydantic")),
+        (["status", "--limit", "5"], ("typer", "pydantic")),
+    ],
+)
+def test_hot_commands_do_not_import_heavy_modules(
+    tmp_path: Path, argv: list[str], banned: tuple[str, ...]
+) -> None:
+    # `wfl start` and `wfl status` are parsed without typer, which costs more than their work
+    code = (
+        "import sys\n"
+        f"sys.argv = ['wfl', *{argv!r}, '--dir', {str(tmp_path)!r}]\n"
+        "from wfl.entry import main\n"
+        "main()\n"
+        f"loaded = [m for m in {banned!r} if m in sys.modules]\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

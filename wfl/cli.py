@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from .client import Client
-from .entry import fail, parse_args, parse_json, start_run
+from .entry import describe_os_error, fail, parse_args, parse_json, start_run
 from .errors import InvalidArguments, WflError
 
 app = typer.Typer(
@@ -85,35 +85,12 @@ def status(
     dir: DirOption = None,
 ) -> None:
     """Show every run, or one run with its steps."""
-    from . import views
+    from .views import status_command
 
-    client = _client(dir)
-    if state is not None and state not in views.STATES:
-        raise InvalidArguments(f"--state must be one of {', '.join(views.STATES)}")
-    if run is None:
-        if why:
-            raise InvalidArguments("--why needs a RUN")
-        if watch:
-            views.watch_all(client, state=state, workflow=workflow, limit=limit)
-        elif json_:
-            runs = client.list(state=state, workflow=workflow, limit=limit)
-            _print_json([r.to_dict() for r in runs])
-        else:
-            views.print_runs(client.list(state=state, workflow=workflow, limit=limit))
-        return
-    run_id = client.resolve(run)
-    if why:
-        sentence = views.why(client, run_id)
-        if json_:
-            _print_json({"id": run_id, "why": sentence})
-        else:
-            sys.stdout.write(sentence + "\n")
-    elif watch:
-        views.watch_run(client, run_id)
-    elif json_:
-        _print_json(client.status(run_id).to_dict())
-    else:
-        views.print_run(client.status(run_id))
+    status_command(
+        str(dir) if dir is not None else None, run, json_=json_, state=state,
+        workflow=workflow, limit=limit, watch=watch, why=why,
+    )  # fmt: skip
 
 
 @app.command()
@@ -270,7 +247,7 @@ def main() -> None:
                 sys.exit(exc.exit_code)  # type: ignore[attr-defined]
             fail(exc.format_message(), exc.exit_code)  # type: ignore[attr-defined]
         if isinstance(exc, OSError):
-            fail(f"{exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": "), 2)
+            fail(describe_os_error(exc), 2)
         raise
 
 

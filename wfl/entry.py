@@ -1,8 +1,11 @@
-"""The `wfl` executable's entry point: a fast path for `wfl start`, typer for everything else.
+"""The `wfl` executable's entry point: a fast path for `wfl start` and `wfl status`, typer for
+everything else.
 
-`wfl start` is the command scripts call in loops, so it is parsed here without importing typer
-or rich (about half of its start-up time). Anything unusual (`--help`, an unknown or
-malformed option) falls through to the typer app, which owns help and usage errors.
+These two are what scripts call in loops and people type most, and typer (which builds pydantic
+adapters for its options) costs more than the work itself. So they are parsed here, by the
+same table of options, and call the same functions as the typer commands. Anything unusual
+(`--help`, an unknown or malformed option) falls through to the typer app, which owns help
+and usage errors.
 """
 
 from __future__ import annotations
@@ -13,7 +16,14 @@ from typing import Any
 
 from .errors import InvalidArguments, WflError
 
-_START_OPTIONS = {"--arg", "--args-json", "--on-complete", "--context", "--dir"}
+# The commands parsed here: options that take a value (repeatable ones marked), flags, and
+# how many positional arguments (at least, at most).
+_FAST = {
+    "start": ({"--arg": True, "--args-json": False, "--on-complete": False, "--context": False,
+               "--dir": False}, set(), (1, 1)),
+    "status": ({"--state": False, "--workflow": False, "--limit": False, "--dir": False},
+               {"--json", "--watch", "--why"}, (0, 1)),
+}  # fmt: skip
 
 
 def parse_json(text: str, what: str) -> Any:
@@ -58,56 +68,98 @@ def start_run(
     return client.start(flow, parse_args(pairs, args_json), on_complete=on_complete, context=ctx)
 
 
-def _parse_start(argv: list[str]) -> dict[str, Any] | None:
-    """Options of `wfl start`, or None to let typer handle (and explain) the command line."""
-    found: dict[str, Any] = {"pairs": [], "flow": None}
+def _parse(command: str, argv: list[str]) -> dict[str, Any] | None:
+    """The options of a fast-path command, or None to let typer handle (and explain) the
+    command line: --help, unknown options, missing values, repeated options."""
+    valued, flags, (least, most) = _FAST[command]
+    found: dict[str, Any] = {"positional": [], "--arg": []}
     i = 0
     while i < len(argv):
         token = argv[i]
-        if token.startswith("--"):
+        if token.startswith("-"):
             name, eq, value = token.partition("=")
-            if name not in _START_OPTIONS:
-                return None
-            if not eq:
-                if i + 1 >= len(argv):
+            if name in flags and not eq:
+                found[name] = True
+            elif name in valued:
+                if not eq:
+                    if i + 1 >= len(argv):
+                        return None
+                    i += 1
+                    value = argv[i]
+                if valued[name]:
+                    found[name].append(value)
+                elif name in found:
                     return None
-                i += 1
-                value = argv[i]
-            if name == "--arg":
-                found["pairs"].append(value)
-            elif name in found:
-                return None  # given twice: let typer decide
+                else:
+                    found[name] = value
             else:
-                found[name] = value
-        elif token.startswith("-") or found["flow"] is not None:
-            return None
+                return None
         else:
-            found["flow"] = token
+            found["positional"].append(token)
         i += 1
-    return found if found["flow"] is not None else None
+    return found if least <= len(found["positional"]) <= most else None
+
+
+def _start(options: dict[str, Any]) -> None:
+    run_id = start_run(
+        options["positional"][0],
+        options["--arg"],
+        options.get("--args-json"),
+        options.get("--on-complete"),
+        options.get("--context"),
+        options.get("--dir"),
+    )
+    sys.stdout.write(run_id + "\n")
+
+
+def _status(options: dict[str, Any]) -> bool:
+    limit = options.get("--limit")
+    if limit is not None:
+        if not limit.isdigit() or int(limit) < 1:
+            return False  # typer says what is wrong with it
+        limit = int(limit)
+    from .views import status_command
+
+    positional = options["positional"]
+    status_command(
+        options.get("--dir"),
+        positional[0] if positional else None,
+        json_=bool(options.get("--json")),
+        state=options.get("--state"),
+        workflow=options.get("--workflow"),
+        limit=limit,
+        watch=bool(options.get("--watch")),
+        why=bool(options.get("--why")),
+    )
+    return True
 
 
 def main() -> None:
     argv = sys.argv[1:]
-    if argv[:1] == ["start"]:
-        options = _parse_start(argv[1:])
-        if options is not None:
-            try:
-                run_id = start_run(
-                    options["flow"],
-                    options["pairs"],
-                    options.get("--args-json"),
-                    options.get("--on-complete"),
-                    options.get("--context"),
-                    options.get("--dir"),
-                )
-            except WflError as exc:
-                fail(str(exc), exc.exit_code)
-            sys.stdout.write(run_id + "\n")
-            return
+    command = argv[0] if argv else ""
+    options = _parse(command, argv[1:]) if command in _FAST else None
+    if options is not None:
+        try:
+            if command == "start":
+                _start(options)
+                return
+            if _status(options):
+                return
+        except WflError as exc:
+            fail(str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            fail("interrupted", 130)
+        except BrokenPipeError:
+            sys.exit(1)
+        except OSError as exc:
+            fail(describe_os_error(exc), 2)
     from .cli import main as typer_main
 
     typer_main()
+
+
+def describe_os_error(exc: OSError) -> str:
+    return f"{exc.strerror or exc}: {getattr(exc, 'filename', '') or ''}".rstrip(": ")
 
 
 def fail(message: str, code: int) -> None:

@@ -117,7 +117,9 @@ def _read(store: Store, run_id: str, mtime: float) -> RunSummary | None:
 def _load(store: Store) -> dict[str, Any]:
     try:
         data = (store.dir / INDEX_NAME).read_bytes()
-        decoded = journal.decode(data)
+        # our own cache, and its size makes the Timestamp walk costly: a stray Timestamp
+        # would only be inert data, and any entry that does not fit is simply rebuilt
+        decoded = journal.decode(data, refuse_timestamps=False)
     except Exception:
         return {}  # missing or unreadable: rebuild from the journals
     if not isinstance(decoded, dict) or decoded.get("format") != INDEX_FORMAT:

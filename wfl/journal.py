@@ -57,12 +57,17 @@ def _pack(value: Any) -> bytes:
         raise SerializationError(_describe_unserializable(value, exc)) from None
 
 
-def decode(data: bytes) -> Any:
-    """Inverse of encode. Never executes code: ext types are refused, sizes bounded."""
+def decode(data: bytes, *, refuse_timestamps: bool = True) -> Any:
+    """Inverse of encode. Never executes code: ext types are refused, sizes bounded.
+    refuse_timestamps=False skips the walk for inert Timestamp objects (for big caches)."""
     value = msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_refuse_ext)
     # msgpack decodes ext type -1 (Timestamp) without asking ext_hook: refuse it too, looking
     # only when its byte patterns occur at all
-    if any(marker in data for marker in _TIMESTAMP_MARKERS) and _has_timestamp(value):
+    if (
+        refuse_timestamps
+        and any(marker in data for marker in _TIMESTAMP_MARKERS)
+        and _has_timestamp(value)
+    ):
         raise ValueError("unexpected msgpack timestamp")
     return value
 

@@ -2,19 +2,73 @@
 
 from __future__ import annotations
 
+import json
+import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import journal, ops, render
+from . import journal, ops
 from .client import Client, RunStatus
-from .errors import JournalCorrupt
+from .errors import InvalidArguments, JournalCorrupt
 from .why import explain
 
+if TYPE_CHECKING:
+    pass
+
 STATES = ("in_progress", "completed", "failed", "canceled")
+
+
+def status_command(
+    directory: str | None,
+    run: str | None,
+    *,
+    json_: bool = False,
+    state: str | None = None,
+    workflow: str | None = None,
+    limit: int | None = None,
+    watch: bool = False,
+    why: bool = False,
+) -> None:
+    """`wfl status`: every run, or one run with its steps (shared by typer and the fast path)."""
+    client = Client(directory)
+    if state is not None and state not in STATES:
+        raise InvalidArguments(f"--state must be one of {', '.join(STATES)}")
+    if run is None:
+        if why:
+            raise InvalidArguments("--why needs a RUN")
+        if watch:
+            watch_all(client, state=state, workflow=workflow, limit=limit)
+        elif json_:
+            runs = client.list(state=state, workflow=workflow, limit=limit)
+            print_json([r.to_dict() for r in runs])
+        else:
+            print_runs(client.list(state=state, workflow=workflow, limit=limit))
+        return
+    run_id = client.resolve(run)
+    if why:
+        sentence = explain_run(client, run_id)
+        if json_:
+            print_json({"id": run_id, "why": sentence})
+        else:
+            sys.stdout.write(sentence + "\n")
+    elif watch:
+        watch_run(client, run_id)
+    elif json_:
+        print_json(client.status(run_id).to_dict())
+    else:
+        print_run(client.status(run_id))
+
+
+def print_json(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, indent=2, default=repr) + "\n")
+
+
 WATCH_INTERVAL = 0.25
 
 
 def print_runs(runs: list[RunStatus]) -> None:
+    from . import render
+
     if not runs:
         render.console.print("no runs", style="dim")
         return
@@ -22,14 +76,18 @@ def print_runs(runs: list[RunStatus]) -> None:
 
 
 def print_run(st: RunStatus) -> None:
+    from . import render
+
     render.console.print(render.run_detail(st, flow_changed=st.flow_changed))
 
 
 def print_timeline(records: list[dict[str, Any]]) -> None:
+    from . import render
+
     render.console.print(render.timeline(records))
 
 
-def why(client: Client, run_id: str) -> str:
+def explain_run(client: Client, run_id: str) -> str:
     try:
         state = ops.read_state(client.store, run_id)
     except JournalCorrupt as exc:
@@ -58,6 +116,8 @@ def watch_run(client: Client, run_id: str) -> None:
     """Redraw one run until it ends (or Ctrl-C)."""
     from rich.live import Live
 
+    from . import render
+
     with Live(render.run_detail(client.status(run_id)), console=render.console) as live:
         while True:
             st = client.status(run_id)
@@ -70,6 +130,8 @@ def watch_run(client: Client, run_id: str) -> None:
 def watch_all(client: Client, **filters: Any) -> None:
     """Redraw the run table until Ctrl-C."""
     from rich.live import Live
+
+    from . import render
 
     with Live(render.runs_table(client.list(**filters)), console=render.console) as live:
         while True:
