@@ -1,0 +1,616 @@
+#!/usr/bin/env python3
+"""wfl's side of the benchmark: one workload phase per process, driven by bench/run.py.
+
+    python bench/wfl_side.py PHASE '{"option": value, ...}'
+
+prints progress on stderr and one line `RESULT {json}` on stdout. Each phase uses a fresh
+journal directory under the `tmp` option (default /tmp), removed afterwards, with wfl's default
+durable settings (every record fsynced before the worker acts on it). The worker runs in this
+process (like DBOS, which runs workflows in the caller's process); clients that must be "another
+process" (pick-up latency, CLI) are real subprocesses.
+
+Phases: throughput nsteps timer pickup cli sleepers disk, and the helpers drive / scan / starter
+that `sleepers` and `pickup` start as subprocesses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+FLOWS = str(HERE / "flows.py")
+sys.path.insert(0, str(HERE))
+
+import flows  # noqa: E402  (bench/flows.py: the worker loads this very module object)
+
+from wfl import Client  # noqa: E402
+from wfl.worker import Worker, WorkerEvent  # noqa: E402
+
+# -- small helpers ----------------------------------------------------------------------------
+
+FSYNCS = [0]
+
+
+def _count_fsyncs() -> None:
+    """Count os.fsync / os.fdatasync calls (wfl looks them up on `os` at call time)."""
+    real_fsync, real_fdatasync = os.fsync, os.fdatasync
+
+    def fsync(fd: int) -> None:
+        FSYNCS[0] += 1
+        real_fsync(fd)
+
+    def fdatasync(fd: int) -> None:
+        FSYNCS[0] += 1
+        real_fdatasync(fd)
+
+    os.fsync = fsync  # type: ignore[assignment]
+    os.fdatasync = fdatasync  # type: ignore[assignment]
+
+
+def log(msg: str) -> None:
+    print(f"#   {msg}", file=sys.stderr, flush=True)
+
+
+class ErrorLog(logging.Handler):
+    """Counts the errors wfl logs (a worker logs them and goes on; the bench shows them)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.count = 0
+        self.first: list[str] = []
+        logging.getLogger("wfl").addHandler(self)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.count += 1
+        if len(self.first) < 3:
+            self.first.append(record.getMessage()[:200])
+
+    def summary(self) -> dict[str, Any]:
+        return {"logged_errors": self.count, "first_errors": self.first}
+
+
+def rss_mb() -> dict[str, float]:
+    """VmRSS (now) and VmHWM (peak) of this process, MB."""
+    out: dict[str, float] = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS:", "VmHWM:")):
+                key, value = line.split(":", 1)
+                out[key] = int(value.split()[0]) / 1024
+    return {"rss_mb": out.get("VmRSS", 0.0), "peak_rss_mb": out.get("VmHWM", 0.0)}
+
+
+def pctl(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..100)."""
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, round(q / 100 * len(s) + 0.5) - 1))
+    return s[k]
+
+
+def summary(values: list[float]) -> dict[str, Any]:
+    if not values:
+        return {"n": 0}
+    return {
+        "n": len(values),
+        "median": statistics.median(values),
+        "p99": pctl(values, 99),
+        "min": min(values),
+        "max": max(values),
+    }
+
+
+def wfl_cli() -> str | None:
+    """The `wfl` console script of this interpreter's environment."""
+    cand = Path(sys.executable).parent / "wfl"
+    if cand.exists():
+        return str(cand)
+    return shutil.which("wfl")
+
+
+def timed_cmd(cmd: list[str], reps: int, env: dict[str, str] | None = None) -> dict[str, Any]:
+    """Median wall time of a whole process; one untimed warm-up run first."""
+    times = []
+    first = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300)
+    if first.returncode != 0:
+        err = (first.stderr.strip().splitlines() or [f"exit {first.returncode}"])[-1]
+        return {"error": f"`{' '.join(Path(c).name for c in cmd[:2])}` failed: {err[:200]}"}
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        p = subprocess.run(cmd, capture_output=True, env=env, timeout=300)
+        times.append((time.perf_counter() - t0) * 1e3)
+        if p.returncode != 0:
+            return {"error": f"exit {p.returncode}: {p.stderr.decode()[-200:]}"}
+    return {
+        "median_ms": statistics.median(times),
+        "min_ms": min(times),
+        "max_ms": max(times),
+        "reps": reps,
+        "stdout_bytes": len(first.stdout),
+    }
+
+
+def fresh_dir(o: dict[str, Any], name: str) -> str:
+    return tempfile.mkdtemp(prefix=f"wflbench-{name}-", dir=o.get("tmp", "/tmp"))
+
+
+def warm_up(d: str, wf: Any, args: dict[str, Any], n: int = 3) -> None:
+    """A few runs through a throwaway worker: imports, flow loading, first-call costs."""
+    client = Client(d)
+    for _ in range(n):
+        client.start(wf, args)
+    Worker(d, listen=False).run_sync(once=True)
+
+
+async def drive_until(
+    worker: Worker, expected: Callable[[], int], finished: list[float], timeout: float
+) -> bool:
+    """Run `worker` until `expected()` runs have finished; False on timeout."""
+    loop = asyncio.get_running_loop()
+    timed_out = [False]
+
+    def give_up() -> None:
+        timed_out[0] = True
+        worker.stop()
+
+    handle = loop.call_later(timeout, give_up)
+    await worker.run(until=lambda: len(finished) >= expected())
+    handle.cancel()
+    return not timed_out[0]
+
+
+def finish_recorder(finished: list[float]) -> Callable[[WorkerEvent], None]:
+    def on_event(ev: WorkerEvent) -> None:
+        if ev.kind == "run_finished":
+            finished.append(time.perf_counter())
+
+    return on_event
+
+
+def check_completed(client: Client, ids: list[str]) -> list[str]:
+    bad = []
+    for rid in ids:
+        st = client.status(rid)
+        if st.state != "completed":
+            bad.append(f"{rid}: {st.state} {st.error}")
+    return bad
+
+
+# -- workload 1: throughput -------------------------------------------------------------------
+
+
+def phase_throughput(o: dict[str, Any]) -> dict[str, Any]:
+    """W workflows x S steps, 8 steps at a time (flows.workflow max_parallelism=8).
+
+    precreated=False (the headline figure, like DBOS's queue8 which counts its enqueue time):
+    the worker is up and idle, a client thread starts the W runs (each start is a durable
+    journal creation + a wake-up datagram) and the clock stops when the last run finished.
+    precreated=True: the runs exist before the worker starts; only the worker is timed."""
+    d = fresh_dir(o, "tp")
+    W, S = o["workflows"], o["steps"]
+    wf = getattr(flows, o.get("workflow", "steps"))
+    try:
+        warm_up(d, wf, {"n": S})
+        client = Client(d)
+        finished: list[float] = []
+        ids: list[str] = []
+        if o.get("precreated"):
+            ids = [client.start(wf, {"n": S}) for _ in range(W)]
+        # when each run was created and first loaded: a start whose wake-up is lost shows
+        # as a run picked up late (found by the worker's periodic rescan instead)
+        created: dict[str, float] = {}
+        loaded: dict[str, float] = {}
+        record_finish = finish_recorder(finished)
+
+        def on_event(ev: WorkerEvent) -> None:
+            if ev.kind == "loaded":
+                loaded.setdefault(ev.run_id, time.perf_counter())
+            record_finish(ev)
+
+        def starter() -> None:
+            for _ in range(W):
+                rid = client.start(wf, {"n": S})
+                created[rid] = time.perf_counter()
+                ids.append(rid)
+
+        worker = Worker(d, on_event=on_event, listen=not o.get("precreated"))
+
+        async def go() -> float:
+            task = asyncio.create_task(drive_until(worker, lambda: W, finished, o["timeout"]))
+            await asyncio.sleep(0.05)  # the worker is up and idle
+            FSYNCS[0] = 0
+            t0 = time.perf_counter()
+            if not o.get("precreated"):
+                threading.Thread(target=starter).start()
+            if not await task:
+                raise RuntimeError(f"timed out: {len(finished)}/{W} runs finished")
+            return t0
+
+        t0 = asyncio.run(go())
+        dt = finished[-1] - t0
+        fsyncs = FSYNCS[0]
+        bad = check_completed(client, ids)
+        if bad:
+            raise RuntimeError(f"{len(bad)} runs did not complete: {bad[:2]}")
+        return {
+            "workflows": W,
+            "steps_per_wf": S,
+            "workflow": wf.name,
+            "precreated": bool(o.get("precreated")),
+            "seconds": dt,
+            "wf_per_s": W / dt,
+            "steps_per_s": W * S / dt,
+            "fsyncs": fsyncs,
+            "fsyncs_per_step": fsyncs / (W * S),
+            **pickup_stats(created, loaded),
+        }
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def pickup_stats(created: dict[str, float], loaded: dict[str, float]) -> dict[str, Any]:
+    """Start-to-load delays of runs started while the worker ran (ms)."""
+    delays = [(loaded[r] - t) * 1e3 for r, t in created.items() if r in loaded]
+    if not delays:
+        return {}
+    return {
+        "load_delay_ms_max": max(delays),
+        "load_delay_ms_median": statistics.median(delays),
+        "runs_loaded_over_1s_late": sum(1 for x in delays if x > 1000),
+    }
+
+
+# -- workload 2: one long run -----------------------------------------------------------------
+
+
+def phase_nsteps(o: dict[str, Any]) -> dict[str, Any]:
+    d = fresh_dir(o, "ns")
+    rows = []
+    try:
+        warm_up(d, flows.steps_timed, {"n": 10})
+        client = Client(d)
+        for n in o["sizes"]:
+            finished: list[float] = []
+            worker = Worker(d, on_event=finish_recorder(finished), listen=False)
+            FSYNCS[0] = 0
+            t0 = time.perf_counter()
+            rid = client.start(flows.steps_timed, {"n": n})
+
+            async def go(worker: Worker = worker, finished: list[float] = finished) -> bool:
+                return await drive_until(worker, lambda: 1, finished, o["timeout"])
+
+            if not asyncio.run(go()):
+                raise RuntimeError(f"N={n}: timed out")
+            dt = finished[-1] - t0
+            fsyncs = FSYNCS[0]
+            bad = check_completed(client, [rid])
+            if bad:
+                raise RuntimeError(bad[0])
+            times = list(flows.STEP_TIMES)
+            k = min(100, n)
+            rows.append(
+                {
+                    "n": n,
+                    "seconds": dt,
+                    "ms_per_step": dt / n * 1e3,
+                    "steps_per_s": n / dt,
+                    "median_ms_first100": statistics.median(times[:k]) * 1e3,
+                    "median_ms_last100": statistics.median(times[-k:]) * 1e3,
+                    "fsyncs_per_step": fsyncs / n,
+                }
+            )
+            log(f"N={n}: {dt / n * 1e3:.3f} ms/step")
+        return {"rows": rows}
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# -- workload 3: timer accuracy ---------------------------------------------------------------
+
+
+def phase_timer(o: dict[str, Any]) -> dict[str, Any]:
+    """R runs, started `stagger` s apart, each scheduling a step run_after=delay; lateness of
+    the step body after the target (both ends are time.time() in this process)."""
+    d = fresh_dir(o, "tm")
+    R, stagger, delay = o["reps"], o["stagger"], o["delay"]
+    try:
+        warm_up(d, flows.first_step, {}, n=2)
+        client = Client(d)
+        finished: list[float] = []
+        ids: list[str] = []
+        worker = Worker(d, on_event=finish_recorder(finished))
+
+        def starter() -> None:
+            for _ in range(R):
+                ids.append(client.start(flows.timer, {"delay": delay}))
+                time.sleep(stagger)
+
+        async def go() -> None:
+            task = asyncio.create_task(drive_until(worker, lambda: R, finished, o["timeout"]))
+            await asyncio.sleep(0.05)
+            threading.Thread(target=starter).start()
+            if not await task:
+                raise RuntimeError(f"timed out: {len(finished)}/{R} runs finished")
+
+        asyncio.run(go())
+        late = []
+        for rid in ids:
+            before, after = client.wait(rid, timeout=5)
+            late.append((after - before - delay) * 1e3)
+        return {
+            "delay_s": delay,
+            "stagger_s": stagger,
+            "lateness_ms": late,
+            "lateness": summary(late),
+        }
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# -- workload 4: pick-up latency --------------------------------------------------------------
+
+
+def phase_starter(o: dict[str, Any]) -> dict[str, Any]:
+    """Subprocess of `pickup`: Client.start R runs `gap` s apart; wall clock just before each."""
+    client = Client(o["dir"])
+    out = []
+    for _ in range(o["reps"]):
+        time.sleep(o["gap"])
+        t = time.time()
+        rid = client.start(FLOWS + ":first_step", {})
+        out.append([rid, t])
+    return {"starts": out}
+
+
+def phase_pickup(o: dict[str, Any]) -> dict[str, Any]:
+    """A worker idles in this process; another process starts runs of one step. Latency =
+    time.time() in the step body minus time.time() just before the start call (same clock).
+    `client`: a Python process calling Client.start (the engine's latency); `cli`: a whole
+    `wfl start` process per run, timed from before it is spawned."""
+    d = fresh_dir(o, "pu")
+    R, Rc, gap = o["reps"], o["cli_reps"], o["gap"]
+    try:
+        warm_up(d, flows.first_step, {}, n=2)
+        client = Client(d)
+        finished: list[float] = []
+        worker = Worker(d, on_event=finish_recorder(finished))
+        starts: dict[str, list[Any]] = {"client": [], "cli": []}
+        errors: list[str] = []
+        expected = [10**9]
+        wfl = wfl_cli()
+
+        def feeder() -> None:
+            try:
+                opts = json.dumps({"dir": d, "reps": R, "gap": gap})
+                p = subprocess.run(
+                    [sys.executable, __file__, "starter", opts],
+                    capture_output=True,
+                    text=True,
+                    timeout=o["timeout"],
+                )
+                res = _result_of(p)
+                if "error" in res:
+                    errors.append("client: " + res["error"])
+                else:
+                    starts["client"] = res["starts"]
+                for _ in range(Rc if wfl else 0):
+                    time.sleep(gap)
+                    t = time.time()
+                    q = subprocess.run(
+                        [wfl or "wfl", "start", FLOWS + ":first_step", "--dir", d],
+                        capture_output=True,
+                        text=True,
+                        timeout=60,
+                    )
+                    if q.returncode != 0:
+                        err = (q.stderr.strip().splitlines() or ["?"])[-1]
+                        errors.append(f"`wfl start` exit {q.returncode}: {err[:200]}")
+                        break
+                    starts["cli"].append([q.stdout.strip(), t])
+                if not wfl:
+                    errors.append("no `wfl` console script found")
+            finally:
+                expected[0] = len(starts["client"]) + len(starts["cli"])
+
+        async def go() -> None:
+            task = asyncio.create_task(
+                drive_until(worker, lambda: expected[0], finished, o["timeout"])
+            )
+            await asyncio.sleep(0.2)  # the worker is up and idle
+            await asyncio.to_thread(feeder)
+            worker.activity()  # `expected` is known now
+            if not await task:
+                raise RuntimeError(f"timed out: {len(finished)}/{expected[0]} finished")
+
+        asyncio.run(go())
+        out: dict[str, Any] = {"gap_s": gap, "errors": errors}
+        for mode, pairs in starts.items():
+            lat = [(client.wait(rid, timeout=5) - t) * 1e3 for rid, t in pairs]
+            out[mode] = {"latency_ms": lat, **summary(lat)}
+        return out
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# -- workload 5: CLI start-up -----------------------------------------------------------------
+
+
+def phase_cli(o: dict[str, Any]) -> dict[str, Any]:
+    d = fresh_dir(o, "cli")
+    R = o["reps"]
+    try:
+        Client(d).start(flows.first_step, {})  # something to list
+        py = sys.executable
+        out: dict[str, Any] = {
+            "python_pass": timed_cmd([py, "-c", "pass"], R),
+            "python_import_wfl": timed_cmd([py, "-c", "import wfl"], R),
+        }
+        wfl = wfl_cli()
+        if wfl is None:
+            out["wfl_start"] = out["wfl_status"] = {"error": "no `wfl` console script found"}
+        else:
+            out["wfl_start"] = timed_cmd([wfl, "start", FLOWS + ":first_step", "--dir", d], R)
+            out["wfl_status"] = timed_cmd([wfl, "status", "--dir", d], R)
+        return out
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# -- workload 6: many sleeping runs -----------------------------------------------------------
+
+
+def phase_drive(o: dict[str, Any]) -> dict[str, Any]:
+    """Subprocess of `sleepers`: one worker drives every due run until nothing is due now
+    (`wfl worker --once`); all sleepers end up evicted, waiting on a 30-day timer."""
+    evicted = [0]
+
+    def on_event(ev: WorkerEvent) -> None:
+        if ev.kind == "evicted":
+            evicted[0] += 1
+
+    errors = ErrorLog()
+    before = rss_mb()
+    t0 = time.perf_counter()
+    w = Worker(o["dir"], listen=False, on_event=on_event)
+    w.run_sync(once=True)
+    return {
+        "seconds": time.perf_counter() - t0,
+        "evicted": evicted[0],
+        "rss_before": before,
+        **rss_mb(),
+        **errors.summary(),
+    }
+
+
+def phase_scan(o: dict[str, Any]) -> dict[str, Any]:
+    """Subprocess of `sleepers`: a fresh worker starts over the directory; scan time and RSS
+    once it has read every journal and holds a timer per sleeping run."""
+    before = rss_mb()
+    w = Worker(o["dir"])
+
+    async def go() -> dict[str, Any]:
+        t0 = time.perf_counter()
+        task = asyncio.create_task(w.run())
+        await asyncio.sleep(0)  # run() scans synchronously before its first wait
+        scan_s = time.perf_counter() - t0
+        await asyncio.sleep(o.get("hold", 1.0))
+        after = rss_mb()
+        timers = len(getattr(w, "_waking", {}))
+        live = len(w.drivers)
+        w.stop()
+        await task
+        return {"scan_seconds": scan_s, "timers": timers, "live_drivers": live, **after}
+
+    res = asyncio.run(go())
+    res["rss_before"] = before
+    return res
+
+
+def phase_sleepers(o: dict[str, Any]) -> dict[str, Any]:
+    d = fresh_dir(o, "sl")
+    N = o["sleepers"]
+    try:
+        client = Client(d)
+        t0 = time.perf_counter()
+        for _ in range(N):
+            client.start(flows.sleeper, {"days": 30.0})
+        create_s = time.perf_counter() - t0
+        log(f"{N} runs created in {create_s:.1f} s")
+        out: dict[str, Any] = {
+            "sleepers": N,
+            "create_seconds": create_s,
+            "starts_per_s": N / create_s,
+        }
+        out["drive"] = _sub("drive", {"dir": d}, o["timeout"])
+        log(f"driven to sleep: {out['drive']}")
+        out["scan"] = _sub("scan", {"dir": d, "hold": 1.0}, o["timeout"])
+        log(f"fresh worker: {out['scan']}")
+        wfl = wfl_cli()
+        env = dict(os.environ, WFL_DIR=d)
+        R = o["status_reps"]
+        if wfl is None:
+            out["status_limit50"] = out["status_json"] = {"error": "no `wfl` console script"}
+        else:
+            out["status_limit50"] = timed_cmd([wfl, "status", "--limit", "50", "--dir", d], R, env)
+            out["status_json"] = timed_cmd([wfl, "status", "--json", "--dir", d], R, env)
+        t0 = time.perf_counter()
+        n50 = len(client.list(limit=50))
+        out["client_list50_ms"] = (time.perf_counter() - t0) * 1e3
+        t0 = time.perf_counter()
+        nall = len(client.list())
+        out["client_list_all_ms"] = (time.perf_counter() - t0) * 1e3
+        out["listed"] = [n50, nall]
+        return out
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+# -- workload 7: disk limits ------------------------------------------------------------------
+
+
+def phase_disk(o: dict[str, Any]) -> dict[str, Any]:
+    import disk  # bench/disk.py
+
+    return disk.measure(o.get("tmp", "/tmp"), o["seconds"])
+
+
+# -- plumbing ---------------------------------------------------------------------------------
+
+
+def _result_of(p: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("RESULT ")]
+    if p.returncode != 0 or not lines:
+        tail = (p.stderr or "").strip().splitlines()[-3:]
+        return {"error": f"exit {p.returncode}: " + " | ".join(tail)[-600:]}
+    result: dict[str, Any] = json.loads(lines[-1][len("RESULT ") :])
+    return result
+
+
+def _sub(phase: str, opts: dict[str, Any], timeout: float) -> dict[str, Any]:
+    p = subprocess.run(
+        [sys.executable, __file__, phase, json.dumps(opts)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return _result_of(p)
+
+
+PHASES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+    "throughput": phase_throughput,
+    "nsteps": phase_nsteps,
+    "timer": phase_timer,
+    "pickup": phase_pickup,
+    "starter": phase_starter,
+    "cli": phase_cli,
+    "sleepers": phase_sleepers,
+    "drive": phase_drive,
+    "scan": phase_scan,
+    "disk": phase_disk,
+}
+
+
+def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] not in PHASES:
+        raise SystemExit(f"usage: wfl_side.py {{{','.join(PHASES)}}} [JSON options]")
+    opts = json.loads(sys.argv[2]) if len(sys.argv) > 2 else {}
+    opts.setdefault("timeout", 600.0)
+    _count_fsyncs()
+    res = PHASES[sys.argv[1]](opts)
+    print("RESULT " + json.dumps(res), flush=True)
+
+
+if __name__ == "__main__":
+    main()
