@@ -10,7 +10,6 @@ and usage errors.
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import Any
 
@@ -27,6 +26,8 @@ _FAST = {
 
 
 def parse_json(text: str, what: str) -> Any:
+    import json
+
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:

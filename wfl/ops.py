@@ -4,7 +4,6 @@ cleanup, restart, telling a parent that its child ended. Each is one locked jour
 from __future__ import annotations
 
 import os
-import secrets
 from typing import Any
 
 from . import journal, records
@@ -119,7 +118,7 @@ def send_event(store: Store, clock: Clock, run_id: str, name: str, value: Any = 
     if not isinstance(name, str) or not name:
         raise InvalidArguments("an event needs a non-empty name")
     _check_serializable(value, f"value of event {name!r}")
-    event_id = secrets.token_hex(8)
+    event_id = os.urandom(8).hex()
 
     def decide(existing: list[Record]) -> list[Record]:
         state = RunState.from_records(existing)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -13,6 +12,7 @@ from .manager import RetryPolicy
 
 if TYPE_CHECKING:
     import asyncio
+    import logging
 
     from .manager import WorkflowDef
     from .replay import RunDriver
@@ -75,11 +75,18 @@ class Step:
 
     def __init__(self, driver: RunDriver) -> None:
         self._driver = driver
-        self.logger: logging.LoggerAdapter[logging.Logger] = _StepLogger(driver)
+        self._logger: logging.LoggerAdapter[logging.Logger] | None = None
 
     @property
     def run_id(self) -> str:
         return self._driver.run_id
+
+    @property
+    def logger(self) -> logging.LoggerAdapter[logging.Logger]:
+        """Logs each line once: lines logged while replaying recorded history are dropped."""
+        if self._logger is None:
+            self._logger = _step_logger(self._driver)
+        return self._logger
 
     def run_query(
         self, fn: Callable[..., Any], args: dict[str, Any] | None = None, **options: Any
@@ -150,14 +157,13 @@ def _options(options: dict[str, Any]) -> StepOptions:
     )
 
 
-class _StepLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
-    """Logs each line once: calls made while replaying recorded history are dropped."""
+def _step_logger(driver: RunDriver) -> logging.LoggerAdapter[logging.Logger]:
+    import logging  # here: flow files import this module, and `wfl start` stays fast
 
-    def __init__(self, driver: RunDriver) -> None:
-        logger = logging.getLogger(f"wfl.workflow.{driver.workflow.name}")
-        super().__init__(logger, {"run_id": driver.run_id})
-        self._driver = driver
+    class StepLogger(logging.LoggerAdapter):  # type: ignore[type-arg]
+        def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
+            if not driver.replaying:
+                super().log(level, msg, *args, **kwargs)
 
-    def log(self, level: int, msg: object, *args: Any, **kwargs: Any) -> None:
-        if not self._driver.replaying:
-            super().log(level, msg, *args, **kwargs)
+    logger = logging.getLogger(f"wfl.workflow.{driver.workflow.name}")
+    return StepLogger(logger, {"run_id": driver.run_id})

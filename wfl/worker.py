@@ -14,7 +14,6 @@ import heapq
 import itertools
 import logging
 import os
-import secrets
 import signal
 import socket
 from collections import deque
@@ -504,7 +503,7 @@ class Worker:
     # -- wake-up channel --------------------------------------------------------------------
 
     def _open_socket(self, loop: asyncio.AbstractEventLoop) -> None:
-        self._token = f"{os.getpid()}-{secrets.token_hex(4)}"
+        self._token = f"{os.getpid()}-{os.urandom(4).hex()}"
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
             sock.bind(socket_address(self._token))
