@@ -112,3 +112,17 @@ def test_hot_commands_do_not_import_heavy_modules(
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_newest_listing_checks_only_the_newest_but_misses_no_change(tmp_path: Path) -> None:
+    client = Client(tmp_path)
+    ids = [client.start(FLOW) for _ in range(6)]  # created in this order
+    assert [s.id for s in client.list(limit=3)] == ids[::-1][:3]
+    client.cancel(ids[-1])  # a change to a listed run is seen
+    assert client.list(limit=1)[0].state == "canceled"
+    newer = client.start(FLOW)  # a run the index has not seen comes first
+    assert [s.id for s in client.list(limit=2)] == [newer, ids[-1]]
+    client.store.journal_path(newer).unlink()  # a deleted one is gone
+    assert [s.id for s in client.list(limit=1)] == [ids[-1]]
+    # the rest of the index survived the partial looks: a full listing reads nothing
+    assert len(index.summaries(client.store)) == 6

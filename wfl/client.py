@@ -148,9 +148,10 @@ class Client:
         """Runs, newest first (from the index: only changed journals are read)."""
         from .index import summaries
 
+        newest = limit if state is None and workflow is None else None
         found = [
             s
-            for s in summaries(self.store)
+            for s in summaries(self.store, newest=newest)
             if (state is None or s.status["state"] == state)
             and (workflow is None or s.status["workflow"] == workflow)
         ]

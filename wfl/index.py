@@ -68,22 +68,31 @@ class RunSummary:
         return cls(run_id, status, mtime, mtime, None, 0, 0, "", broken=True)
 
 
-def summaries(store: Store, *, save: bool = True) -> list[RunSummary]:
-    """A summary of every run in the directory, reading only journals that changed."""
+def summaries(store: Store, *, save: bool = True, newest: int | None = None) -> list[RunSummary]:
+    """A summary of every run in the directory, reading only journals that changed.
+
+    With `newest`, only the newest runs are returned, and only they are checked against
+    their journals: a run's creation time never changes, so the cache orders them correctly,
+    and runs it has not seen yet (new ones) are always looked at.
+    """
     try:
-        entries = list(os.scandir(store.dir))
+        names = os.listdir(store.dir)
     except FileNotFoundError:
         return []
+    ids = [n[: -len(SUFFIX)] for n in names if n.endswith(SUFFIX)]
     cache = _load(store)
+    to_check = ids
+    if newest is not None:
+        unseen = [r for r in ids if r not in cache]
+        seen = [r for r in ids if r in cache]
+        seen.sort(key=lambda r: cache[r][1][1], reverse=True)  # [1][1]: created_at
+        to_check = unseen + seen[:newest]
     fresh: dict[str, list[Any]] = {}
     out: list[RunSummary] = []
     changed = False
-    for entry in entries:
-        if not entry.name.endswith(SUFFIX):
-            continue
-        run_id = entry.name[: -len(SUFFIX)]
+    for run_id in to_check:
         try:
-            st = entry.stat()
+            st = os.stat(store.dir / (run_id + SUFFIX))
         except FileNotFoundError:
             continue
         stamp = [st.st_mtime_ns, st.st_size]
@@ -97,6 +106,11 @@ def summaries(store: Store, *, save: bool = True) -> list[RunSummary]:
             changed = True
         fresh[run_id] = [stamp, summary.to_record()]
         out.append(summary)
+    if newest is not None:
+        out.sort(key=lambda s: s.created_at, reverse=True)
+        out = out[:newest]
+        present = set(ids)  # keep the entries not looked at this time
+        fresh = {r: e for r, e in cache.items() if r in present} | fresh
     if save and (changed or len(fresh) != len(cache)):
         _save(store, fresh)
     return out
