@@ -312,10 +312,11 @@ class Bench:
             "precreated": dict(base, precreated=True),
             "async_steps": dict(base, workflow="steps_async"),
         }
+        variants["two_workers"] = dict(base, procs=2, phase="throughput_procs")
         reps: dict[str, list[dict[str, Any]]] = {k: [] for k in variants}
         for rep in range(1, self.cfg["reps"] + 1):
             for key, opts in variants.items():
-                r = run_wfl("throughput", opts, 300)
+                r = run_wfl(opts.get("phase", "throughput"), opts, 300)
                 reps[key].append(r)
                 log(f"    wfl {key} rep {rep}: {_brief(r)}")
             self.peers_run("throughput", rep)
@@ -616,6 +617,13 @@ def build_table(bench: Bench) -> Table:
                 "1",
                 "  wfl: async def steps (steps/s)",
                 _get(tp, "async_steps", "steps_per_s"),
+                better=None,
+            )
+            t.add(
+                "1",
+                "  wfl: 2 worker processes on one directory (steps/s)",
+                _get(tp, "two_workers", "steps_per_s"),
+                peer1,
                 better=None,
             )
             t.add("1", "  wfl: fsyncs per step", _get(tp, "main", "fsyncs_per_step"), better=None)

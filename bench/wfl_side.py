@@ -588,8 +588,58 @@ def _sub(phase: str, opts: dict[str, Any], timeout: float) -> dict[str, Any]:
     return _result_of(p)
 
 
+def phase_throughput_procs(o: dict[str, Any]) -> dict[str, Any]:
+    """Workload 1 with `procs` worker processes on one directory (both cores): the runs exist
+    first; each process imports wfl and builds its worker, waits at a barrier, then drains
+    what it can lease (`once`). The clock runs from the barrier to the last process's exit."""
+    d = fresh_dir(o, "tpp")
+    W, S, procs = o["workflows"], o["steps"], o.get("procs", 2)
+    wf = getattr(flows, o.get("workflow", "steps"))
+    try:
+        warm_up(d, wf, {"n": S})
+        client = Client(d)
+        ids = [client.start(wf, {"n": S}) for _ in range(W)]
+        barrier = Path(d).parent / (Path(d).name + ".go")
+        code = (
+            "import os, sys, time\n"
+            f"sys.path.insert(0, {str(HERE)!r})\n"
+            "import flows\n"
+            "from wfl.worker import Worker\n"
+            f"w = Worker({d!r}, listen=False)\n"
+            "print('ready', flush=True)\n"
+            f"while not os.path.exists({str(barrier)!r}):\n"
+            "    time.sleep(0.001)\n"
+            "w.run_sync(once=True)\n"
+        )
+        children = [
+            subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+            for _ in range(procs)
+        ]
+        for c in children:
+            assert c.stdout is not None
+            c.stdout.readline()  # "ready"
+        t0 = time.perf_counter()
+        barrier.touch()
+        for c in children:
+            c.wait(timeout=o["timeout"])
+        dt = time.perf_counter() - t0
+        barrier.unlink()
+        leftover = [r for r in ids if client.status(r).state != "completed"]
+        if leftover:  # a process left runs another one held: finish them, count the time
+            t1 = time.perf_counter()
+            Worker(d, listen=False).run_sync(once=True)
+            dt += time.perf_counter() - t1
+        bad = check_completed(client, ids)
+        if bad:
+            raise RuntimeError(f"{len(bad)} runs did not complete: {bad[:2]}")
+        return {"procs": procs, "seconds": dt, "steps_per_s": W * S / dt, "wf_per_s": W / dt}
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
 PHASES: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
     "throughput": phase_throughput,
+    "throughput_procs": phase_throughput_procs,
     "nsteps": phase_nsteps,
     "timer": phase_timer,
     "pickup": phase_pickup,
