@@ -1180,3 +1180,21 @@ def test_worker_holds_at_most_max_live_runs_at_once(env: WorkflowTestEnv) -> Non
         env.clock.skip = False
     assert all(env.status(r).state == "completed" for r in ids)
     assert max(live) == 4
+
+
+def test_an_unexpected_error_while_writing_pauses_the_run_instead_of_hanging(
+    env: WorkflowTestEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wfl import journal
+
+    real = journal.JournalWriter.append_frames
+    failures = [RuntimeError("a bug in the write path")]
+
+    def flaky_append(self: journal.JournalWriter, payload: bytes, *, sync: bool = True) -> Any:
+        if failures:
+            raise failures.pop()
+        return real(self, payload, sync=sync)
+
+    monkeypatch.setattr(journal.JournalWriter, "append_frames", flaky_append)
+    assert env.run(flows.three_steps) == ["s0", "s2", "s4"]
+    assert failures == []

@@ -552,7 +552,7 @@ class RunDriver:
         self.quiet_flush = None
         try:
             await self.flush()
-        except WflError as exc:
+        except Exception as exc:  # disk full, or a bug: pause this run, never hang the worker
             self.host.driver_failed(self, exc)
 
     # -- executing --------------------------------------------------------------------------
@@ -573,7 +573,7 @@ class RunDriver:
                     return
                 self.host.emit("step_started", self, step=p.n, name=s.name, attempt=attempt)
                 ok, value = await self._call(p, attempt)
-            except WflError as exc:
+            except Exception as exc:  # the write-ahead failed (user errors stay in _call)
                 self.host.driver_failed(self, exc)
                 return
             finally:

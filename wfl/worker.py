@@ -423,7 +423,10 @@ class Worker:
 
     def driver_failed(self, driver: RunDriver, exc: BaseException) -> None:
         """The run's journal could not be written (disk full...): drop it and retry later."""
-        log.info("run %s paused: %s", driver.run_id, exc)  # the "paused" event says it too
+        if isinstance(exc, WflError):
+            log.info("run %s paused: %s", driver.run_id, exc)  # the "paused" event says it too
+        else:
+            log.error("internal error in run %s; paused", driver.run_id, exc_info=exc)
         self._emit("paused", driver, detail=str(exc))
         driver.evict()
         self._wake_at(driver.run_id, self.clock.now() + 5.0)
