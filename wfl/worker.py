@@ -527,14 +527,7 @@ class Worker:
                 data = self._sock.recv(256)
             except (BlockingIOError, InterruptedError):
                 break
-            run_id = data.decode(errors="replace")
-            if run_id in self.drivers:
-                self.drivers[run_id].poll()
-            else:
-                with contextlib.suppress(WflError):
-                    self.broken.pop(run_id, None)
-                    self._consider(run_id)
-        self.activity()
+            self._news(data.decode(errors="replace"))
 
     def _close_socket(self) -> None:
         if self._sock is None:
