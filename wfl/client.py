@@ -100,11 +100,10 @@ def status_of(store: Store, run_id: str) -> RunStatus:
 
 
 def _broken_status(store: Store, run_id: str, error: str) -> RunStatus:
+    from .index import RunSummary
+
     mtime = os.stat(store.journal_path(run_id)).st_mtime
-    state = RunState(id=run_id, created_at=mtime, updated_at=mtime)
-    data = state.to_dict()
-    data.update(state="failed", error=f"JournalCorrupt: {error}", next_wake_at=None)
-    return RunStatus(data, None)
+    return RunStatus({**RunSummary.corrupt(run_id, error, mtime).status, "steps": []}, None)
 
 
 class Client:

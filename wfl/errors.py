@@ -118,10 +118,3 @@ class WorkflowCanceled(WflError):
 class WaitTimeout(WflError):
     def __init__(self, run_id: str, timeout: float) -> None:
         super().__init__(f"run {run_id} did not finish within {timeout:g} s")
-
-
-class RunInterrupted(BaseException):
-    """Internal: unwinds a workflow coroutine that is being evicted or canceled.
-
-    A BaseException so that a workflow's `except Exception` cannot swallow it.
-    """

@@ -17,7 +17,7 @@ import os
 import signal
 import socket
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
@@ -567,9 +567,6 @@ class Worker:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
-
-    def __iter__(self) -> Iterator[RunDriver]:
-        return iter(list(self.drivers.values()))
 
 
 def _jitter() -> float:
