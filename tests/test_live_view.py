@@ -63,3 +63,27 @@ def test_worker_off_a_terminal_logs_one_line_per_event(tmp_path: Path) -> None:
     assert sum("step_done" in line for line in lines) == 5
     assert lines[-1].endswith("run_finished success")
     assert "runs in progress" not in done.stdout
+
+
+def test_ctrl_c_ends_status_watch_quietly(tmp_path: Path) -> None:
+    import signal
+
+    run_id = start(tmp_path)  # no worker: it stays in progress, so --watch keeps going
+    leader, follower = pty.openpty()
+    env = {**os.environ, "COLUMNS": "140", "LINES": "40", "TERM": "xterm-256color"}
+    proc = subprocess.Popen(
+        [WFL, "status", run_id, "--watch", "--dir", str(tmp_path)],
+        stdout=follower,
+        stderr=subprocess.PIPE,
+        env=env,
+        text=True,
+    )
+    os.close(follower)
+    seen = b""
+    while run_id.encode() not in seen:  # it has drawn the run at least once
+        seen += os.read(leader, 65536)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=30)
+    os.close(leader)
+    assert proc.returncode == 0
+    assert err == ""

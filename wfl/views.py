@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
 import time
@@ -37,7 +38,8 @@ def status_command(
         if why:
             raise InvalidArguments("--why needs a RUN")
         if watch:
-            watch_all(client, state=state, workflow=workflow, limit=limit)
+            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops watching
+                watch_all(client, state=state, workflow=workflow, limit=limit)
         elif json_:
             runs = client.list(state=state, workflow=workflow, limit=limit)
             print_json([r.to_dict() for r in runs])
@@ -52,7 +54,8 @@ def status_command(
         else:
             sys.stdout.write(sentence + "\n")
     elif watch:
-        watch_run(client, run_id)
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops watching
+            watch_run(client, run_id)
     elif json_:
         print_json(client.status(run_id).to_dict())
     else:
