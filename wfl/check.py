@@ -109,6 +109,9 @@ class _DryHost:
         self.listening = True
         self.step_pool = None
 
+    def alone(self, driver: Any) -> bool:
+        return False
+
     def call_at(self, when: float, fn: Any) -> _Timer:
         return _Timer()
 

@@ -302,7 +302,11 @@ class RunDriver:
             done = self.loop.create_future()
             self.flushing = done
             try:
-                foreign = await self.host.io(self.writer.append_frames, batch)
+                if self.host.alone(self):
+                    # nothing else could use the loop meanwhile: skip the hop to a thread
+                    foreign = self.writer.append_frames(batch)
+                else:
+                    foreign = await self.host.io(self.writer.append_frames, batch)
             finally:
                 self.flushing = None
                 done.set_result(None)

@@ -365,6 +365,10 @@ class Worker:
 
     # -- services to drivers ----------------------------------------------------------------
 
+    def alone(self, driver: RunDriver) -> bool:
+        """`driver` is the only live run: blocking the loop for its fsync delays nobody."""
+        return len(self.drivers) == 1 and driver.inflight <= 1
+
     def activity(self) -> None:
         if self._wakeup is not None:
             self._wakeup.set()
