@@ -67,9 +67,9 @@ async def _check_run(run_id: str, history: list[Any], state: RunState) -> CheckR
     replayed = min(driver.next_n, recorded)
     violation = driver.violation
     if violation is None and driver.task is not None and driver.task.done():
-        exc = driver.task.exception() if not driver.task.cancelled() else None
-        if isinstance(exc, DeterminismViolation):
-            violation = exc
+        raised = driver.task.exception() if not driver.task.cancelled() else None
+        if isinstance(raised, DeterminismViolation):
+            violation = raised
     if violation is not None:
         return CheckResult(run_id, state.workflow, False, violation.step, _describe(violation))
     return CheckResult(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 import os
 import time
 from collections.abc import Iterator
@@ -182,15 +183,15 @@ class Client:
     def cancel(self, run_id: str) -> None:
         ops.cancel(self.store, self.clock, self.store.resolve(run_id))
 
-    def cleanup(self, run_id: str) -> list[str]:
+    def cleanup(self, run_id: str) -> builtins.list[str]:
         return ops.cleanup(self.store, self.store.resolve(run_id))
 
-    def cleanup_finished(self, older_than: float | None = None) -> list[str]:
+    def cleanup_finished(self, older_than: float | None = None) -> builtins.list[str]:
         """Delete every finished run (last updated more than `older_than` seconds ago)."""
         from .index import summaries
 
         now = self.clock.now()
-        deleted: list[str] = []
+        deleted: builtins.list[str] = []  # (`list` here is Client.list)
         for s in summaries(self.store, save=False):
             if s.status["state"] == "in_progress" or s.id in deleted:
                 continue

@@ -100,9 +100,10 @@ def summaries(store: Store, *, save: bool = True, newest: int | None = None) -> 
         if cached is not None and cached[0] == stamp:
             summary = RunSummary.from_record(run_id, cached[1])
         else:
-            summary = _read(store, run_id, st.st_mtime)
-            if summary is None:
+            read = _read(store, run_id, st.st_mtime)
+            if read is None:
                 continue
+            summary = read
             changed = True
         fresh[run_id] = [stamp, summary.to_record()]
         out.append(summary)

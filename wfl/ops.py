@@ -167,15 +167,16 @@ def cleanup(store: Store, run_id: str, *, children: bool = True) -> list[str]:
 def restart(store: Store, clock: Clock, run_id: str, from_step: int | str | None = None) -> int:
     """Re-run a finished run from a step (number or name). Returns the step number."""
 
+    number = 0
+
     def decide(existing: list[Record]) -> list[Record]:
+        nonlocal number
         state = RunState.from_records(existing)
         if not state.finished:
             raise RefusedOperation(f"run {run_id} is still in progress: only finished runs restart")
-        nonlocal number
         number = _step_number(state, from_step)
         return [records.restart(number, clock.now())]
 
-    number = 0
     _update(store, run_id, decide)
     store.notify(run_id)
     return number

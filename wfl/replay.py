@@ -362,7 +362,7 @@ class RunDriver:
         else:
             if not callable(fn):
                 raise TypeError(f"step.run_{kind}() takes a function, not {type(fn).__name__}")
-            name = opts.name or getattr(fn, "__qualname__", repr(fn))
+            name = opts.name or str(getattr(fn, "__qualname__", repr(fn)))
         if args is None:
             args = {}
         if not isinstance(args, dict):
@@ -450,7 +450,9 @@ class RunDriver:
         if same and not unstable and not recorded.sched.get("unstable"):
             stored = recorded.args
             same = stored == args or (
-                isinstance(stored, dict) and "unserializable" in stored and _unserializable(args)
+                isinstance(stored, dict)
+                and "unserializable" in stored
+                and _unserializable(args) is not None
             )
         if same:
             return
@@ -504,7 +506,7 @@ class RunDriver:
             p.timer = None
             if not self.closing and not p.future.done():
                 result = action(p)
-                if inspect.isawaitable(result):
+                if inspect.iscoroutine(result):
                     p.task = self.loop.create_task(result)
 
         if when <= self.clock.now():
@@ -592,9 +594,9 @@ class RunDriver:
             self.host.emit("step_done", self, step=p.n, name=s.name, attempt=attempt)
             self._settle(p, result=value)
             return
-        exc: BaseException = value
-        retryable = not isinstance(exc, NonRetryableError | SerializationError)
-        self._attempt_failed(p, attempt, type(exc).__name__, str(exc), retryable=retryable)
+        error: BaseException = value
+        retryable = not isinstance(error, NonRetryableError | SerializationError)
+        self._attempt_failed(p, attempt, type(error).__name__, str(error), retryable=retryable)
 
     def _halted(self) -> bool:
         """No step may start: the run is canceled, evicted or failing for want of journal.
