@@ -275,13 +275,8 @@ class RunDriver:
         self._cancel_timers()
         if self.task is not None:
             self.task.cancel()
-        end = records.end(
-            "failed", self.clock.now(), error=_journal_limit_message(self.run_id, limit)
-        )
-        data = journal.frame(end)
-        self.buffer.append(data)
-        self.buffer_size += len(data)
-        self.state.apply(end)
+        error = _journal_limit_message(self.run_id, limit)
+        self._append(records.end("failed", self.clock.now(), error=error), flush_soon=False)
         self._spawn(self._flush_then_after_end())
 
     async def _flush_then_after_end(self) -> None:

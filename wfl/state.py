@@ -19,7 +19,6 @@ class StepState:
     name: str
     args: Any
     run_at: float
-    scheduled_at: float
     sched: Record
     attempts: int = 0
     running: bool = False  # an attempt started and has not ended
@@ -130,7 +129,7 @@ class RunState:
         elif t == "sched":
             n = r["n"]
             self.steps[n] = self.open[n] = StepState(
-                n, r["kind"], r["name"], r.get("args"), float(r["run_at"]), float(r["at"]), r
+                n, r["kind"], r["name"], r.get("args"), float(r["run_at"]), r
             )
         elif t == "att":
             s = self.steps[r["n"]]

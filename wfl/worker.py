@@ -258,7 +258,7 @@ class Worker:
             return
         self.drivers[run_id] = driver
         self.leases[run_id] = lease
-        self._emit("loaded", driver)
+        self.emit("loaded", driver)
         driver.start()
 
     def _open_driver(self, run_id: str) -> RunDriver | None:
@@ -359,7 +359,7 @@ class Worker:
             keep = 0.0 if self._admission else self.evict_after
             if quiet is None or quiet - now > keep:
                 d.evict()
-                self._emit("evicted", d)
+                self.emit("evicted", d)
                 if quiet is not None:
                     self._wake_at(run_id, quiet)
 
@@ -411,7 +411,7 @@ class Worker:
             if driver.finished:
                 self.stats["runs_finished"] += 1
                 end = driver.state.end or {}
-                self._emit("run_finished", driver, detail=str(end.get("kind", "")))
+                self.emit("run_finished", driver, detail=str(end.get("kind", "")))
             self._admit_waiting()
         self.activity()
 
@@ -431,7 +431,7 @@ class Worker:
             log.info("run %s paused: %s", driver.run_id, exc)  # the "paused" event says it too
         else:
             log.error("internal error in run %s; paused", driver.run_id, exc_info=exc)
-        self._emit("paused", driver, detail=str(exc))
+        self.emit("paused", driver, detail=str(exc))
         driver.evict()
         self._wake_at(driver.run_id, self.clock.now() + 5.0)
 
@@ -487,9 +487,6 @@ class Worker:
                 self._loop.call_soon_threadsafe(self._news, run_id)
 
     def emit(self, kind: str, driver: RunDriver, **info: Any) -> None:
-        self._emit(kind, driver, **info)
-
-    def _emit(self, kind: str, driver: RunDriver, **info: Any) -> None:
         if kind == "step_done":
             self.stats["steps"] += 1
         elif kind == "step_failed":
