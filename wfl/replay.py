@@ -4,15 +4,15 @@ A RunDriver lives inside a worker while its run is active, so the coroutine is k
 steps (a run of n steps costs O(n), not O(n^2)); after eviction or a restart it is rebuilt by
 replaying the journal, which executes nothing that is recorded.
 
-Durability rule: records are buffered and written with one fsync per batch, and that batch is
-durable before anything acts on it (an attempt starts, the run ends, on_complete runs).
+The driver's methods live in three modules along its seams: here replay proper (lifecycle,
+step calls, determinism checks, scheduling); commit.py its records on their way to the journal
+(the durability rule is stated there); execute.py attempts, retries, timeouts, events, children
+and on_complete.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import hashlib
 import inspect
 import logging
 import os
@@ -20,33 +20,27 @@ import random
 import sys
 import uuid
 from collections.abc import Callable
-from contextvars import copy_context
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import journal, records
+from . import commit, execute, journal, records
 from .errors import (
     DeterminismViolation,
-    EventTimeout,
     JournalLimitExceeded,
-    NonRetryableError,
     SerializationError,
-    StepFailed,
     WflError,
 )
+from .execute import _step_failed, describe
+from .execute import child_run_id as child_run_id  # tests and tools import it from here
 from .manager import NO_RETRY, RetryPolicy, WorkflowDef
 from .records import Record
 from .state import EXECUTED_KINDS, RunState, StepState
-from .step import Step, StepContext, StepOptions, _current
+from .step import Step, StepOptions
 
 if TYPE_CHECKING:
     from .worker import Worker as Host
 
 log = logging.getLogger(__name__)
-
-INTERRUPTED = "the worker stopped during this attempt"
-CUT_OFF = "the worker shut down and its grace period ended during this attempt"
-GROUP_COMMIT_TURNS = 8  # event-loop turns a scheduled flush waits for more records
 
 
 @dataclass
@@ -181,43 +175,10 @@ class RunDriver:
             await self.flush()
         self._close()
 
-    async def _call_on_complete(self, ref: list[str]) -> str | None:
-        end = self.state.end or {}
-        outcome: dict[str, Any] = {"kind": end.get("kind")}
-        if end.get("kind") == "success":
-            outcome["return_value"] = end.get("result")
-        elif end.get("kind") == "failed":
-            outcome["error"] = end.get("error")
-        self.inflight += 1
-        try:
-            fn = self.host.load_function(ref[0], ref[1])
-            if inspect.iscoroutinefunction(fn):
-                await fn(self.run_id, outcome, self.state.context)
-            else:
-                await self.loop.run_in_executor(
-                    self.host.step_pool, fn, self.run_id, outcome, self.state.context
-                )
-        except Exception as exc:
-            log.info("on_complete of run %s raised %s", self.run_id, describe(exc))
-            self.host.emit("on_complete_failed", self, detail=describe(exc))
-            return describe(exc)
-        finally:
-            self.inflight -= 1
-        return None
-
     def _close(self) -> None:
         self.finished = True
         self._cancel_timers()
         self.host.driver_closed(self)
-
-    def record_cut_off(self) -> None:
-        """A stopping worker gives up on the attempts still running: record each action's as
-        a failed attempt now (retried under its policy by the next worker). Queries and
-        mutations need nothing: an unfinished attempt of theirs simply runs again."""
-        for p in list(self.pending.values()):
-            s = self.state.steps.get(p.n)
-            if p.kind == "action" and s is not None and s.running and p.task and not p.task.done():
-                self._attempt_failed(p, s.attempts, "Interrupted", CUT_OFF, retryable=True)
 
     def evict(self) -> None:
         """Drop the live coroutine (the journal holds everything); used for idle runs."""
@@ -247,99 +208,6 @@ class RunDriver:
             self._append(records.end("canceled", self.clock.now()))
             await self.flush()
         await self._after_end()
-
-    # -- records ----------------------------------------------------------------------------
-
-    def _append(self, record: Record, *, flush_soon: bool = True) -> None:
-        """Buffer a record (and apply it to the state). flush_soon=False when the caller
-        flushes right away itself."""
-        data = journal.frame_checked_values(record)
-        limit = self.workflow.manager.journal_limit
-        if self.writer.size() + self.buffer_size + len(data) > limit and record["t"] not in (
-            "end",
-            "oc",
-        ):
-            self._journal_full(limit)
-            raise JournalLimitExceeded(_journal_limit_message(self.run_id, limit))
-        self.buffer.append(data)
-        self.buffer_size += len(data)
-        self.state.apply(record)
-        if flush_soon and self.quiet_flush is None:  # lands soon, batched with neighbours
-            self.quiet_flush = token = object()
-            self._spawn(self._flush_quietly(token))
-
-    def _journal_full(self, limit: int) -> None:
-        if self.closing:
-            return
-        self.closing = True
-        self._cancel_timers()
-        if self.task is not None:
-            self.task.cancel()
-        error = _journal_limit_message(self.run_id, limit)
-        self._append(records.end("failed", self.clock.now(), error=error), flush_soon=False)
-        self._spawn(self._flush_then_after_end())
-
-    async def _flush_then_after_end(self) -> None:
-        await self._await_inflight_attempts()
-        await self.flush()
-        await self._after_end()
-
-    async def flush(self) -> None:
-        """Make every buffered record durable (one write + one fsync per batch)."""
-        while self.buffer or self.flushing is not None:
-            if self.flushing is not None:
-                await asyncio.shield(self.flushing)
-                continue
-            batch = b"".join(self.buffer)
-            self.quiet_flush = None  # this write covers what it was waiting for
-            self.buffer.clear()
-            self.buffer_size = 0
-            done = self.loop.create_future()
-            self.flushing = done
-            try:
-                if self.host.alone(self):
-                    # nothing else could use the loop meanwhile: skip the hop to a thread
-                    foreign = self.writer.append_frames(batch)
-                else:
-                    foreign = await self.host.io(self.writer.append_frames, batch)
-            finally:
-                self.flushing = None
-                done.set_result(None)
-            if foreign:
-                self.apply_foreign(foreign)
-
-    def poll(self) -> None:
-        """Pick up records other processes appended (cancel, events, children's ends)."""
-        if self.flushing is not None:
-            # the writer is busy in the I/O thread (flock does not exclude our own threads)
-            self._spawn(self._poll_after_flush())
-            return
-        try:
-            foreign = self.writer.poll()
-        except WflError as exc:
-            log.error("%s", exc)
-            return
-        if foreign:
-            self.apply_foreign(foreign)
-
-    async def _poll_after_flush(self) -> None:
-        while self.flushing is not None:
-            await asyncio.shield(self.flushing)
-        self.poll()
-
-    def apply_foreign(self, foreign: list[Record]) -> None:
-        for r in foreign:
-            self.state.apply(r)
-            t = r["t"]
-            if t == "cancel" and not self.finished:
-                self._spawn(self._cancel())
-            elif t == "event":
-                self._deliver_events()
-            elif t == "child":
-                p = self.pending.get(r["n"])
-                if p is not None:
-                    self._child_finished(p, r)
-        self.host.activity()
 
     # -- step calls from workflow code ------------------------------------------------------
 
@@ -509,195 +377,32 @@ class RunDriver:
         else:
             p.timer = self.host.call_at(when, fire)
 
-    def _interrupted(self, p: Pending, s: StepState) -> None:
-        if p.kind != "action":
-            self._at(p, self.clock.now(), self._execute)  # queries/mutations simply run again
-            return
-        self._attempt_failed(p, s.attempts, "Interrupted", INTERRUPTED, retryable=True)
+    # -- records: commit.py -----------------------------------------------------------------
 
-    def _attempt_failed(
-        self, p: Pending, attempt: int, error_type: str, message: str, *, retryable: bool
-    ) -> None:
-        now = self.clock.now()
-        retry_at = None
-        if retryable and attempt < p.policy.max_attempts:
-            retry_at = now + p.policy.backoff(attempt, self.rng)
-        self._append(records.fail(p.n, attempt, error_type, message, retry_at, now))
-        s = self.state.steps[p.n]
-        kind = "step_retry" if retry_at is not None else "step_failed"
-        self.host.emit(kind, self, step=p.n, name=s.name, attempt=attempt, detail=s.error or "")
-        if retry_at is not None:
-            self._at(p, retry_at, self._execute)
-        else:
-            self._settle(p, exc=_step_failed(self.state.steps[p.n]))
+    _append = commit._append
+    _journal_full = commit._journal_full
+    _flush_then_after_end = commit._flush_then_after_end
+    flush = commit.flush
+    poll = commit.poll
+    _poll_after_flush = commit._poll_after_flush
+    apply_foreign = commit.apply_foreign
+    _flush_quietly = commit._flush_quietly
 
-    def _settle(self, p: Pending, *, result: Any = None, exc: BaseException | None = None) -> None:
-        self.pending.pop(p.n, None)
-        if p.future.done():
-            return
-        if exc is not None:
-            p.future.set_exception(exc)
-            p.future.exception()  # a failure nobody awaits is still recorded: don't warn
-        else:
-            p.future.set_result(result)
-        self.host.activity()
+    # -- executing: execute.py --------------------------------------------------------------
 
-    async def _flush_quietly(self, token: object) -> None:
-        # Group commit: let the workflow code woken by this record, and the attempt it starts,
-        # append theirs first, so that one write + one fsync carries a step's result together
-        # with the next step's schedule and attempt. (Nothing acts on unflushed records.)
-        for _ in range(GROUP_COMMIT_TURNS):
-            await asyncio.sleep(0)
-        if self.quiet_flush is not token:
-            return  # a flush took the buffer meanwhile; later records scheduled their own
-        self.quiet_flush = None
-        try:
-            await self.flush()
-        except Exception as exc:  # disk full, or a bug: pause this run, never hang the worker
-            self.host.driver_failed(self, exc)
-
-    # -- executing --------------------------------------------------------------------------
-
-    async def _execute(self, p: Pending) -> None:
-        async with self.host.slot(self.workflow):
-            if self._halted() or self.host.draining:
-                return  # a stopping worker starts no attempt
-            s = self.state.steps[p.n]
-            attempt = s.attempts + 1
-            self._append(records.att(p.n, attempt, self.clock.now()), flush_soon=False)
-            self.inflight += 1
-            try:
-                await self.flush()  # write-ahead: the attempt is on disk before it runs
-                # a recorded attempt runs even if the worker began stopping meanwhile (its
-                # shutdown waits for it): skipped, it would count as a failed attempt
-                if self._halted():
-                    return
-                self.host.emit("step_started", self, step=p.n, name=s.name, attempt=attempt)
-                ok, value = await self._call(p, attempt)
-            except Exception as exc:  # the write-ahead failed (user errors stay in _call)
-                self.host.driver_failed(self, exc)
-                return
-            finally:
-                self.inflight -= 1
-                self.host.activity()
-        if not self.host.listening:
-            self.poll()  # a cancel may have come while the step ran (no datagram to tell us)
-        if self.state.cancel_requested or self.finished:
-            return  # canceled meanwhile: the result is dropped
-        if ok:
-            self._append(records.done(p.n, attempt, value, self.clock.now()))
-            self.host.emit("step_done", self, step=p.n, name=s.name, attempt=attempt)
-            self._settle(p, result=value)
-            return
-        error: BaseException = value
-        retryable = not isinstance(error, NonRetryableError | SerializationError)
-        self._attempt_failed(p, attempt, type(error).__name__, str(error), retryable=retryable)
-
-    def _halted(self) -> bool:
-        """No step may start: the run is canceled, evicted or failing for want of journal.
-        (A run that is merely finishing lets its queued siblings run, as Convex does.)"""
-        return (self.closing and not self.finishing) or self.state.cancel_requested
-
-    async def _call(self, p: Pending, attempt: int) -> tuple[bool, Any]:
-        token = _current.set(StepContext(self.run_id, p.n, attempt))
-        try:
-            if inspect.iscoroutinefunction(p.fn):
-                call: Any = p.fn(**p.args)
-            else:
-                ctx = copy_context()
-                call = self.loop.run_in_executor(
-                    self.host.step_pool, functools.partial(ctx.run, p.fn, **p.args)
-                )
-            value = await (asyncio.wait_for(call, p.timeout) if p.timeout else call)
-            if inspect.isawaitable(value):  # a sync function that returned a coroutine
-                value = await value
-        except asyncio.CancelledError:
-            raise
-        except TimeoutError:
-            return False, TimeoutError(f"attempt took longer than timeout={p.timeout:g} s")
-        except Exception as exc:
-            return False, exc
-        finally:
-            _current.reset(token)
-        name = self.state.steps[p.n].name
-        try:
-            data = journal.encode(value)
-        except SerializationError as exc:
-            return False, SerializationError(f"step {p.n} ({name}) returned a {exc}")
-        size = len(data)
-        value = journal.decode(data)  # what replay will hand out: tuples become lists
-        limit = self.workflow.manager.result_limit
-        if size > limit:
-            return False, SerializationError(
-                f"step return value too large: step {p.n} ({name}) returned {size} bytes, "
-                f"result_limit is {limit}; store big data elsewhere and return an id"
-            )
-        return True, value
-
-    def _wake_sleep(self, p: Pending) -> None:
-        self._append(records.done(p.n, 1, None, self.clock.now()))
-        self._settle(p)
-
-    def _deliver_events(self) -> None:
-        for p in sorted(self.pending.values(), key=lambda q: q.n):
-            if p.kind != "event" or p.future.done():
-                continue
-            s = self.state.steps[p.n]
-            event = self.state.pending_event(str(s.sched.get("event")))
-            if event is None:
-                continue
-            if p.timer is not None:
-                p.timer.cancel()
-                p.timer = None
-            self._append(
-                records.done(p.n, 1, event["value"], self.clock.now(), event_id=event["id"])
-            )
-            self._settle(p, result=event["value"])
-
-    def _event_timeout(self, p: Pending) -> None:
-        s = self.state.steps[p.n]
-        exc = EventTimeout(str(s.sched.get("event")), float(s.sched.get("timeout", 0.0)))
-        self._append(records.fail(p.n, 1, "EventTimeout", str(exc), None, self.clock.now()))
-        self.pending.pop(p.n, None)
-        p.future.set_exception(exc)
-        self.host.activity()
-
-    async def _start_child(self, p: Pending) -> None:
-        child_wf: WorkflowDef = p.fn
-        try:
-            child_args = child_wf.validate_args(p.args)
-        except WflError as exc:
-            self._attempt_failed(p, 1, type(exc).__name__, str(exc), retryable=False)
-            return
-        # The child's id is derived from this step, so a crash between creating the child and
-        # recording it here cannot start a second child: creating it again finds the first.
-        child_id = child_run_id(self.run_id, p.n, self.state.restarts)
-        await self.host.io(
-            self.host.create_child, child_wf, child_args, [self.run_id, p.n], child_id
-        )
-        p.extra["child"] = child_id
-        self._append(records.att(p.n, 1, self.clock.now(), child=child_id))
-        await self.flush()
-        self.host.notify(child_id)
-        self.host.check_child(self, p, child_id)  # it may have ended before we recorded it
-
-    def _child_finished(self, p: Pending, r: Record) -> None:
-        if p.future.done():
-            return
-        if p.timer is not None:
-            p.timer.cancel()
-            p.timer = None
-        now = self.clock.now()
-        if r["kind"] == "success":
-            self._append(records.done(p.n, 1, r.get("result"), now))
-            self._settle(p, result=r.get("result"))
-        else:
-            error = r.get("error") or "the child run was canceled"
-            etype, _, message = error.partition(": ")
-            if not message:
-                etype, message = ("Canceled" if r["kind"] == "canceled" else "Error"), error
-            self._append(records.fail(p.n, 1, etype, message, None, now))
-            self._settle(p, exc=_step_failed(self.state.steps[p.n]))
+    _call_on_complete = execute._call_on_complete
+    record_cut_off = execute.record_cut_off
+    _interrupted = execute._interrupted
+    _attempt_failed = execute._attempt_failed
+    _settle = execute._settle
+    _execute = execute._execute
+    _halted = execute._halted
+    _call = execute._call
+    _wake_sleep = execute._wake_sleep
+    _deliver_events = execute._deliver_events
+    _event_timeout = execute._event_timeout
+    _start_child = execute._start_child
+    _child_finished = execute._child_finished
 
     # -- introspection for the worker -------------------------------------------------------
 
@@ -706,25 +411,6 @@ class RunDriver:
         if self.inflight or self.buffer or self.flushing is not None or self.closing:
             return 0.0  # busy right now
         return self.state.next_wake_at()
-
-
-def child_run_id(parent_id: str, n: int, restarts: int) -> str:
-    digest = hashlib.sha256(f"{parent_id}/{n}/{restarts}".encode()).hexdigest()
-    return digest[: len(parent_id)]
-
-
-def describe(exc: BaseException) -> str:
-    if isinstance(exc, StepFailed | DeterminismViolation | WflError):
-        return f"{type(exc).__name__}: {exc}"
-    text = str(exc)
-    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
-
-
-def _step_failed(s: StepState) -> WflError:
-    """The exception a failed step raises in workflow code, live and on replay alike."""
-    if s.kind == "event" and s.error_type == "EventTimeout":
-        return EventTimeout(str(s.sched.get("event")), float(s.sched.get("timeout", 0.0)))
-    return StepFailed(s.n, s.name, s.error_type or "Error", s.message or "")
 
 
 def _unserializable(args: Any) -> str | None:
@@ -738,13 +424,6 @@ def _normalize(value: Any) -> tuple[Any, str | None]:
         return journal.decode(journal.encode(value)), None
     except SerializationError as exc:
         return value, str(exc)
-
-
-def _journal_limit_message(run_id: str, limit: int) -> str:
-    return (
-        f"journal of run {run_id} would exceed journal_limit ({limit} bytes): store big data "
-        "elsewhere and pass ids between steps, or raise WorkflowManager(journal_limit=...)"
-    )
 
 
 def _caller_location() -> str:

@@ -1,0 +1,182 @@
+"""A worker's dealings with the world outside its loop: news of runs (datagrams on the
+wake-up socket, records other processes append), children's results, events for listeners,
+and shutdown.
+
+The functions here are Worker methods (bound in worker.py), kept apart from its scheduling.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from . import ops
+from .errors import WflError
+from .state import RunState
+from .store import socket_address
+
+if TYPE_CHECKING:
+    from .manager import WorkflowDef
+    from .replay import Pending, RunDriver
+    from .worker import Worker
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class WorkerEvent:
+    kind: str  # loaded step_started step_done step_failed step_retry run_finished evicted
+    run_id: str
+    workflow: str = ""
+    step: int | None = None
+    name: str = ""
+    attempt: int = 0
+    detail: str = ""
+    at: float = 0.0
+
+
+def report_to_parent(self: Worker, state: RunState) -> None:
+    """(I/O thread) Record a child's end in its parent, which this worker may drive."""
+    ops.report_to_parent(self.store, self.clock, state)
+    if state.parent:
+        self._news_threadsafe(str(state.parent[0]))
+
+
+def cancel_child(self: Worker, child_id: str) -> None:
+    """(I/O thread)"""
+    with contextlib.suppress(WflError):
+        ops.cancel(self.store, self.clock, child_id)
+    self._news_threadsafe(child_id)
+
+
+def create_child(
+    self: Worker, wf: WorkflowDef, args: dict[str, Any], parent: list[Any], run_id: str
+) -> str:
+    return ops.create_run(self.store, self.clock, wf, args, parent=parent, run_id=run_id)
+
+
+def check_child(self: Worker, driver: RunDriver, p: Pending, child_id: str) -> None:
+    """A parent waiting on a child: if the child already ended, record it in the parent."""
+    try:
+        child = ops.read_state(self.store, child_id)
+    except WflError:
+        return
+    if child.end is not None:
+        ops.report_to_parent(self.store, self.clock, child)
+        driver.poll()
+
+
+def notify(self: Worker, run_id: str) -> None:
+    """Tell other workers, and this one, that `run_id` has news (a new child run...)."""
+    self.store.notify(run_id, skip=self._token)
+    self._news(run_id)
+
+
+def _news(self: Worker, run_id: str) -> None:
+    """A run's journal changed: pick the records up, or schedule the run if it is due;
+    datagrams bring this from other processes, but a worker must not rely on its own."""
+    if run_id in self.drivers:
+        self.drivers[run_id].poll()
+    else:
+        with contextlib.suppress(WflError):
+            self.broken.pop(run_id, None)
+            self._consider(run_id)
+    self.activity()
+
+
+def _news_threadsafe(self: Worker, run_id: str) -> None:
+    if self._loop is not None:
+        with contextlib.suppress(RuntimeError):  # the loop has closed: nothing to tell
+            self._loop.call_soon_threadsafe(self._news, run_id)
+
+
+def emit(self: Worker, kind: str, driver: RunDriver, **info: Any) -> None:
+    if kind == "step_done":
+        self.stats["steps"] += 1
+    elif kind == "step_failed":
+        self.stats["failures"] += 1
+    if self.on_event is not None:
+        event = WorkerEvent(kind, driver.run_id, driver.workflow.name, at=self.clock.now())
+        for key, value in info.items():
+            setattr(event, key, value)
+        self._emit_raw(event)
+
+
+def _emit_raw(self: Worker, event: WorkerEvent) -> None:
+    if self.on_event is not None:
+        try:
+            self.on_event(event)
+        except Exception:
+            log.exception("event listener failed")
+
+
+def _open_socket(self: Worker, loop: asyncio.AbstractEventLoop) -> None:
+    self._token = f"{os.getpid()}-{os.urandom(4).hex()}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind(socket_address(self._token))
+    except OSError as exc:  # no abstract sockets here: fall back to rescans
+        log.warning("no wake-up socket (%s); new work is found by rescanning", exc)
+        sock.close()
+        return
+    sock.setblocking(False)
+    self._sock = sock
+    marker = self.store.dir / "workers" / self._token
+    marker.touch(mode=0o600)
+    loop.add_reader(sock.fileno(), self._on_datagram)
+
+
+def _on_datagram(self: Worker) -> None:
+    assert self._sock is not None
+    while True:
+        try:
+            data = self._sock.recv(256)
+        except (BlockingIOError, InterruptedError):
+            break
+        self._news(data.decode(errors="replace"))
+
+
+def _close_socket(self: Worker) -> None:
+    if self._sock is None:
+        return
+    with contextlib.suppress(Exception):
+        asyncio.get_running_loop().remove_reader(self._sock.fileno())
+    self._sock.close()
+    self._sock = None
+    (self.store.dir / "workers" / self._token).unlink(missing_ok=True)
+
+
+async def _shutdown(self: Worker) -> None:
+    self.draining = True
+    self._close_socket()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + self.grace
+    while any(d.inflight for d in self.drivers.values()) and loop.time() < deadline:
+        assert self._wakeup is not None
+        self._wakeup.clear()
+        with contextlib.suppress(TimeoutError):  # each finished attempt sets the event
+            await asyncio.wait_for(self._wakeup.wait(), max(0.0, deadline - loop.time()))
+    for d in list(self.drivers.values()):
+        if d.inflight:
+            self.cut_off = True
+            d.record_cut_off()
+        if d.buffer or d.flushing is not None:  # a batch being written: let it land
+            with contextlib.suppress(WflError):
+                await d.flush()
+        d.evict()
+    for task in list(self._tasks):
+        task.cancel()
+    self.step_pool.shutdown(wait=False, cancel_futures=True)
+    self._io_pool.shutdown(wait=True)
+
+
+def install_signal_handlers(self: Worker) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, self.stop)

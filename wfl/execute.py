@@ -1,0 +1,273 @@
+"""Executing a run's steps: attempts, retries, timeouts, events, child runs, on_complete.
+
+The functions here are RunDriver methods (bound in replay.py), kept apart from replay proper.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import hashlib
+import inspect
+import logging
+from contextvars import copy_context
+from typing import TYPE_CHECKING, Any
+
+from . import journal, records
+from .errors import (
+    DeterminismViolation,
+    EventTimeout,
+    NonRetryableError,
+    SerializationError,
+    StepFailed,
+    WflError,
+)
+from .records import Record
+from .state import StepState
+from .step import StepContext, _current
+
+if TYPE_CHECKING:
+    from .manager import WorkflowDef
+    from .replay import Pending, RunDriver
+
+log = logging.getLogger(__name__)
+
+INTERRUPTED = "the worker stopped during this attempt"
+CUT_OFF = "the worker shut down and its grace period ended during this attempt"
+
+
+async def _call_on_complete(self: RunDriver, ref: list[str]) -> str | None:
+    end = self.state.end or {}
+    outcome: dict[str, Any] = {"kind": end.get("kind")}
+    if end.get("kind") == "success":
+        outcome["return_value"] = end.get("result")
+    elif end.get("kind") == "failed":
+        outcome["error"] = end.get("error")
+    self.inflight += 1
+    try:
+        fn = self.host.load_function(ref[0], ref[1])
+        if inspect.iscoroutinefunction(fn):
+            await fn(self.run_id, outcome, self.state.context)
+        else:
+            await self.loop.run_in_executor(
+                self.host.step_pool, fn, self.run_id, outcome, self.state.context
+            )
+    except Exception as exc:
+        log.info("on_complete of run %s raised %s", self.run_id, describe(exc))
+        self.host.emit("on_complete_failed", self, detail=describe(exc))
+        return describe(exc)
+    finally:
+        self.inflight -= 1
+    return None
+
+
+def record_cut_off(self: RunDriver) -> None:
+    """A stopping worker gives up on the attempts still running: record each action's as
+    a failed attempt now (retried under its policy by the next worker). Queries and
+    mutations need nothing: an unfinished attempt of theirs simply runs again."""
+    for p in list(self.pending.values()):
+        s = self.state.steps.get(p.n)
+        if p.kind == "action" and s is not None and s.running and p.task and not p.task.done():
+            self._attempt_failed(p, s.attempts, "Interrupted", CUT_OFF, retryable=True)
+
+
+def _interrupted(self: RunDriver, p: Pending, s: StepState) -> None:
+    if p.kind != "action":
+        self._at(p, self.clock.now(), self._execute)  # queries/mutations simply run again
+        return
+    self._attempt_failed(p, s.attempts, "Interrupted", INTERRUPTED, retryable=True)
+
+
+def _attempt_failed(
+    self: RunDriver, p: Pending, attempt: int, error_type: str, message: str, *, retryable: bool
+) -> None:
+    now = self.clock.now()
+    retry_at = None
+    if retryable and attempt < p.policy.max_attempts:
+        retry_at = now + p.policy.backoff(attempt, self.rng)
+    self._append(records.fail(p.n, attempt, error_type, message, retry_at, now))
+    s = self.state.steps[p.n]
+    kind = "step_retry" if retry_at is not None else "step_failed"
+    self.host.emit(kind, self, step=p.n, name=s.name, attempt=attempt, detail=s.error or "")
+    if retry_at is not None:
+        self._at(p, retry_at, self._execute)
+    else:
+        self._settle(p, exc=_step_failed(self.state.steps[p.n]))
+
+
+def _settle(
+    self: RunDriver, p: Pending, *, result: Any = None, exc: BaseException | None = None
+) -> None:
+    self.pending.pop(p.n, None)
+    if p.future.done():
+        return
+    if exc is not None:
+        p.future.set_exception(exc)
+        p.future.exception()  # a failure nobody awaits is still recorded: don't warn
+    else:
+        p.future.set_result(result)
+    self.host.activity()
+
+
+async def _execute(self: RunDriver, p: Pending) -> None:
+    async with self.host.slot(self.workflow):
+        if self._halted() or self.host.draining:
+            return  # a stopping worker starts no attempt
+        s = self.state.steps[p.n]
+        attempt = s.attempts + 1
+        self._append(records.att(p.n, attempt, self.clock.now()), flush_soon=False)
+        self.inflight += 1
+        try:
+            await self.flush()  # write-ahead: the attempt is on disk before it runs
+            # a recorded attempt runs even if the worker began stopping meanwhile (its
+            # shutdown waits for it): skipped, it would count as a failed attempt
+            if self._halted():
+                return
+            self.host.emit("step_started", self, step=p.n, name=s.name, attempt=attempt)
+            ok, value = await self._call(p, attempt)
+        except Exception as exc:  # the write-ahead failed (user errors stay in _call)
+            self.host.driver_failed(self, exc)
+            return
+        finally:
+            self.inflight -= 1
+            self.host.activity()
+    if not self.host.listening:
+        self.poll()  # a cancel may have come while the step ran (no datagram to tell us)
+    if self.state.cancel_requested or self.finished:
+        return  # canceled meanwhile: the result is dropped
+    if ok:
+        self._append(records.done(p.n, attempt, value, self.clock.now()))
+        self.host.emit("step_done", self, step=p.n, name=s.name, attempt=attempt)
+        self._settle(p, result=value)
+        return
+    error: BaseException = value
+    retryable = not isinstance(error, NonRetryableError | SerializationError)
+    self._attempt_failed(p, attempt, type(error).__name__, str(error), retryable=retryable)
+
+
+def _halted(self: RunDriver) -> bool:
+    """No step may start: the run is canceled, evicted or failing for want of journal.
+    (A run that is merely finishing lets its queued siblings run, as Convex does.)"""
+    return (self.closing and not self.finishing) or self.state.cancel_requested
+
+
+async def _call(self: RunDriver, p: Pending, attempt: int) -> tuple[bool, Any]:
+    token = _current.set(StepContext(self.run_id, p.n, attempt))
+    try:
+        if inspect.iscoroutinefunction(p.fn):
+            call: Any = p.fn(**p.args)
+        else:
+            ctx = copy_context()
+            call = self.loop.run_in_executor(
+                self.host.step_pool, functools.partial(ctx.run, p.fn, **p.args)
+            )
+        value = await (asyncio.wait_for(call, p.timeout) if p.timeout else call)
+        if inspect.isawaitable(value):  # a sync function that returned a coroutine
+            value = await value
+    except asyncio.CancelledError:
+        raise
+    except TimeoutError:
+        return False, TimeoutError(f"attempt took longer than timeout={p.timeout:g} s")
+    except Exception as exc:
+        return False, exc
+    finally:
+        _current.reset(token)
+    name = self.state.steps[p.n].name
+    try:
+        data = journal.encode(value)
+    except SerializationError as exc:
+        return False, SerializationError(f"step {p.n} ({name}) returned a {exc}")
+    size = len(data)
+    value = journal.decode(data)  # what replay will hand out: tuples become lists
+    limit = self.workflow.manager.result_limit
+    if size > limit:
+        return False, SerializationError(
+            f"step return value too large: step {p.n} ({name}) returned {size} bytes, "
+            f"result_limit is {limit}; store big data elsewhere and return an id"
+        )
+    return True, value
+
+
+def _wake_sleep(self: RunDriver, p: Pending) -> None:
+    self._append(records.done(p.n, 1, None, self.clock.now()))
+    self._settle(p)
+
+
+def _deliver_events(self: RunDriver) -> None:
+    for p in sorted(self.pending.values(), key=lambda q: q.n):
+        if p.kind != "event" or p.future.done():
+            continue
+        s = self.state.steps[p.n]
+        event = self.state.pending_event(str(s.sched.get("event")))
+        if event is None:
+            continue
+        if p.timer is not None:
+            p.timer.cancel()
+            p.timer = None
+        self._append(records.done(p.n, 1, event["value"], self.clock.now(), event_id=event["id"]))
+        self._settle(p, result=event["value"])
+
+
+def _event_timeout(self: RunDriver, p: Pending) -> None:
+    s = self.state.steps[p.n]
+    exc = EventTimeout(str(s.sched.get("event")), float(s.sched.get("timeout", 0.0)))
+    self._append(records.fail(p.n, 1, "EventTimeout", str(exc), None, self.clock.now()))
+    self.pending.pop(p.n, None)
+    p.future.set_exception(exc)
+    self.host.activity()
+
+
+async def _start_child(self: RunDriver, p: Pending) -> None:
+    child_wf: WorkflowDef = p.fn
+    try:
+        child_args = child_wf.validate_args(p.args)
+    except WflError as exc:
+        self._attempt_failed(p, 1, type(exc).__name__, str(exc), retryable=False)
+        return
+    # The child's id is derived from this step, so a crash between creating the child and
+    # recording it here cannot start a second child: creating it again finds the first.
+    child_id = child_run_id(self.run_id, p.n, self.state.restarts)
+    await self.host.io(self.host.create_child, child_wf, child_args, [self.run_id, p.n], child_id)
+    p.extra["child"] = child_id
+    self._append(records.att(p.n, 1, self.clock.now(), child=child_id))
+    await self.flush()
+    self.host.notify(child_id)
+    self.host.check_child(self, p, child_id)  # it may have ended before we recorded it
+
+
+def _child_finished(self: RunDriver, p: Pending, r: Record) -> None:
+    if p.future.done():
+        return
+    if p.timer is not None:
+        p.timer.cancel()
+        p.timer = None
+    now = self.clock.now()
+    if r["kind"] == "success":
+        self._append(records.done(p.n, 1, r.get("result"), now))
+        self._settle(p, result=r.get("result"))
+    else:
+        error = r.get("error") or "the child run was canceled"
+        etype, _, message = error.partition(": ")
+        if not message:
+            etype, message = ("Canceled" if r["kind"] == "canceled" else "Error"), error
+        self._append(records.fail(p.n, 1, etype, message, None, now))
+        self._settle(p, exc=_step_failed(self.state.steps[p.n]))
+
+
+def child_run_id(parent_id: str, n: int, restarts: int) -> str:
+    digest = hashlib.sha256(f"{parent_id}/{n}/{restarts}".encode()).hexdigest()
+    return digest[: len(parent_id)]
+
+
+def describe(exc: BaseException) -> str:
+    if isinstance(exc, StepFailed | DeterminismViolation | WflError):
+        return f"{type(exc).__name__}: {exc}"
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _step_failed(s: StepState) -> WflError:
+    """The exception a failed step raises in workflow code, live and on replay alike."""
+    if s.kind == "event" and s.error_type == "EventTimeout":
+        return EventTimeout(str(s.sched.get("event")), float(s.sched.get("timeout", 0.0)))
+    return StepFailed(s.n, s.name, s.error_type or "Error", s.message or "")
