@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import typer
 
 from .client import Client
-from .entry import describe_os_error, fail, parse_args, parse_json, start_run
+from .entry import describe_os_error, fail, parse_args, parse_json, parse_limit, start_run
 from .errors import InvalidArguments, WflError
 
 app = typer.Typer(
@@ -79,7 +79,10 @@ def status(
     json_: JsonOption = False,
     state: Annotated[str | None, typer.Option("--state", help="only runs in this state")] = None,
     workflow: Annotated[str | None, typer.Option("--workflow", help="only this workflow")] = None,
-    limit: Annotated[int | None, typer.Option("--limit", help="at most N runs", min=1)] = None,
+    limit: Annotated[
+        str | None, typer.Option("--limit", metavar="N", help="at most N runs (default: 50)")
+    ] = None,
+    all_: Annotated[bool, typer.Option("--all", help="every run (the table shows 50)")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="keep it live until it ends")] = False,
     why: Annotated[bool, typer.Option("--why", help="say what the run waits for")] = False,
     dir: DirOption = None,
@@ -89,7 +92,7 @@ def status(
 
     status_command(
         str(dir) if dir is not None else None, run, json_=json_, state=state,
-        workflow=workflow, limit=limit, watch=watch, why=why,
+        workflow=workflow, limit=parse_limit(limit), all_=all_, watch=watch, why=why,
     )  # fmt: skip
 
 

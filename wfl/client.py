@@ -11,6 +11,7 @@ from typing import Any
 from . import ops
 from .clock import Clock, SystemClock
 from .errors import (
+    InvalidArguments,
     JournalCorrupt,
     RefusedOperation,
     RunNotFound,
@@ -22,6 +23,15 @@ from .loader import file_sha
 from .manager import WorkflowDef
 from .state import RunState
 from .store import Store
+
+STATES = ("in_progress", "completed", "failed", "canceled")
+
+
+def check_filters(state: str | None, limit: int | None) -> None:
+    if state is not None and state not in STATES:
+        raise InvalidArguments(f"state must be one of {', '.join(STATES)}, not {state!r}")
+    if limit is not None and (type(limit) is not int or limit < 1):
+        raise InvalidArguments(f"limit must be a whole number of runs, 1 or more, not {limit!r}")
 
 
 class StepStatus:
@@ -148,6 +158,7 @@ class Client:
         """Runs, newest first (from the index: only changed journals are read)."""
         from .index import summaries
 
+        check_filters(state, limit)
         newest = limit if state is None and workflow is None else None
         found = [
             s
@@ -174,6 +185,8 @@ class Client:
         deadline = None if timeout is None else time.monotonic() + timeout
         for _ in _backoff():
             st = self.status(run_id)
+            if st.state == "canceled":
+                raise WorkflowCanceled(run_id)  # even before a worker winds it up
             if st.finished and (st.run_state is None or st.run_state.end is not None):
                 return result_of(st)
             if deadline is not None and time.monotonic() > deadline:

@@ -21,7 +21,7 @@ _FAST = {
     "start": ({"--arg": True, "--args-json": False, "--on-complete": False, "--context": False,
                "--dir": False}, set(), (1, 1)),
     "status": ({"--state": False, "--workflow": False, "--limit": False, "--dir": False},
-               {"--json", "--watch", "--why"}, (0, 1)),
+               {"--json", "--watch", "--why", "--all"}, (0, 1)),
 }  # fmt: skip
 
 
@@ -113,12 +113,18 @@ def _start(options: dict[str, Any]) -> None:
     sys.stdout.write(run_id + "\n")
 
 
-def _status(options: dict[str, Any]) -> bool:
-    limit = options.get("--limit")
-    if limit is not None:
-        if not limit.isdigit() or int(limit) < 1:
-            return False  # typer says what is wrong with it
-        limit = int(limit)
+def parse_limit(text: str | None) -> int | None:
+    """--limit N: a whole number from 1, in ASCII digits (the same rule on the fast path and
+    under typer; `int()` alone would take "٣" and str.isdigit "²")."""
+    if text is None:
+        return None
+    if not (text.isascii() and text.isdigit()) or int(text) < 1:
+        raise InvalidArguments(f"--limit must be a whole number of runs, 1 or more, not {text!r}")
+    return int(text)
+
+
+def _status(options: dict[str, Any]) -> None:
+    limit = parse_limit(options.get("--limit"))
     from .views import status_command
 
     positional = options["positional"]
@@ -129,10 +135,10 @@ def _status(options: dict[str, Any]) -> bool:
         state=options.get("--state"),
         workflow=options.get("--workflow"),
         limit=limit,
+        all_=bool(options.get("--all")),
         watch=bool(options.get("--watch")),
         why=bool(options.get("--why")),
     )
-    return True
 
 
 def main() -> None:
@@ -143,9 +149,9 @@ def main() -> None:
         try:
             if command == "start":
                 _start(options)
-                return
-            if _status(options):
-                return
+            else:
+                _status(options)
+            return
         except WflError as exc:
             fail(str(exc), exc.exit_code)
         except KeyboardInterrupt:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import journal
-from .errors import JournalCorrupt
+from .errors import JournalCorrupt, RunNotFound
 from .state import RunState
 from .store import SUFFIX, Store
 
@@ -75,11 +75,7 @@ def summaries(store: Store, *, save: bool = True, newest: int | None = None) -> 
     their journals: a run's creation time never changes, so the cache orders them correctly,
     and runs it has not seen yet (new ones) are always looked at.
     """
-    try:
-        names = os.listdir(store.dir)
-    except FileNotFoundError:
-        return []
-    ids = [n[: -len(SUFFIX)] for n in names if n.endswith(SUFFIX)]
+    ids = store.run_ids()
     cache = _load(store)
     to_check = ids
     if newest is not None:
@@ -119,13 +115,11 @@ def summaries(store: Store, *, save: bool = True, newest: int | None = None) -> 
 
 def _read(store: Store, run_id: str, mtime: float) -> RunSummary | None:
     try:
-        records = journal.read(store.journal_path(run_id)).records
-    except FileNotFoundError:
+        records = store.read(run_id)
+    except RunNotFound:
         return None
-    except JournalCorrupt as exc:
+    except JournalCorrupt as exc:  # (a journal without its run record, too)
         return RunSummary.corrupt(run_id, str(exc), mtime)
-    if not records:
-        return None  # being created right now
     return RunSummary.of(RunState.from_records(records))
 
 

@@ -195,22 +195,28 @@ def read(path: Path) -> ReadResult:
 
 
 def create(path: Path, records: Iterable[Record]) -> None:
-    """Create a new journal holding `records`, durably. Fails if `path` exists."""
+    """Create a new journal holding `records`, durably and whole: it is written under a
+    temporary name and linked into place, so no reader ever sees it empty or half written,
+    and a crash leaves at most a hidden temporary file. Fails if `path` exists."""
     data = MAGIC + b"".join(frame(r) for r in records)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    except FileExistsError:
-        raise
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
     except OSError as exc:
         raise JournalWriteError(f"cannot create journal {path}: {exc.strerror}") from None
     try:
-        _write_all(fd, data, path, "write new")
-        os.fsync(fd)
-    except BaseException:
-        os.close(fd)
-        path.unlink(missing_ok=True)
-        raise
-    os.close(fd)
+        try:
+            _write_all(fd, data, path, "write new")
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.link(tmp, path)  # atomic, and never replaces: FileExistsError if the run exists
+    except OSError as exc:
+        if isinstance(exc, FileExistsError):
+            raise
+        raise JournalWriteError(f"cannot create journal {path}: {exc.strerror}") from None
+    finally:
+        tmp.unlink(missing_ok=True)
     fsync_dir(path.parent)
 
 

@@ -4,6 +4,7 @@ cleanup, restart, telling a parent that its child ended. Each is one locked jour
 from __future__ import annotations
 
 import os
+import types
 from typing import Any
 
 from . import journal, records
@@ -19,7 +20,7 @@ from .loader import file_sha, function_ref, load_workflow, split_target
 from .manager import WorkflowDef
 from .records import Record
 from .state import RunState
-from .store import Store
+from .store import Store, check_history
 
 
 def resolve_workflow(target: WorkflowDef | str) -> tuple[WorkflowDef, str]:
@@ -56,7 +57,7 @@ def create_run(
     coerced = wf.validate_args(args)
     _check_serializable(coerced, "workflow arguments")
     _check_serializable(context, "context")
-    on_complete_ref = function_ref(on_complete) if on_complete is not None else None
+    on_complete_ref = _on_complete_ref(on_complete) if on_complete is not None else None
     if on_complete_ref is not None:
         from .loader import load_function
 
@@ -85,6 +86,30 @@ def create_run(
     return created
 
 
+def _on_complete_ref(fn: Any) -> list[str]:
+    """on_complete is recorded as (file, name) and loaded by name in the worker, so only a
+    module-level function (or "flow.py:function") can be found again."""
+    if not isinstance(fn, str):
+        if not isinstance(fn, types.FunctionType):
+            raise InvalidArguments(
+                f"on_complete must be a module-level function or 'flow.py:function', not "
+                f"{_describe_callable(fn)}: a worker finds it again by file and name"
+            )
+        if fn.__qualname__ != fn.__name__ or fn.__name__ == "<lambda>":
+            raise InvalidArguments(
+                f"on_complete {fn.__qualname__} is not defined at the top level of its module: "
+                "a worker finds it again by file and name, so define it with `def` at module level"
+            )
+    return function_ref(fn)
+
+
+def _describe_callable(fn: Any) -> str:
+    kind = type(fn)
+    name = getattr(fn, "__qualname__", None) or getattr(getattr(fn, "func", None), "__name__", "")
+    what = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
+    return f"a {what} ({name})" if name else f"a {what}"
+
+
 def _check_serializable(value: Any, what: str) -> None:
     try:
         journal.encode(value)
@@ -97,8 +122,14 @@ def read_state(store: Store, run_id: str) -> RunState:
 
 
 def _update(store: Store, run_id: str, decide: Any) -> list[Record]:
+    path = store.journal_path(run_id)
+
+    def checked(existing: list[Record]) -> list[Record]:
+        check_history(existing, path)  # a broken journal gets nothing appended
+        return decide(existing)  # type: ignore[no-any-return]
+
     try:
-        return journal.update(store.journal_path(run_id), decide)
+        return journal.update(path, checked)
     except FileNotFoundError:
         raise RunNotFound(run_id) from None
 

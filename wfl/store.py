@@ -14,7 +14,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from . import journal
-from .errors import AmbiguousRunId, InvalidRunId, JournalWriteError, RunNotFound
+from .errors import AmbiguousRunId, InvalidRunId, JournalCorrupt, JournalWriteError, RunNotFound
 from .records import Record
 
 DIR_MODE = 0o700
@@ -30,6 +30,10 @@ def default_dir() -> Path:
 
 def new_run_id() -> str:
     return os.urandom(ID_LENGTH // 2).hex()  # (the secrets module costs `wfl start` 8 ms)
+
+
+def is_run_id(name: str) -> bool:
+    return bool(_ID.match(name))
 
 
 def check_id(run_id: str) -> str:
@@ -86,11 +90,29 @@ class Store:
                 continue  # 48 random bits collided: draw again
 
     def run_ids(self) -> list[str]:
+        """Every run in the directory. A `*.journal` file whose name is not a run id (a
+        backup copy, say) is not a run: it is left alone (see stray_files)."""
+        return self._journal_names()[0]
+
+    def stray_files(self) -> list[str]:
+        """Names of `*.journal` files that are not runs (their name is not a run id)."""
+        return self._journal_names()[1]
+
+    def _journal_names(self) -> tuple[list[str], list[str]]:
         try:
             names = os.listdir(self.dir)
         except FileNotFoundError:
-            return []
-        return [n[: -len(SUFFIX)] for n in names if n.endswith(SUFFIX)]
+            return [], []
+        ids: list[str] = []
+        stray: list[str] = []
+        for name in names:
+            if name.endswith(SUFFIX):
+                stem = name[: -len(SUFFIX)]
+                if _ID.match(stem):
+                    ids.append(stem)
+                else:
+                    stray.append(name)
+        return ids, sorted(stray)
 
     def resolve(self, prefix: str) -> str:
         """The one run id starting with `prefix` (git-style abbreviation)."""
@@ -105,10 +127,14 @@ class Store:
         return matches[0]
 
     def read(self, run_id: str) -> list[Record]:
+        """The run's records; JournalCorrupt if they do not start with the run record."""
+        path = self.journal_path(run_id)
         try:
-            return journal.read(self.journal_path(run_id)).records
+            records = journal.read(path).records
         except FileNotFoundError:
             raise RunNotFound(run_id) from None
+        check_history(records, path)
+        return records
 
     def delete(self, run_id: str) -> None:
         self.journal_path(run_id).unlink(missing_ok=True)
@@ -165,6 +191,14 @@ class Store:
                     pass  # stuck: it will find the run at its next rescan
         finally:
             sock.close()
+
+
+def check_history(records: list[Record], path: Path) -> None:
+    """A run's journal starts with its run record. Journals are created whole (see
+    journal.create), so one without it is no run being created: it is broken (left empty by
+    a crash of an older wfl, or cut by hand) and is reported, cleaned up, never driven."""
+    if not records or records[0].get("t") != "run":
+        raise JournalCorrupt(str(path), 0, "it holds no run record (its creation was cut short)")
 
 
 def socket_address(token: str) -> str:

@@ -9,14 +9,14 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from . import journal, ops
-from .client import Client, RunStatus
+from .client import Client, RunStatus, check_filters
 from .errors import InvalidArguments, JournalCorrupt
 from .why import explain
 
 if TYPE_CHECKING:
     pass
 
-STATES = ("in_progress", "completed", "failed", "canceled")
+DEFAULT_LIMIT = 50  # runs the table shows unless --limit or --all says otherwise
 
 
 def status_command(
@@ -27,24 +27,39 @@ def status_command(
     state: str | None = None,
     workflow: str | None = None,
     limit: int | None = None,
+    all_: bool = False,
     watch: bool = False,
     why: bool = False,
 ) -> None:
     """`wfl status`: every run, or one run with its steps (shared by typer and the fast path)."""
     client = Client(directory)
-    if state is not None and state not in STATES:
-        raise InvalidArguments(f"--state must be one of {', '.join(STATES)}")
+    try:
+        check_filters(state, limit)
+    except InvalidArguments as exc:
+        raise InvalidArguments(f"--{exc}") from None  # "--state must be one of ..."
+    if all_ and limit is not None:
+        raise InvalidArguments("give --limit N or --all, not both")
     if run is None:
         if why:
             raise InvalidArguments("--why needs a RUN")
+        _note_stray_files(client)
+        filters: dict[str, Any] = {"state": state, "workflow": workflow}
+        if json_ or all_ or limit is not None:
+            filters["limit"] = limit  # --json lists every run unless --limit says otherwise
+            if watch:
+                with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops
+                    watch_all(client, json_=json_, **filters)
+            elif json_:
+                print_json([r.to_dict() for r in client.list(**filters)])
+            else:
+                print_runs(client.list(**filters))
+            return
         if watch:
-            with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops watching
-                watch_all(client, state=state, workflow=workflow, limit=limit)
-        elif json_:
-            runs = client.list(state=state, workflow=workflow, limit=limit)
-            print_json([r.to_dict() for r in runs])
-        else:
-            print_runs(client.list(state=state, workflow=workflow, limit=limit))
+            with contextlib.suppress(KeyboardInterrupt):
+                watch_all(client, limit=DEFAULT_LIMIT, **filters)
+            return
+        runs, total = newest_runs(client, state=state, workflow=workflow, limit=DEFAULT_LIMIT)
+        print_runs(runs, more=total - len(runs))
         return
     run_id = client.resolve(run)
     if why:
@@ -55,27 +70,64 @@ def status_command(
             sys.stdout.write(sentence + "\n")
     elif watch:
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how one stops watching
-            watch_run(client, run_id)
+            if json_:
+                watch_run_json(client, run_id)
+            else:
+                watch_run(client, run_id)
     elif json_:
         print_json(client.status(run_id).to_dict())
     else:
         print_run(client.status(run_id))
 
 
+def newest_runs(
+    client: Client, *, state: str | None, workflow: str | None, limit: int
+) -> tuple[list[RunStatus], int]:
+    """The newest `limit` runs matching the filters, and how many match in all."""
+    if state is None and workflow is None:
+        # only the newest journals are looked at; the others are just counted
+        return client.list(limit=limit), len(client.store.run_ids())
+    matching = client.list(state=state, workflow=workflow)
+    return matching[:limit], len(matching)
+
+
+def _note_stray_files(client: Client) -> None:
+    stray = client.store.stray_files()
+    if stray:
+        shown = ", ".join(stray[:3]) + (", ..." if len(stray) > 3 else "")
+        noun = "file is not a run" if len(stray) == 1 else f"{len(stray)} files are not runs"
+        sys.stderr.write(
+            f"wfl: note: skipped {'this ' if len(stray) == 1 else ''}{noun} "
+            f"(its name is no run id): {shown}\n"
+        )
+
+
 def print_json(value: Any) -> None:
     sys.stdout.write(json.dumps(value, indent=2, default=repr) + "\n")
+
+
+def print_json_line(value: Any) -> None:
+    sys.stdout.write(json.dumps(value, default=repr) + "\n")
+    sys.stdout.flush()  # a reader of the stream sees each change as it happens
 
 
 WATCH_INTERVAL = 0.25
 
 
-def print_runs(runs: list[RunStatus]) -> None:
+def print_runs(runs: list[RunStatus], *, more: int = 0) -> None:
     from . import render
 
     if not runs:
         render.console.print("no runs", style="dim")
         return
     render.console.print(render.runs_table(runs))
+    if more > 0:
+        render.console.print(more_line(len(runs), more), style="dim", highlight=False)
+
+
+def more_line(shown: int, more: int) -> str:
+    runs = "run" if more == 1 else "runs"
+    return f"... {more:,} more {runs} (newest {shown} shown): --limit N or --all to see them"
 
 
 def print_run(st: RunStatus) -> None:
@@ -130,8 +182,26 @@ def watch_run(client: Client, run_id: str) -> None:
             _pause()
 
 
-def watch_all(client: Client, **filters: Any) -> None:
-    """Redraw the run table until Ctrl-C."""
+def watch_run_json(client: Client, run_id: str) -> None:
+    """One JSON document per line each time the run changes, until it ends (or Ctrl-C)."""
+    last: dict[str, Any] | None = None
+    while True:
+        st = client.status(run_id)
+        doc = st.to_dict()
+        if doc != last:
+            print_json_line(doc)
+            last = doc
+        if st.finished:
+            return
+        _pause()
+
+
+def watch_all(client: Client, *, json_: bool = False, **filters: Any) -> None:
+    """Redraw the run table (or, with json_, print the list as one JSON line whenever it
+    changes) until Ctrl-C."""
+    if json_:
+        _watch_all_json(client, **filters)
+        return
     from rich.live import Live
 
     from . import render
@@ -140,6 +210,16 @@ def watch_all(client: Client, **filters: Any) -> None:
         while True:
             _pause()
             live.update(render.runs_table(client.list(**filters)))
+
+
+def _watch_all_json(client: Client, **filters: Any) -> None:
+    last: list[dict[str, Any]] | None = None
+    while True:
+        doc = [r.to_dict() for r in client.list(**filters)]
+        if doc != last:
+            print_json_line(doc)
+            last = doc
+        _pause()
 
 
 def _pause() -> None:

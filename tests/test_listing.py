@@ -1,0 +1,314 @@
+"""Listing runs and reading the directory: stray files, broken (empty) journals, the default
+view of `wfl status`, option rules shared by the fast path and typer, and Client.list/wait."""
+
+from __future__ import annotations
+
+import functools
+import itertools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from wfl import Client, journal
+from wfl.errors import InvalidArguments, JournalCorrupt, WorkflowCanceled
+from wfl.store import Store
+from wfl.worker import Worker
+
+FLOWS = Path(__file__).resolve().parent / "cli_flows"
+QUICK = str(FLOWS / "quick.py")
+EVENT = str(FLOWS / "event_wait.py")
+WFL = shutil.which("wfl", path=str(Path(sys.executable).parent)) or "wfl"
+
+
+def wfl(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != "WFL_DIR"}
+    env.update(COLUMNS="200", PYTHONDONTWRITEBYTECODE="1")
+    return subprocess.run(
+        [WFL, *args, "--dir", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        cwd=directory.parent,
+    )
+
+
+def ok(r: subprocess.CompletedProcess[str]) -> str:
+    assert r.returncode == 0, f"{r.args} -> {r.returncode}\n{r.stdout}\n{r.stderr}"
+    assert "Traceback" not in r.stdout + r.stderr
+    return r.stdout
+
+
+def refused(r: subprocess.CompletedProcess[str], code: int = 2) -> str:
+    assert r.returncode == code, f"{r.args} -> {r.returncode}\n{r.stdout}\n{r.stderr}"
+    assert "Traceback" not in r.stdout + r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1, r.stderr
+    return lines[0]
+
+
+# -- stray *.journal files ------------------------------------------------------------------
+
+
+def test_a_stray_journal_file_is_skipped_by_every_command(tmp_path: Path) -> None:
+    d = tmp_path / "runs"
+    client = Client(d)
+    done = client.start(QUICK)
+    waiting = client.start(EVENT)
+    stray = d / f"backup-{done}.journal"
+    shutil.copy(d / f"{done}.journal", stray)
+
+    table = wfl(d, "status")
+    out = ok(table)
+    assert done in out
+    assert waiting in out
+    assert "backup" not in out
+    assert table.stderr.count(stray.name) == 1  # mentioned once
+    listed = json.loads(ok(wfl(d, "status", "--json")))
+    assert {r["id"] for r in listed} == {done, waiting}
+    ok(wfl(d, "worker", "--once"))
+    assert client.status(done).state == "completed"
+    ok(wfl(d, "cleanup", "--finished"))
+    assert [r.id for r in client.list()] == [waiting]
+    assert stray.exists()  # not a run: never touched
+    assert client.resolve(waiting[:8]) == waiting
+
+
+def test_a_worker_rescan_passes_over_stray_files(tmp_path: Path) -> None:
+    client = Client(tmp_path)
+    run_id = client.start(QUICK)
+    (tmp_path / "old-notes.journal").write_bytes(b"not mine")
+    (tmp_path / "Backup.journal").write_bytes(b"")
+    worker = Worker(client.store, listen=False)
+    worker.scan()
+    worker.rescan()  # raised InvalidRunId: a live worker exited at its next rescan
+    assert Store(tmp_path).run_ids() == [run_id]
+    assert Store(tmp_path).stray_files() == ["Backup.journal", "old-notes.journal"]
+
+
+# -- a journal left without its run record ------------------------------------------------
+
+
+def test_a_crash_inside_start_leaves_no_journal_behind(tmp_path: Path) -> None:
+    """SIGKILL `wfl start` as it writes the new journal: no empty run may appear."""
+    script = (
+        "import os, signal, sys\n"
+        "from wfl import journal\n"
+        "def crash(*a, **k):\n"
+        "    os.kill(os.getpid(), signal.SIGKILL)\n"
+        "journal._write_all = crash\n"
+        "from wfl import Client\n"
+        f"Client(sys.argv[1]).start({QUICK!r})\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script, str(tmp_path)], timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert list(tmp_path.glob("*.journal")) == []
+    assert Client(tmp_path).list() == []
+
+
+@pytest.fixture
+def empty_run(tmp_path: Path) -> tuple[Client, str]:
+    """A directory with one healthy run and one journal left empty by an older wfl's crash."""
+    client = Client(tmp_path / "runs")
+    client.start(QUICK)
+    (client.store.dir / "0123456789ab.journal").write_bytes(b"")
+    return client, "0123456789ab"
+
+
+def test_an_empty_journal_is_listed_as_a_broken_run(empty_run: tuple[Client, str]) -> None:
+    client, broken = empty_run
+    st = client.status(broken)
+    assert st.id == broken
+    assert st.state == "failed"
+    assert "no run record" in st.error
+    assert st.created_at.startswith(time.strftime("%Y"))  # the file's time, not 1970
+    listed = {r.id: r for r in client.list()}
+    assert listed[broken].state == "failed"
+    assert "" not in listed
+
+
+def test_an_empty_journal_cannot_be_canceled_and_cleanup_removes_it(
+    empty_run: tuple[Client, str],
+) -> None:
+    client, broken = empty_run
+    path = client.store.journal_path(broken)
+    with pytest.raises(JournalCorrupt, match="no run record"):
+        client.cancel(broken)
+    with pytest.raises(JournalCorrupt):
+        client.send_event(broken, "x")
+    assert journal.read(path).records == []  # nothing appended
+    assert client.cleanup(broken) == [broken]
+    assert not path.exists()
+
+
+def test_cleanup_finished_removes_an_empty_journal(empty_run: tuple[Client, str]) -> None:
+    client, broken = empty_run
+    assert broken in client.cleanup_finished()
+
+
+def test_a_worker_reports_an_empty_journal_without_an_internal_error(
+    empty_run: tuple[Client, str],
+) -> None:
+    client, broken = empty_run
+    r = wfl(client.store.dir, "worker", "--once")
+    ok(r)
+    assert "internal error" not in r.stdout + r.stderr
+    assert "no run record" in r.stdout + r.stderr
+    assert [st.state for st in client.list() if st.id != broken] == ["completed"]
+    refused(wfl(client.store.dir, "cancel", broken))
+
+
+# -- Client.list and Client.wait ------------------------------------------------------------
+
+
+@pytest.mark.parametrize("limit", [-1, 0, 2.5, "3", True])
+def test_list_refuses_a_limit_that_is_not_a_positive_whole_number(
+    tmp_path: Path, limit: object
+) -> None:
+    with pytest.raises(InvalidArguments, match="limit"):
+        Client(tmp_path).list(limit=limit)  # type: ignore[arg-type]
+
+
+def test_list_refuses_an_unknown_state(tmp_path: Path) -> None:
+    with pytest.raises(InvalidArguments, match="in_progress, completed, failed, canceled"):
+        Client(tmp_path).list(state="bogus")
+
+
+def test_wait_on_a_canceled_run_raises_at_once_without_a_worker(tmp_path: Path) -> None:
+    client = Client(tmp_path)
+    run_id = client.start(EVENT)
+    client.cancel(run_id)
+    began = time.monotonic()
+    with pytest.raises(WorkflowCanceled):
+        client.wait(run_id, timeout=30)
+    assert time.monotonic() - began < 5  # it used to wait out the whole timeout
+
+
+def _nested_on_complete(run_id: str, result: dict[str, object], context: object) -> None:
+    pass
+
+
+@pytest.mark.parametrize(
+    ("on_complete", "says"),
+    [
+        (functools.partial(_nested_on_complete, "x"), "functools.partial"),
+        (print, "builtin_function_or_method"),
+        (lambda run_id, result, context: None, "top level"),
+    ],
+)
+def test_on_complete_must_be_a_module_level_function(
+    tmp_path: Path, on_complete: object, says: str
+) -> None:
+    with pytest.raises(InvalidArguments, match=says):
+        Client(tmp_path).start(QUICK, on_complete=on_complete)
+    assert list(tmp_path.glob("*.journal")) == []
+
+
+def test_a_nested_function_is_refused_as_on_complete(tmp_path: Path) -> None:
+    def notify(run_id: str, result: dict[str, object], context: object) -> None:
+        pass
+
+    with pytest.raises(InvalidArguments, match="not defined at the top level"):
+        Client(tmp_path).start(QUICK, on_complete=notify)
+
+
+# -- wfl status: the default view, --all, --limit --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def many(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    """53 runs, oldest first (created in-process: 53 `wfl start`s would cost seconds)."""
+    d = tmp_path_factory.mktemp("many") / "runs"
+    client = Client(d)
+    return d, [client.start(QUICK, {"text": str(i)}) for i in range(53)]
+
+
+def table_ids(out: str) -> list[str]:
+    return [line.split()[0] for line in out.splitlines() if line[:1].isalnum()][1:]
+
+
+def test_status_shows_the_newest_50_and_says_how_to_see_the_rest(
+    many: tuple[Path, list[str]],
+) -> None:
+    d, ids = many
+    out = ok(wfl(d, "status"))
+    assert table_ids(out) == ids[::-1][:50]
+    assert "3 more runs (newest 50 shown): --limit N or --all to see them" in out
+
+
+def test_status_all_and_limit_show_what_they_say(many: tuple[Path, list[str]]) -> None:
+    d, ids = many
+    out = ok(wfl(d, "status", "--all"))
+    assert table_ids(out) == ids[::-1]
+    assert "more run" not in out
+    assert table_ids(ok(wfl(d, "status", "--limit", "2"))) == ids[::-1][:2]
+    refused(wfl(d, "status", "--all", "--limit", "2"))
+
+
+def test_status_json_without_limit_lists_every_run(many: tuple[Path, list[str]]) -> None:
+    d, ids = many
+    assert [r["id"] for r in json.loads(ok(wfl(d, "status", "--json")))] == ids[::-1]
+    two = json.loads(ok(wfl(d, "status", "--json", "--limit", "2")))
+    assert [r["id"] for r in two] == ids[::-1][:2]
+
+
+def test_filtered_status_shows_the_newest_50_of_the_matches(
+    many: tuple[Path, list[str]],
+) -> None:
+    d, ids = many
+    out = ok(wfl(d, "status", "--state", "in_progress"))
+    assert table_ids(out) == ids[::-1][:50]
+    assert "3 more runs" in out
+
+
+def typer_status(directory: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """`wfl status` through the typer app (the path taken when the fast path steps aside)."""
+    code = "import sys; from wfl.cli import main; sys.argv[0] = 'wfl'; main()"
+    return subprocess.run(
+        [sys.executable, "-c", code, "status", *args, "--dir", str(directory)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize("limit", ["²", "٣", "0", "-1", "1.5", "x", " 2"])
+def test_limit_is_refused_the_same_way_on_both_paths(tmp_path: Path, limit: str) -> None:
+    fast = refused(wfl(tmp_path, "status", "--limit", limit))
+    slow = refused(typer_status(tmp_path, "--limit", limit))
+    assert fast == slow
+    assert "--limit must be a whole number" in fast
+
+
+def test_watch_json_prints_one_json_document_per_change(tmp_path: Path) -> None:
+    d = tmp_path / "runs"
+    client = Client(d)
+    run_id = client.start(EVENT)
+    env = {k: v for k, v in os.environ.items() if k != "WFL_DIR"}
+    with subprocess.Popen(
+        [WFL, "status", run_id, "--watch", "--json", "--dir", str(d)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    ) as watcher:
+        assert watcher.stdout is not None
+        first = json.loads(watcher.stdout.readline())
+        assert first["id"] == run_id
+        assert first["state"] == "in_progress"
+        ok(wfl(d, "worker", "--once"))  # the run now waits for its event: one step recorded
+        client.send_event(run_id, "approved", True)
+        ok(wfl(d, "worker", "--once"))
+        rest, err = watcher.communicate(timeout=60)
+    assert watcher.returncode == 0, err
+    docs = [first] + [json.loads(line) for line in rest.splitlines()]
+    assert docs[-1]["state"] == "completed"
+    assert docs[-1]["result"] == {"approved": True}
+    assert all(a != b for a, b in itertools.pairwise(docs))  # one per change
