@@ -13,6 +13,7 @@ _WHERE = {
     "Client": "client",
     "RunStatus": "client",
     "DeterminismViolation": "errors",
+    "EventFailed": "errors",
     "EventTimeout": "errors",
     "JournalCorrupt": "errors",
     "JournalLimitExceeded": "errors",
@@ -30,6 +31,7 @@ _WHERE = {
 __all__ = [
     "Client",
     "DeterminismViolation",
+    "EventFailed",
     "EventTimeout",
     "JournalCorrupt",
     "JournalLimitExceeded",
@@ -59,6 +61,7 @@ if TYPE_CHECKING:
     from .client import Client, RunStatus
     from .errors import (
         DeterminismViolation,
+        EventFailed,
         EventTimeout,
         JournalCorrupt,
         JournalLimitExceeded,

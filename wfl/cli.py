@@ -85,6 +85,9 @@ def status(
     all_: Annotated[bool, typer.Option("--all", help="every run (the table shows 50)")] = False,
     watch: Annotated[bool, typer.Option("--watch", help="keep it live until it ends")] = False,
     why: Annotated[bool, typer.Option("--why", help="say what the run waits for")] = False,
+    traceback: Annotated[
+        bool, typer.Option("--traceback", help="with RUN: every failed attempt's traceback")
+    ] = False,
     dir: DirOption = None,
 ) -> None:
     """Show every run, or one run with its steps."""
@@ -93,6 +96,7 @@ def status(
     status_command(
         str(dir) if dir is not None else None, run, json_=json_, state=state,
         workflow=workflow, limit=parse_limit(limit), all_=all_, watch=watch, why=why,
+        traceback=traceback,
     )  # fmt: skip
 
 
@@ -150,14 +154,20 @@ def send_event(
     run: Annotated[str, typer.Argument()],
     name: Annotated[str, typer.Argument(help="event name")],
     value: Annotated[str | None, typer.Option("--value", help="JSON value")] = None,
+    error: Annotated[
+        str | None, typer.Option("--error", help="fail the awaiting step with this message")
+    ] = None,
     dir: DirOption = None,
 ) -> None:
     """Deliver an event to a run (buffered until the run awaits it)."""
     client = _client(dir)
+    if value is not None and error is not None:
+        raise InvalidArguments("give --value or --error, not both")
     parsed = parse_json(value, "--value") if value is not None else None
     run_id = client.resolve(run)
-    client.send_event(run_id, name, parsed)
-    sys.stdout.write(f"sent {name} to {run_id}\n")
+    client.send_event(run_id, name, parsed, error=error)
+    what = f"{name} (as an error)" if error is not None else name
+    sys.stdout.write(f"sent {what} to {run_id}\n")
 
 
 @app.command()

@@ -219,8 +219,12 @@ class Client:
                 continue
         return deleted
 
-    def send_event(self, run_id: str, name: str, value: Any = None) -> None:
-        ops.send_event(self.store, self.clock, self.store.resolve(run_id), name, value)
+    def send_event(
+        self, run_id: str, name: str, value: Any = None, *, error: str | None = None
+    ) -> None:
+        """Deliver event `name` (buffered until the run awaits it). With `error`, the
+        awaiting `step.await_event` raises `wfl.EventFailed(error)` instead."""
+        ops.send_event(self.store, self.clock, self.store.resolve(run_id), name, value, error=error)
 
     def restart(self, run_id: str, from_step: int | str | None = None) -> int:
         return ops.restart(self.store, self.clock, self.store.resolve(run_id), from_step)

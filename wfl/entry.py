@@ -21,7 +21,7 @@ _FAST = {
     "start": ({"--arg": True, "--args-json": False, "--on-complete": False, "--context": False,
                "--dir": False}, set(), (1, 1)),
     "status": ({"--state": False, "--workflow": False, "--limit": False, "--dir": False},
-               {"--json", "--watch", "--why", "--all"}, (0, 1)),
+               {"--json", "--watch", "--why", "--all", "--traceback"}, (0, 1)),
 }  # fmt: skip
 
 
@@ -138,6 +138,7 @@ def _status(options: dict[str, Any]) -> None:
         all_=bool(options.get("--all")),
         watch=bool(options.get("--watch")),
         why=bool(options.get("--why")),
+        traceback=bool(options.get("--traceback")),
     )
 
 

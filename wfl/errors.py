@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class WflError(Exception):
     """Base of all errors wfl reports to users. `exit_code` is what the CLI exits with."""
@@ -78,18 +80,37 @@ class DeterminismViolation(WflError):
 
 
 class StepFailed(WflError):
-    """Raised inside a workflow when a step failed for good; catch it to handle the failure."""
+    """Raised inside a workflow when a step failed for good; catch it to handle the failure.
+    `traceback` is the failed attempt's recorded traceback (see wfl.tracebacks), if any."""
 
-    def __init__(self, step: int, name: str, error_type: str, message: str) -> None:
+    def __init__(
+        self,
+        step: int,
+        name: str,
+        error_type: str,
+        message: str,
+        traceback: dict[str, Any] | None = None,
+    ) -> None:
         self.step = step
         self.name = name
         self.error_type = error_type
         self.message = message
+        self.traceback = traceback
         super().__init__(f"step {step} ({name}) failed: {error_type}: {message}")
 
 
 class NonRetryableError(Exception):
     """Raise from a step to fail it at once, whatever its retry policy says."""
+
+
+class EventFailed(WflError):
+    """Raised by `step.await_event(name)` when the event was sent with an error
+    (`wfl send-event RUN NAME --error MSG`); str() is that message."""
+
+    def __init__(self, message: str, *, name: str = "") -> None:
+        self.name = name
+        self.message = message
+        super().__init__(message)
 
 
 class EventTimeout(WflError):

@@ -57,4 +57,10 @@ def run_in_foreground(client: Client, run_id: str, *, live: bool) -> Any:
     st = client.status(run_id)
     if not st.finished:
         raise KeyboardInterrupt
+    tb = st.run_state.tb if st.run_state is not None and st.state == "failed" else None
+    if tb is not None:  # as Python would print it; the one-line summary follows
+        from .tracebacks import format_tb
+
+        sys.stderr.write(format_tb(tb))
+        sys.stderr.flush()
     return result_of(st)

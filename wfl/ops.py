@@ -145,9 +145,24 @@ def cancel(store: Store, clock: Clock, run_id: str) -> None:
     store.notify(run_id)
 
 
-def send_event(store: Store, clock: Clock, run_id: str, name: str, value: Any = None) -> str:
+def send_event(
+    store: Store,
+    clock: Clock,
+    run_id: str,
+    name: str,
+    value: Any = None,
+    *,
+    error: str | None = None,
+) -> str:
+    """Deliver event `name` with `value`, or (with `error`) as a failure that makes the
+    awaiting step.await_event raise EventFailed(error)."""
     if not isinstance(name, str) or not name:
         raise InvalidArguments("an event needs a non-empty name")
+    if error is not None:
+        if not isinstance(error, str) or not error.strip():
+            raise InvalidArguments("an event's error needs a non-empty message")
+        if value is not None:
+            raise InvalidArguments("an event carries a value or an error, not both")
     _check_serializable(value, f"value of event {name!r}")
     event_id = os.urandom(8).hex()
 
@@ -157,6 +172,8 @@ def send_event(store: Store, clock: Clock, run_id: str, name: str, value: Any = 
             raise RefusedOperation(
                 f"run {run_id} is {state.state}: it cannot receive event {name!r}"
             )
+        if error is not None:
+            return [records.event_error(event_id, name, error, clock.now())]
         return [records.event(event_id, name, value, clock.now())]
 
     _update(store, run_id, decide)
@@ -244,7 +261,7 @@ def report_to_parent(store: Store, clock: Clock, child: RunState) -> None:
         return [
             records.child(
                 n, child.id, end["kind"], clock.now(), result=end.get("result"),
-                error=end.get("error"),
+                error=end.get("error"), tb=end.get("tb"),
             )
         ]  # fmt: skip
 

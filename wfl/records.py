@@ -10,14 +10,20 @@ seconds. Step records carry the step number "n".
   att      n attempt at [child]
            -- an attempt is starting; durable *before* an action runs (write-ahead)
   done     n attempt result at [event_id]
-  fail     n attempt error_type message retry_at at
+  fail     n attempt error_type message retry_at at [tb] [event_id]
            -- retry_at is None when the failure is final
   event    id name value at           -- delivered by send-event; consumed by one "event" step
+  evfail   id name error at           -- sent with --error: the consuming step raises EventFailed
+                                         (a kind of its own, so a reader that predates it skips
+                                         it and keeps waiting rather than return None)
   cancel   at                         -- cancel requested; the run is canceled from here on
-  end      kind(success|failed|canceled) [result] [error] at
-  oc       ok [error] at              -- on_complete returned (or raised) for the last "end"
+  end      kind(success|failed|canceled) [result] [error] [tb] at
+  oc       ok [error] [tb] at         -- on_complete returned (or raised) for the last "end"
   restart  from_step at               -- steps >= from_step and the last end are void
-  child    n child_id kind [result] [error] at   -- a child run of step n finished
+  child    n child_id kind [result] [error] [tb] at   -- a child run of step n finished
+
+tb (optional, added in 0.2 without a format change: readers of format 1 ignore keys they do
+not know) is a bounded traceback of user code, see tracebacks.py.
 """
 
 from __future__ import annotations
@@ -74,26 +80,34 @@ def done(n: int, attempt: int, result: Any, at: float, **extra: Any) -> Record:
 
 
 def fail(
-    n: int, attempt: int, error_type: str, message: str, retry_at: float | None, at: float
-) -> Record:
+    n: int, attempt: int, error_type: str, message: str, retry_at: float | None, at: float,
+    **extra: Any,
+) -> Record:  # fmt: skip
     return {"t": "fail", "n": n, "attempt": attempt, "error_type": error_type,
-            "message": message, "retry_at": retry_at, "at": at}  # fmt: skip
+            "message": message, "retry_at": retry_at, "at": at, **_present(extra)}  # fmt: skip
 
 
 def event(event_id: str, name: str, value: Any, at: float) -> Record:
     return {"t": "event", "id": event_id, "name": name, "value": value, "at": at}
 
 
+def event_error(event_id: str, name: str, error: str, at: float) -> Record:
+    return {"t": "evfail", "id": event_id, "name": name, "error": error, "at": at}
+
+
 def cancel(at: float) -> Record:
     return {"t": "cancel", "at": at}
 
 
-def end(kind: str, at: float, *, result: Any = None, error: str | None = None) -> Record:
-    return {"t": "end", "kind": kind, "result": result, "error": error, "at": at}
+def end(
+    kind: str, at: float, *, result: Any = None, error: str | None = None, tb: Any = None
+) -> Record:
+    return {"t": "end", "kind": kind, "result": result, "error": error, "at": at,
+            **_present({"tb": tb})}  # fmt: skip
 
 
-def on_complete_done(at: float, error: str | None = None) -> Record:
-    return {"t": "oc", "ok": error is None, "error": error, "at": at}
+def on_complete_done(at: float, error: str | None = None, tb: Any = None) -> Record:
+    return {"t": "oc", "ok": error is None, "error": error, "at": at, **_present({"tb": tb})}
 
 
 def restart(from_step: int, at: float) -> Record:
@@ -101,6 +115,12 @@ def restart(from_step: int, at: float) -> Record:
 
 
 def child(n: int, child_id: str, kind: str, at: float, *, result: Any = None,
-          error: str | None = None) -> Record:  # fmt: skip
+          error: str | None = None, tb: Any = None) -> Record:  # fmt: skip
     return {"t": "child", "n": n, "child_id": child_id, "kind": kind, "result": result,
-            "error": error, "at": at}  # fmt: skip
+            "error": error, "at": at, **_present({"tb": tb})}  # fmt: skip
+
+
+def _present(extra: dict[str, Any]) -> dict[str, Any]:
+    """Optional keys are written only when set: records without them stay as format 1 had
+    them, byte for byte."""
+    return {k: v for k, v in extra.items() if v is not None}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections import deque
@@ -15,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .client import RunStatus
+from .tracebacks import format_tb, is_traceback, where
 
 if TYPE_CHECKING:  # the worker (asyncio, replay) is not needed to print a table
     from .worker import Worker, WorkerEvent
@@ -102,19 +104,33 @@ def run_detail(st: RunStatus, *, flow_changed: bool = False) -> Group:
         head.add_row("next wake", f"{short_time(st.next_wake_at)}  ({until(st.next_wake_at)})")
     if st.state == "completed":
         head.add_row("result", json.dumps(st.result, default=repr))
+    rs = st.run_state
     if st.error:
         head.add_row("error", Text(str(st.error), style="red"))
-    rs = st.run_state
+        _add_where(head, rs.tb if rs is not None else None)
+    elif rs is not None:  # in progress: the latest failed attempt of a step that goes on
+        last = max((s for s in rs.steps.values() if s.error), key=lambda s: s.n, default=None)
+        if last is not None:
+            head.add_row("last error", Text(f"step {last.n} ({last.name}): {last.error}", "red"))
+            _add_where(head, last.tb)
     if rs is not None and rs.on_complete:
         if rs.on_complete_error:
             note = Text(f"raised {rs.on_complete_error}", style="red")
         else:
             note = Text("ran" if rs.on_complete_ran else "pending")
         head.add_row("on_complete", Text(f"{rs.on_complete[1]} ({rs.on_complete[0]}): ") + note)
+        if rs.on_complete_error:
+            _add_where(head, rs.on_complete_tb)
     parent = st.to_dict().get("parent")
     if parent:
         head.add_row("parent", str(parent))
     return Group(head, Text(""), steps_table(st))
+
+
+def _add_where(head: Table, tb: dict[str, Any] | None) -> None:
+    at = where(tb, relative_to=os.getcwd())
+    if at is not None:
+        head.add_row("at", Text(at, style="red"))
 
 
 def steps_table(st: RunStatus) -> Table:
@@ -122,7 +138,13 @@ def steps_table(st: RunStatus) -> Table:
     for column in ("#", "NAME", "KIND", "STATE", "ATTEMPTS", "RUN AT", "STARTED", "FINISHED"):
         table.add_column(column, no_wrap=True)
     table.add_column("ERROR")
+    rs = st.run_state
     for s in st.to_dict().get("steps", []):
+        error = s["error"] or ""
+        state = rs.steps.get(s["step"]) if rs is not None else None
+        at = where(state.tb, relative_to=os.getcwd()) if state is not None and error else None
+        if at is not None:
+            error += f" ({at})"
         table.add_row(
             str(s["step"]),
             s["name"],
@@ -132,9 +154,37 @@ def steps_table(st: RunStatus) -> Table:
             short_time(s["run_at"]),
             short_time(s["started_at"]),
             short_time(s["finished_at"]),
-            Text(s["error"] or "", style="red"),
+            Text(error, style="red"),
         )
     return table
+
+
+def failure_tracebacks(records: list[dict[str, Any]]) -> Group:
+    """Every failed attempt of the run (and the run's end, and on_complete) with its
+    recorded traceback, oldest first: `wfl status RUN --traceback`."""
+    names: dict[int, str] = {}
+    parts: list[Text] = []
+    for r in records:
+        t = r["t"]
+        if t == "sched":
+            names[r["n"]] = r["name"]
+            continue
+        if t == "fail":
+            then = "retried" if r.get("retry_at") is not None else "final"
+            head = f"step {r['n']} ({names.get(r['n'], '?')}) attempt {r['attempt']} failed ({then})"
+            error = f"{r['error_type']}: {r['message']}"
+        elif t == "end" and r.get("kind") == "failed":
+            head, error = "the run failed", str(r.get("error"))
+        elif t == "oc" and not r.get("ok"):
+            head, error = "on_complete raised", str(r.get("error"))
+        else:
+            continue
+        parts.append(Text(head, style="bold red"))
+        tb = r.get("tb")
+        parts.append(Text(format_tb(tb) if is_traceback(tb) else error + "\n"))
+    if not parts:
+        return Group(Text("no failed attempts", style="dim"))
+    return Group(*parts)
 
 
 def timeline(records: list[dict[str, Any]]) -> Table:
@@ -146,7 +196,11 @@ def timeline(records: list[dict[str, Any]]) -> Table:
     for i, r in enumerate(records):
         at = r.get("at", r.get("created_at"))
         when = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if at else "-"
-        table.add_row(str(i), when, r["t"], describe_record(r))
+        what = describe_record(r)
+        tb = r.get("tb")
+        if is_traceback(tb):  # the whole recorded traceback, under the record it explains
+            what.append("\n" + format_tb(tb).rstrip("\n"), style="dim")
+        table.add_row(str(i), when, r["t"], what)
     return table
 
 
@@ -185,6 +239,8 @@ def describe_record(r: dict[str, Any]) -> Text:
         return Text(text, style="red")
     if t == "event":
         return Text(f"event {r['name']!r} delivered: {_short(r['value'])}")
+    if t == "evfail":
+        return Text(f"event {r['name']!r} delivered as an error: {r.get('error')}", style="red")
     if t == "cancel":
         return Text("cancel requested", style="yellow")
     if t == "end":

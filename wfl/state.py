@@ -32,6 +32,7 @@ class StepState:
     event_id: str | None = None
     child_id: str | None = None
     canceled: bool = False
+    tb: dict[str, Any] | None = None  # traceback of the failure in `error` (tracebacks.py)
 
     @property
     def finished(self) -> bool:
@@ -76,6 +77,7 @@ class StepState:
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
             "error": self.error,
+            "traceback": _text(self.tb) if self.error else None,
         }
 
 
@@ -98,6 +100,7 @@ class RunState:
     end: Record | None = None
     on_complete_ran: bool = False
     on_complete_error: str | None = None
+    on_complete_tb: dict[str, Any] | None = None
     children_done: dict[int, Record] = field(default_factory=dict)
     restarts: int = 0
     # unfinished steps, kept up to date so a worker's checks cost O(open), not O(history)
@@ -146,7 +149,7 @@ class RunState:
             s.running = False
             s.outcome = "done"
             s.result = r["result"]
-            s.error_type = s.message = None  # earlier attempts' errors are history now
+            s.error_type = s.message = s.tb = None  # earlier attempts' errors are history now
             s.finished_at = float(r["at"])
             s.retry_at = None
             s.event_id = r.get("event_id")
@@ -160,19 +163,22 @@ class RunState:
             s.attempts = max(s.attempts, int(r.get("attempt", 1)))
             s.error_type = r["error_type"]
             s.message = r["message"]
+            s.tb = r.get("tb")
             s.retry_at = r.get("retry_at")
+            if r.get("event_id") is not None:  # an event sent with an error was consumed
+                s.event_id = r["event_id"]
             if s.retry_at is None:
                 s.outcome = "failed"
                 s.finished_at = float(r["at"])
                 self.open.pop(s.n, None)
-        elif t == "event":
+        elif t in ("event", "evfail"):  # evfail: sent with --error, raised by await_event
             self.events.append(r)
         elif t == "cancel":
             self.cancel_requested = True
         elif t == "end":
             self.end = r
             self.on_complete_ran = False
-            self.on_complete_error = None
+            self.on_complete_error = self.on_complete_tb = None
             if r["kind"] in ("canceled", "failed"):  # what was left open never ends
                 for s in self.steps.values():
                     if not s.finished:
@@ -180,6 +186,7 @@ class RunState:
         elif t == "oc":
             self.on_complete_ran = True
             self.on_complete_error = r.get("error")
+            self.on_complete_tb = r.get("tb")
         elif t == "restart":
             cut = int(r["from_step"])
             self.steps = {n: s for n, s in self.steps.items() if n < cut}
@@ -218,6 +225,11 @@ class RunState:
     @property
     def error(self) -> str | None:
         return self.end.get("error") if self.end is not None else None
+
+    @property
+    def tb(self) -> dict[str, Any] | None:
+        """The recorded traceback of the run's final error (tracebacks.py)."""
+        return self.end.get("tb") if self.end is not None else None
 
     def consumed_events(self) -> set[str]:
         return {s.event_id for s in self.steps.values() if s.event_id is not None}
@@ -271,6 +283,13 @@ class RunState:
         }
         if self.parent:
             out["parent"] = self.parent[0]
-        if steps:
+        if steps:  # like steps, the traceback is left out of run lists (it can be 16 KiB)
+            out["traceback"] = _text(self.tb) if self.error else None
             out["steps"] = [s.to_dict() for _, s in sorted(self.steps.items())]
         return out
+
+
+def _text(tb: dict[str, Any] | None) -> str | None:
+    from .tracebacks import format_tb, is_traceback
+
+    return format_tb(tb) if is_traceback(tb) and tb is not None else None

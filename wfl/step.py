@@ -73,9 +73,25 @@ class StepOptions:
 class Step:
     """Workflow code's handle on its run. Each call is recorded as one numbered step."""
 
-    def __init__(self, driver: RunDriver) -> None:
+    def __init__(self, driver: RunDriver, defaults: dict[str, Any] | None = None) -> None:
         self._driver = driver
+        self._defaults = defaults or {}  # from with_options(); a call's own options win
         self._logger: logging.LoggerAdapter[logging.Logger] | None = None
+
+    def with_options(self, **defaults: Any) -> Step:
+        """A step object whose run_query/run_mutation/run_action/run_workflow calls use these
+        options unless the call gives its own (Convex's `withOptions`): `retry=`,
+        `unstable_args=`, `timeout=`."""
+        unknown = set(defaults) - _DEFAULTABLE
+        if unknown:
+            raise TypeError(
+                f"with_options() takes {', '.join(sorted(_DEFAULTABLE))}, "
+                f"not {sorted(unknown)[0]!r}"
+            )
+        _options(defaults)  # the same checks as on a call, now rather than at the first call
+        step = Step(self._driver, {**self._defaults, **defaults})
+        step._logger = self._logger
+        return step
 
     @property
     def run_id(self) -> str:
@@ -91,23 +107,29 @@ class Step:
     def run_query(
         self, fn: Callable[..., Any], args: dict[str, Any] | None = None, **options: Any
     ) -> asyncio.Future[Any]:
-        return self._driver.call_step("query", fn, args, _options(options))
+        return self._driver.call_step("query", fn, args, self._opts(options))
 
     def run_mutation(
         self, fn: Callable[..., Any], args: dict[str, Any] | None = None, **options: Any
     ) -> asyncio.Future[Any]:
-        return self._driver.call_step("mutation", fn, args, _options(options))
+        return self._driver.call_step("mutation", fn, args, self._opts(options))
 
     def run_action(
         self, fn: Callable[..., Any], args: dict[str, Any] | None = None, **options: Any
     ) -> asyncio.Future[Any]:
-        return self._driver.call_step("action", fn, args, _options(options))
+        return self._driver.call_step("action", fn, args, self._opts(options))
 
     def run_workflow(
         self, workflow: WorkflowDef, args: dict[str, Any] | None = None, **options: Any
     ) -> asyncio.Future[Any]:
         """Run `workflow` as a child run; returns its result or raises StepFailed."""
-        return self._driver.call_step("workflow", workflow, args, _options(options))
+        return self._driver.call_step("workflow", workflow, args, self._opts(options))
+
+    def _opts(self, options: dict[str, Any]) -> StepOptions:
+        if self._defaults:
+            given = {k: v for k, v in options.items() if v is not None}
+            options = {**self._defaults, **given}
+        return _options(options)
 
     def sleep(self, duration: float | timedelta, *, name: str | None = None) -> asyncio.Future[Any]:
         delay = seconds(duration) or 0.0
@@ -116,10 +138,12 @@ class Step:
         )
 
     def await_event(
-        self, name: str, timeout: float | timedelta | None = None
+        self, name: str, timeout: float | timedelta | None = None, *, type: Any = None
     ) -> asyncio.Future[Any]:
-        """The value of the next event `name` sent to this run (buffered if sent earlier)."""
-        return self._driver.call_event(name, seconds(timeout))
+        """The value of the next event `name` sent to this run (buffered if sent earlier).
+        With `type=`, the value is validated and coerced as workflow arguments are; a value
+        that does not fit fails this step. An event sent with an error raises EventFailed."""
+        return self._driver.call_event(name, seconds(timeout), value_type=type)
 
     def now(self) -> datetime:
         """The time, recorded the first time and the same on every replay."""
@@ -139,6 +163,7 @@ class Step:
 
 
 _OPTION_NAMES = frozenset(StepOptions.__dataclass_fields__)
+_DEFAULTABLE = frozenset({"retry", "unstable_args", "timeout"})
 
 
 def _options(options: dict[str, Any]) -> StepOptions:

@@ -74,8 +74,10 @@ class WorkflowTestEnv:
         moving the clock."""
         self._drive(skip=True)
 
-    def send_event(self, run_id: str, name: str, value: Any = None) -> None:
-        self.client.send_event(run_id, name, value)
+    def send_event(
+        self, run_id: str, name: str, value: Any = None, *, error: str | None = None
+    ) -> None:
+        self.client.send_event(run_id, name, value, error=error)
         self._drive(skip=False)
 
     def cancel(self, run_id: str) -> None:

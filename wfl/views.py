@@ -30,6 +30,7 @@ def status_command(
     all_: bool = False,
     watch: bool = False,
     why: bool = False,
+    traceback: bool = False,
 ) -> None:
     """`wfl status`: every run, or one run with its steps (shared by typer and the fast path)."""
     client = Client(directory)
@@ -40,8 +41,8 @@ def status_command(
     if all_ and limit is not None:
         raise InvalidArguments("give --limit N or --all, not both")
     if run is None:
-        if why:
-            raise InvalidArguments("--why needs a RUN")
+        if why or traceback:
+            raise InvalidArguments(f"{'--why' if why else '--traceback'} needs a RUN")
         _note_stray_files(client)
         filters: dict[str, Any] = {"state": state, "workflow": workflow}
         if json_ or all_ or limit is not None:
@@ -74,10 +75,12 @@ def status_command(
                 watch_run_json(client, run_id)
             else:
                 watch_run(client, run_id)
-    elif json_:
+    elif json_:  # the JSON has every step's and the run's "traceback" anyway
         print_json(client.status(run_id).to_dict())
     else:
         print_run(client.status(run_id))
+        if traceback:
+            print_tracebacks(client, run_id)
 
 
 def newest_runs(
@@ -134,6 +137,14 @@ def print_run(st: RunStatus) -> None:
     from . import render
 
     render.console.print(render.run_detail(st, flow_changed=st.flow_changed))
+
+
+def print_tracebacks(client: Client, run_id: str) -> None:
+    from . import render
+
+    records, _ = readable_records(client, run_id)
+    render.console.print()
+    render.console.print(render.failure_tracebacks(records), highlight=False)
 
 
 def print_timeline(records: list[dict[str, Any]]) -> None:
