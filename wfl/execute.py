@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from . import journal, records
 from .errors import (
     DeterminismViolation,
+    EventFailed,
     EventTimeout,
     NonRetryableError,
     SerializationError,
@@ -25,6 +26,7 @@ from .errors import (
 from .records import Record
 from .state import StepState
 from .step import StepContext, _current
+from .tracebacks import capture
 
 if TYPE_CHECKING:
     from .manager import WorkflowDef
@@ -36,7 +38,10 @@ INTERRUPTED = "the worker stopped during this attempt"
 CUT_OFF = "the worker shut down and its grace period ended during this attempt"
 
 
-async def _call_on_complete(self: RunDriver, ref: list[str]) -> str | None:
+async def _call_on_complete(
+    self: RunDriver, ref: list[str]
+) -> tuple[str | None, dict[str, Any] | None]:
+    """Call on_complete; (None, None), or what it raised and its traceback."""
     end = self.state.end or {}
     outcome: dict[str, Any] = {"kind": end.get("kind")}
     if end.get("kind") == "success":
@@ -55,10 +60,10 @@ async def _call_on_complete(self: RunDriver, ref: list[str]) -> str | None:
     except Exception as exc:
         log.info("on_complete of run %s raised %s", self.run_id, describe(exc))
         self.host.emit("on_complete_failed", self, detail=describe(exc))
-        return describe(exc)
+        return describe(exc), capture(exc)
     finally:
         self.inflight -= 1
-    return None
+    return None, None
 
 
 def record_cut_off(self: RunDriver) -> None:
@@ -79,13 +84,20 @@ def _interrupted(self: RunDriver, p: Pending, s: StepState) -> None:
 
 
 def _attempt_failed(
-    self: RunDriver, p: Pending, attempt: int, error_type: str, message: str, *, retryable: bool
+    self: RunDriver,
+    p: Pending,
+    attempt: int,
+    error_type: str,
+    message: str,
+    *,
+    retryable: bool,
+    tb: dict[str, Any] | None = None,
 ) -> None:
     now = self.clock.now()
     retry_at = None
     if retryable and attempt < p.policy.max_attempts:
         retry_at = now + p.policy.backoff(attempt, self.rng)
-    self._append(records.fail(p.n, attempt, error_type, message, retry_at, now))
+    self._append(records.fail(p.n, attempt, error_type, message, retry_at, now, tb=tb))
     s = self.state.steps[p.n]
     kind = "step_retry" if retry_at is not None else "step_failed"
     self.host.emit(kind, self, step=p.n, name=s.name, attempt=attempt, detail=s.error or "")
@@ -142,7 +154,9 @@ async def _execute(self: RunDriver, p: Pending) -> None:
         return
     error: BaseException = value
     retryable = not isinstance(error, NonRetryableError | SerializationError)
-    self._attempt_failed(p, attempt, type(error).__name__, str(error), retryable=retryable)
+    self._attempt_failed(
+        p, attempt, type(error).__name__, str(error), retryable=retryable, tb=capture(error)
+    )
 
 
 def _halted(self: RunDriver) -> bool:
@@ -204,8 +218,35 @@ def _deliver_events(self: RunDriver) -> None:
         if p.timer is not None:
             p.timer.cancel()
             p.timer = None
-        self._append(records.done(p.n, 1, event["value"], self.clock.now(), event_id=event["id"]))
-        self._settle(p, result=event["value"])
+        now = self.clock.now()
+        if event["t"] == "evfail":
+            message = str(event.get("error"))
+            self._append(records.fail(p.n, 1, "EventFailed", message, None, now,
+                                      event_id=event["id"]))  # fmt: skip
+            self._settle(p, exc=_step_failed(s))
+            continue
+        ok, value = self._event_value(p, event["value"])
+        if not ok:  # consumed all the same: awaiting again must not see the bad value again
+            self._append(records.fail(p.n, 1, "InvalidArguments", value, None, now,
+                                      event_id=event["id"]))  # fmt: skip
+            self._settle(p, exc=_step_failed(s))
+            continue
+        # the value as sent is recorded (a coerced value need not be msgpack-serializable)
+        self._append(records.done(p.n, 1, event["value"], now, event_id=event["id"]))
+        self._settle(p, result=value)
+
+
+def _event_value(self: RunDriver, p: Pending, value: Any) -> tuple[bool, Any]:
+    """(True, the value as `await_event(type=)` asks for it) or (False, why it does not fit)."""
+    if "type" not in p.extra:
+        return True, value
+    from .validation import coerce
+
+    name = self.state.steps[p.n].sched.get("event")
+    try:
+        return True, coerce(value, p.extra["type"], what=f"value of event {name!r}")
+    except WflError as exc:
+        return False, str(exc)
 
 
 def _event_timeout(self: RunDriver, p: Pending) -> None:
@@ -250,7 +291,7 @@ def _child_finished(self: RunDriver, p: Pending, r: Record) -> None:
         etype, _, message = error.partition(": ")
         if not message:
             etype, message = ("Canceled" if r["kind"] == "canceled" else "Error"), error
-        self._append(records.fail(p.n, 1, etype, message, None, now))
+        self._append(records.fail(p.n, 1, etype, message, None, now, tb=r.get("tb")))
         self._settle(p, exc=_step_failed(self.state.steps[p.n]))
 
 
@@ -270,4 +311,6 @@ def _step_failed(s: StepState) -> WflError:
     """The exception a failed step raises in workflow code, live and on replay alike."""
     if s.kind == "event" and s.error_type == "EventTimeout":
         return EventTimeout(str(s.sched.get("event")), float(s.sched.get("timeout", 0.0)))
-    return StepFailed(s.n, s.name, s.error_type or "Error", s.message or "")
+    if s.kind == "event" and s.error_type == "EventFailed":
+        return EventFailed(s.message or "", name=str(s.sched.get("event")))
+    return StepFailed(s.n, s.name, s.error_type or "Error", s.message or "", s.tb)

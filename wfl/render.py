@@ -171,7 +171,8 @@ def failure_tracebacks(records: list[dict[str, Any]]) -> Group:
             continue
         if t == "fail":
             then = "retried" if r.get("retry_at") is not None else "final"
-            head = f"step {r['n']} ({names.get(r['n'], '?')}) attempt {r['attempt']} failed ({then})"
+            name = names.get(r["n"], "?")
+            head = f"step {r['n']} ({name}) attempt {r['attempt']} failed ({then})"
             error = f"{r['error_type']}: {r['message']}"
         elif t == "end" and r.get("kind") == "failed":
             head, error = "the run failed", str(r.get("error"))
@@ -181,7 +182,7 @@ def failure_tracebacks(records: list[dict[str, Any]]) -> Group:
             continue
         parts.append(Text(head, style="bold red"))
         tb = r.get("tb")
-        parts.append(Text(format_tb(tb) if is_traceback(tb) else error + "\n"))
+        parts.append(Text(format_tb(tb) if tb is not None and is_traceback(tb) else error + "\n"))
     if not parts:
         return Group(Text("no failed attempts", style="dim"))
     return Group(*parts)
@@ -198,7 +199,9 @@ def timeline(records: list[dict[str, Any]]) -> Table:
         when = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if at else "-"
         what = describe_record(r)
         tb = r.get("tb")
-        if is_traceback(tb):  # the whole recorded traceback, under the record it explains
+        if tb is not None and is_traceback(
+            tb
+        ):  # the whole recorded traceback, under the record it explains
             what.append("\n" + format_tb(tb).rstrip("\n"), style="dim")
         table.add_row(str(i), when, r["t"], what)
     return table

@@ -28,6 +28,7 @@ from .errors import (
     DeterminismViolation,
     JournalLimitExceeded,
     SerializationError,
+    StepFailed,
     WflError,
 )
 from .execute import _step_failed, describe
@@ -36,6 +37,7 @@ from .manager import NO_RETRY, RetryPolicy, WorkflowDef
 from .records import Record
 from .state import EXECUTED_KINDS, RunState, StepState
 from .step import Step, StepOptions
+from .tracebacks import capture
 
 if TYPE_CHECKING:
     from .worker import Worker as Host
@@ -140,9 +142,11 @@ class RunDriver:
         return dict(self.state.args)
 
     async def _finish_failed(self, exc: BaseException) -> None:
-        await self._finish("failed", error=describe(exc))
+        await self._finish("failed", error=describe(exc), tb=capture(exc))
 
-    async def _finish(self, kind: str, *, result: Any = None, error: str | None = None) -> None:
+    async def _finish(
+        self, kind: str, *, result: Any = None, error: str | None = None, tb: Any = None
+    ) -> None:
         if self.closing:
             return
         self.closing = self.finishing = True
@@ -150,7 +154,7 @@ class RunDriver:
         if self.state.cancel_requested and kind != "canceled":
             return  # a cancel arrived meanwhile; _cancel writes the end
         self._cancel_timers()
-        self._append(records.end(kind, self.clock.now(), result=result, error=error))
+        self._append(records.end(kind, self.clock.now(), result=result, error=error, tb=tb))
         try:
             await self.flush()
         except JournalLimitExceeded:
@@ -170,8 +174,8 @@ class RunDriver:
         if (ref or self.state.parent) and not self.state.on_complete_ran:
             if self.state.parent:
                 await self.host.io(self.host.report_to_parent, self.state)
-            error = await self._call_on_complete(ref) if ref else None
-            self._append(records.on_complete_done(self.clock.now(), error))
+            error, tb = await self._call_on_complete(ref) if ref else (None, None)
+            self._append(records.on_complete_done(self.clock.now(), error, tb))
             await self.flush()
         self._close()
 
@@ -256,10 +260,14 @@ class RunDriver:
             self._append(records.fail(n, 0, "SerializationError", message, None, now))
         return self._resume(pending, self.state.steps[n])
 
-    def call_event(self, name: str, timeout: float | None) -> asyncio.Future[Any]:
+    def call_event(
+        self, name: str, timeout: float | None, *, value_type: Any = None
+    ) -> asyncio.Future[Any]:
         n = self._next_number()
         future: asyncio.Future[Any] = self.loop.create_future()
         pending = Pending(n, "event", None, {}, NO_RETRY, timeout, future)
+        if value_type is not None:
+            pending.extra["type"] = value_type
         recorded = self.state.steps.get(n)
         label = f"event:{name}"
         if recorded is not None:
@@ -334,6 +342,13 @@ class RunDriver:
     def _resume(self, p: Pending, s: StepState) -> asyncio.Future[Any]:
         """Settle `p.future` from the journal, or arrange for the step to proceed."""
         if s.outcome == "done":
+            if "type" in p.extra:  # the raw value is recorded; coercing it again is pure
+                ok, value = self._event_value(p, s.result)
+                if not ok:
+                    p.future.set_exception(StepFailed(s.n, s.name, "InvalidArguments", value))
+                    return p.future
+                p.future.set_result(value)
+                return p.future
             p.future.set_result(s.result)
             return p.future
         if s.outcome == "failed":
@@ -401,6 +416,7 @@ class RunDriver:
     _wake_sleep = execute._wake_sleep
     _deliver_events = execute._deliver_events
     _event_timeout = execute._event_timeout
+    _event_value = execute._event_value
     _start_child = execute._start_child
     _child_finished = execute._child_finished
 

@@ -20,9 +20,9 @@ that explain a failure), marked by "cut".
 
 from __future__ import annotations
 
+import copy
 import json
 import linecache
-import copy
 import os
 from types import TracebackType
 from typing import Any
@@ -126,7 +126,7 @@ def bound(tb: Traceback) -> Traceback:
 
 
 def _levels(tb: Traceback) -> list[Traceback]:
-    levels = []
+    levels: list[Traceback] = []
     level: Traceback | None = tb
     while level is not None and len(levels) <= MAX_CHAIN:
         level["frames"] = [list(f) for f in level.get("frames", [])]
@@ -172,7 +172,7 @@ def is_traceback(value: Any) -> bool:
 
 def format_tb(tb: Traceback) -> str:
     """The traceback as Python prints it: root cause first, then what it caused."""
-    levels = []
+    levels: list[Traceback] = []
     level: Any = tb
     while is_traceback(level) and len(levels) <= MAX_CHAIN:
         levels.append(level)
