@@ -226,6 +226,21 @@ def check(
         raise typer.Exit(1)
 
 
+@app.command()
+def ui(
+    host: Annotated[str, typer.Option("--host", help="address to bind (others need a token)")] = (
+        "127.0.0.1"
+    ),
+    port: Annotated[int, typer.Option("--port", help="port (0: any free one)", min=0)] = 8484,
+    store: Annotated[str | None, typer.Option("--store", help="PATH or file:PATH")] = None,
+    dir: DirOption = None,
+) -> None:
+    """Serve a live web view of the runs (needs: pip install 'wfl[ui]')."""
+    from .ui import serve, store_dir
+
+    serve(store_dir(store, dir), host=host, port=port)
+
+
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw]?)$")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
