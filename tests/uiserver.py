@@ -52,16 +52,19 @@ class UiServer:
     """`wfl ui --port 0` in a subprocess; stopped with SIGINT (Ctrl-C), as a person would."""
 
     def __init__(self, directory: Path, *, host: str = "127.0.0.1") -> None:
-        self.proc = subprocess.Popen(
-            [WFL, "ui", "--dir", str(directory), "--host", host, "--port", "0"],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=wfl_env(),
-        )  # fmt: skip
+        # its log goes to a file beside the store (a pipe nobody reads could fill and block it)
+        self.log = directory.parent / f"ui-{host}.log"
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [WFL, "ui", "--dir", str(directory), "--host", host, "--port", "0"],
+                stdout=subprocess.PIPE, stderr=log, text=True, env=wfl_env(),
+            )  # fmt: skip
         assert self.proc.stdout is not None
         ready, _, _ = select.select([self.proc.stdout], [], [], 30)
         line = self.proc.stdout.readline() if ready else ""
         if not line.startswith("wfl ui: "):
             self.proc.kill()
-            raise AssertionError(f"wfl ui did not start: {line!r} {self.proc.stderr.read()!r}")  # type: ignore[union-attr]
+            raise AssertionError(f"wfl ui did not start: {line!r} {self.log.read_text()!r}")
         self.url = line.split()[-1]
         parts = urlsplit(self.url)
         self.host = parts.hostname or host
@@ -106,10 +109,14 @@ class UiServer:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        for pipe in (self.proc.stdout, self.proc.stderr):
-            if pipe is not None:
-                pipe.close()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+        assert self.errors() == "", "the server logged errors"
         return self.proc.returncode
+
+    def errors(self) -> str:
+        """What the server logged (it logs only warnings and errors)."""
+        return self.log.read_text()
 
 
 class Stream:

@@ -85,6 +85,8 @@ def create_app(
                 yield "retry: 1000\n\n"  # reconnect quickly after a server restart
                 while True:
                     snapshot = await sub.next(KEEPALIVE)
+                    if sub.closed:
+                        return
                     yield ": keep-alive\n\n" if snapshot is None else f"data: {snapshot}\n\n"
             finally:
                 hub.unsubscribe(sub)

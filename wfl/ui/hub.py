@@ -51,12 +51,17 @@ class Subscriber:
         self.last: str | None = None
         self._pending: str | None = None
         self._ready = asyncio.Event()
+        self.closed = False  # the server is shutting down: the stream should end
 
     def offer(self, snapshot: str) -> None:
         """Queue `snapshot` unless it is what this subscriber already has (or will get)."""
         if snapshot == (self._pending if self._pending is not None else self.last):
             return
         self._pending = snapshot  # replaces an unsent older one: only the latest matters
+        self._ready.set()
+
+    def close(self) -> None:
+        self.closed = True
         self._ready.set()
 
     async def next(self, timeout: float) -> str | None:
@@ -172,6 +177,11 @@ class Hub:
 
     def unsubscribe(self, sub: Subscriber) -> None:
         self.subscribers.discard(sub)
+
+    def close_streams(self) -> None:
+        """End every open stream (at shutdown: browsers reconnect to the next server)."""
+        for sub in list(self.subscribers):
+            sub.close()
 
     async def snapshot(self, view: View) -> str:
         if view.kind == "run":
