@@ -1128,7 +1128,10 @@ async def two(step: Step) -> int:
 """
 
 
-def test_run_whose_flow_stops_importing_waits_and_resumes_when_fixed(tmp_path: Path) -> None:
+def test_a_process_keeps_the_code_it_loaded_when_the_flow_file_changes(tmp_path: Path) -> None:
+    # A half-saved edit (or any edit) does not reach code already loaded: the process runs
+    # what it imported until it restarts, so no run ever mixes old and new code. (A worker
+    # that cannot import a flow at all pauses the run: tests/test_loader_cli.py.)
     flow = tmp_path / "two.py"
     flow.write_text(FLOW_OK)
     with WorkflowTestEnv(tmp_path / "runs") as env:
@@ -1136,9 +1139,6 @@ def test_run_whose_flow_stops_importing_waits_and_resumes_when_fixed(tmp_path: P
         env.advance(0)  # first step done, second waits 60 s
         flow.write_text(FLOW_OK.replace("return a + b", "return a +"))  # a half-saved edit
         env.advance(61)
-        assert env.status(run_id).state == "in_progress"  # paused, not failed
-        flow.write_text(FLOW_OK.replace("return a + b", "return a + b + 0"))
-        env.run_until_idle()
         assert env.result(run_id) == 3
 
 

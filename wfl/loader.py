@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import hashlib
-import importlib.util
+import importlib
 import os
 import sys
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from . import importer
 from .errors import FlowLoadError
 from .manager import WorkflowDef
 
-_modules: dict[str, tuple[tuple[int, int], ModuleType]] = {}
+_modules: dict[str, ModuleType] = {}  # flow path as given (absolute) -> its module
 
 
 def split_target(target: str) -> tuple[str, str | None]:
@@ -32,55 +33,121 @@ def file_sha(path: str) -> str:
 
 
 def load_module(path: str) -> ModuleType:
-    """Import the file at `path` (cached until the file changes)."""
-    abspath = os.path.abspath(path)
+    """Import the flow file at `path` as user code (SPEC §1). A module, once imported, is kept
+    for the life of the process even when its file changes: a worker never mixes old and new
+    code (it says that newer code waits; `wfl worker --reload` restarts it instead)."""
+    given = os.path.abspath(path)
+    cached = _modules.get(given)
+    if cached is not None:
+        return cached
     try:
-        st = os.stat(abspath)
+        os.stat(given)
     except FileNotFoundError:
         raise FlowLoadError(f"flow file not found: {path}") from None
     except OSError as exc:
         raise FlowLoadError(f"cannot read flow file {path}: {exc.strerror}") from None
-    if not os.path.isfile(abspath):
+    if not os.path.isfile(given):
         raise FlowLoadError(f"flow file is not a file: {path}")
-    stamp = (st.st_mtime_ns, st.st_size)
-    cached = _modules.get(abspath)
-    if cached and cached[0] == stamp:
-        return cached[1]
-    imported = _already_imported(abspath)
-    if imported is not None:  # e.g. the caller's own module: share its state, don't re-run it
-        _modules[abspath] = (stamp, imported)
-        return imported
-    module_name = "wfl_flow_" + hashlib.sha1(abspath.encode()).hexdigest()[:12]
-    spec = importlib.util.spec_from_file_location(module_name, abspath)
-    if spec is None or spec.loader is None:
-        raise FlowLoadError(f"cannot import {path}: not a Python file")
-    module = importlib.util.module_from_spec(spec)
-    folder = os.path.dirname(abspath)
-    added = folder not in sys.path
-    if added:
-        sys.path.insert(0, folder)  # so the flow can import its neighbours
-    sys.modules[module_name] = module
-    try:
-        spec.loader.exec_module(module)
-    except SyntaxError as exc:
-        sys.modules.pop(module_name, None)
-        where = f"{exc.filename or path}:{exc.lineno}"
-        raise FlowLoadError(f"{where}: SyntaxError: {exc.msg}") from None
-    except BaseException as exc:
-        sys.modules.pop(module_name, None)
-        if isinstance(exc, KeyboardInterrupt):
-            raise
-        raise FlowLoadError(f"{_user_frame(exc, abspath)}: {_describe(exc)}") from None
-    _modules[abspath] = (stamp, module)
+    # The real path decides where the flow imports from (a symlinked flow sees the modules
+    # beside its real file, as `python link.py` does); the given path stays its identity.
+    real = os.path.realpath(given)
+    module = _already_imported(real)
+    if module is None:
+        module = _import(path, real)
+    _modules[given] = module
     return module
 
 
-def _already_imported(abspath: str) -> ModuleType | None:
+def _import(path: str, real: str) -> ModuleType:
+    root, name = importer.import_location(real)
+    taken = sys.modules.get(name)
+    private = False
+    if "." in name:
+        top = name.split(".")[0]
+        package = sys.modules.get(top)
+        if package is not None and not _is_file(package, os.path.join(root, top, "__init__.py")):
+            _refuse_other_copy(path, name, package)
+        if taken is not None:
+            _refuse_other_copy(path, name, taken)
+    elif taken is not None or name in sys.stdlib_module_names:
+        # a loose file whose name is taken (another folder's flow.py, or a standard module):
+        # give it a private name rather than replace what is there
+        private = True
+        name = "wfl_flow_" + hashlib.sha1(real.encode()).hexdigest()[:12]
+    importer.add_root(root)
+    before = set(sys.modules)
+    hidden = importer.shadowed_by(root)
+    for other in hidden:
+        del sys.modules[other]
+    try:
+        module = importer.load_file(name, real) if private else importlib.import_module(name)
+        clash = [n for n in hidden if n in sys.modules]
+        if clash:
+            raise FlowLoadError(_clash_message(path, clash[0], hidden[clash[0]], root))
+        if os.path.realpath(getattr(module, "__file__", "") or "") != real:
+            raise FlowLoadError(
+                f"{path} should import as {name}, but that name finds "
+                f"{getattr(module, '__file__', '?')}: rename the file or its package, or run "
+                "it from a separate process"
+            )
+    except SyntaxError as exc:
+        _forget(before, hidden)
+        raise FlowLoadError(
+            f"{exc.filename or path}:{exc.lineno}: SyntaxError: {exc.msg}"
+        ) from None
+    except FlowLoadError:
+        _forget(before, hidden)
+        raise
+    except BaseException as exc:
+        _forget(before, hidden)
+        if isinstance(exc, KeyboardInterrupt):
+            raise
+        raise FlowLoadError(f"{_user_frame(exc, real)}: {_describe(exc)}") from None
+    sys.modules.update(hidden)
+    return module
+
+
+def _forget(before: set[str], hidden: dict[str, ModuleType]) -> None:
+    """Undo a failed import: drop every module it added (a later retry, after the user fixed
+    the file, must import them afresh, not half from this attempt) and put back what was hidden."""
+    for name in set(sys.modules) - before:
+        del sys.modules[name]
+    sys.modules.update(hidden)
+
+
+def _is_file(module: ModuleType, path: str) -> bool:
+    file = getattr(module, "__file__", None)
+    return bool(file) and os.path.realpath(str(file)) == os.path.realpath(path)
+
+
+def _refuse_other_copy(path: str, name: str, loaded: ModuleType | None) -> None:
+    """`name` (or its top package) is already loaded in this process from another place."""
+    if loaded is None:
+        return
+    where = getattr(loaded, "__file__", None) or "elsewhere"
+    raise FlowLoadError(
+        f"{path} imports as {name}, but this process already loaded "
+        f"{loaded.__name__} from {where}: one process holds one copy of a package; run a "
+        "worker per copy (wfl worker --app-dir DIR)"
+    )
+
+
+def _clash_message(path: str, name: str, first: ModuleType, root: str) -> str:
+    theirs = getattr(first, "__file__", "?")
+    mine = importer.module_file(root, name)
+    return (
+        f"{path} imports {name!r} ({mine}), but this worker already loaded {name!r} from "
+        f"{theirs} for another flow: one process holds one module per name. Make each folder "
+        f"a package (add __init__.py, import it as yourpkg.{name}) or rename one of them"
+    )
+
+
+def _already_imported(real: str) -> ModuleType | None:
     for name, module in list(sys.modules.items()):
         if name.startswith("wfl_flow_"):
             continue
         file = getattr(module, "__file__", None)
-        if file and os.path.abspath(file) == abspath:
+        if file and os.path.realpath(file) == real:
             return module
     return None
 
