@@ -16,7 +16,7 @@ from .errors import InvalidArguments, WflError
 
 app = typer.Typer(
     help="Durable workflows for Python: start, drive, watch, cancel and clean up runs.",
-    add_completion=False,
+    add_completion=True,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     rich_markup_mode=None,
@@ -141,12 +141,24 @@ def worker(
     grace: Annotated[
         float, typer.Option("--grace", help="seconds running steps get to finish on SIGTERM", min=0)
     ] = 10.0,
+    app_dir: Annotated[
+        str | None,
+        typer.Option(
+            "--app-dir", help="find runs' modules here first (default: the working directory)"
+        ),
+    ] = None,
+    reload: Annotated[
+        bool, typer.Option("--reload", help="restart the worker when its code changes")
+    ] = False,
     dir: DirOption = None,
 ) -> None:
     """Drive runs: replay due runs, execute steps, sleep until the next timer or new work."""
     from .foreground import serve
 
-    serve(Path(dir) if dir else None, max_parallelism=max_parallelism, once=once, grace=grace)
+    serve(
+        Path(dir) if dir else None, max_parallelism=max_parallelism, once=once, grace=grace,
+        app_dir=app_dir, reload=reload,
+    )  # fmt: skip
 
 
 @app.command("send-event")

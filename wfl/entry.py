@@ -142,9 +142,28 @@ def _status(options: dict[str, Any]) -> None:
     )
 
 
+_early_stop = False
+
+
+def _stop_early(signum: int, frame: object) -> None:
+    global _early_stop
+    _early_stop = True
+
+
+def early_stop_requested() -> bool:
+    """A SIGTERM reached `wfl worker` before its own handling was in place."""
+    return _early_stop
+
+
 def main() -> None:
     argv = sys.argv[1:]
     command = argv[0] if argv else ""
+    if command == "worker":
+        # Loading typer, rich and the worker takes ~190 ms; a SIGTERM in that time must stop
+        # the worker cleanly (exit 0) like one a second later, not kill it mid-import.
+        import signal
+
+        signal.signal(signal.SIGTERM, _stop_early)
     options = _parse(command, argv[1:]) if command in _FAST else None
     if options is not None:
         try:

@@ -11,19 +11,44 @@ from typing import Any
 
 from . import render
 from .client import Client, result_of
+from .entry import early_stop_requested
 from .worker import Worker
 
 
-def serve(directory: Path | None, *, max_parallelism: int, once: bool, grace: float) -> None:
+def serve(
+    directory: Path | None,
+    *,
+    max_parallelism: int,
+    once: bool,
+    grace: float,
+    app_dir: str | None = None,
+    reload: bool = False,
+) -> None:
+    from . import reload as reloader
+    from .loader import add_app_dir
+
+    if reload and not once and not os.environ.get(reloader.CHILD_ENV):
+        sys.exit(reloader.supervise())
+    add_app_dir(app_dir if app_dir is not None else os.getcwd())
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     live = sys.stdout.isatty()
     worker = Worker(directory, max_parallelism=max_parallelism, grace=grace)
     view = render.WorkerView(worker, live=live)
     worker.on_event = view.on_event
 
+    restart = False
+
     async def main() -> None:
+        nonlocal restart
         worker.install_signal_handlers()
-        await worker.run(once=once)
+        if early_stop_requested():  # SIGTERM came while wfl was still importing
+            worker.stop()
+        watcher = asyncio.create_task(reloader.watch_code(worker, reload=reload))
+        try:
+            await worker.run(once=once)
+        finally:
+            restart = watcher.done() and not watcher.cancelled() and watcher.result()
+            watcher.cancel()
 
     with view:
         asyncio.run(main())
@@ -32,7 +57,9 @@ def serve(directory: Path | None, *, max_parallelism: int, once: bool, grace: fl
         # those threads at exit, so leave now (the journals are already durable).
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(0)
+        os._exit(reloader.RELOAD_EXIT if restart else 0)
+    if restart:
+        sys.exit(reloader.RELOAD_EXIT)
 
 
 def run_in_foreground(client: Client, run_id: str, *, live: bool) -> Any:

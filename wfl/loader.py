@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ from .errors import FlowLoadError
 from .manager import WorkflowDef
 
 _modules: dict[str, ModuleType] = {}  # flow path as given (absolute) -> its module
+_app_dirs: list[str] = []  # where this process looks for a run's module first (SPEC §7)
 
 
 def split_target(target: str) -> tuple[str, str | None]:
@@ -30,6 +32,57 @@ def file_sha(path: str) -> str:
         return hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError:
         return ""
+
+
+def module_name(path: str) -> str:
+    """The module a flow file imports as (SPEC §1), recorded with each run (SPEC §7)."""
+    return importer.import_location(os.path.realpath(os.path.abspath(path)))[1]
+
+
+def add_app_dir(path: str) -> None:
+    """Look for runs' modules in `path` before their recorded files (`wfl worker --app-dir`;
+    a CLI worker's working directory by default)."""
+    real = os.path.realpath(path)
+    if not os.path.isdir(real):
+        raise FlowLoadError(f"app directory not found: {path}")
+    importer.add_root(real)
+    if real not in _app_dirs:
+        _app_dirs.insert(0, real)
+
+
+def locate(flow: str, module: str) -> str:
+    """The file to load a run's workflow from: its module in an app directory, else the
+    recorded file, else its module wherever this process's import path finds it."""
+    for folder in _app_dirs:
+        found = importer.module_file(folder, module) if module else None
+        if found is not None:
+            return found
+    if os.path.exists(flow):
+        return flow
+    if module:
+        origin = _find_module(module)
+        if origin is not None:
+            return origin
+    where = f"module {module} is not importable here and " if module else ""
+    dirs = ", ".join(_app_dirs) or "none"
+    raise FlowLoadError(
+        f"{where}its flow file {flow} is missing (app directories: {dirs}): restore the file, "
+        "or run the worker where the module imports (wfl worker --app-dir DIR)"
+    )
+
+
+def _find_module(module: str) -> str | None:
+    try:
+        spec = importlib.util.find_spec(module)
+    except Exception:  # its package does not import here: same as not found
+        return None
+    origin = spec.origin if spec is not None else None
+    return origin if origin and os.path.isfile(origin) else None
+
+
+def load_run_workflow(flow: str, module: str, name: str) -> WorkflowDef:
+    """A run's workflow, found as SPEC §7 says (see `locate`)."""
+    return load_workflow(locate(flow, module), name)
 
 
 def load_module(path: str) -> ModuleType:

@@ -16,7 +16,7 @@ from .errors import (
     RunNotFound,
     SerializationError,
 )
-from .loader import file_sha, function_ref, load_workflow, split_target
+from .loader import file_sha, function_ref, load_workflow, module_name, split_target
 from .manager import WorkflowDef
 from .records import Record
 from .state import RunState
@@ -72,6 +72,7 @@ def create_run(
                 workflow=wf.name,
                 flow=flow,
                 flow_sha=sha,
+                module=module_name(flow),
                 args=coerced,
                 created_at=now,
                 version=wf.version,

@@ -3,7 +3,8 @@
 Format version 1. A run's journal always begins with a "run" record. Times are float epoch
 seconds. Step records carry the step number "n".
 
-  run      id workflow flow flow_sha args created_at version on_complete context parent format
+  run      id workflow flow flow_sha module args created_at version on_complete context parent
+           format
   sched    n kind name args run_at [unstable] [retry] [event timeout_at] [version] at
            -- the workflow called a step (kinds: query mutation action sleep event workflow
               now random uuid); written before the step is ever executed
@@ -42,6 +43,7 @@ def run(
     flow: str,
     flow_sha: str,
     args: dict[str, Any],
+    module: str = "",
     created_at: float,
     version: int,
     on_complete: list[str] | None,
@@ -55,6 +57,7 @@ def run(
         "workflow": workflow,
         "flow": flow,
         "flow_sha": flow_sha,
+        "module": module,
         "args": args,
         "created_at": created_at,
         "version": version,

@@ -87,6 +87,7 @@ class RunState:
     workflow: str = ""
     flow: str = ""
     flow_sha: str = ""
+    module: str = ""  # the flow's module as SPEC §1 imports it ("" in journals before 0.2)
     args: dict[str, Any] = field(default_factory=dict)
     created_at: float = 0.0
     updated_at: float = 0.0
@@ -123,6 +124,7 @@ class RunState:
             self.workflow = r["workflow"]
             self.flow = r["flow"]
             self.flow_sha = r.get("flow_sha", "")
+            self.module = r.get("module", "")
             self.args = r["args"]
             self.created_at = self.updated_at = float(r["created_at"])
             self.version = int(r.get("version", 0))

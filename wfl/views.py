@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from . import journal, ops
 from .client import Client, RunStatus, check_filters
 from .errors import InvalidArguments, JournalCorrupt
-from .why import explain
+from .why import explain, explain_code
 
 if TYPE_CHECKING:
     pass
@@ -159,8 +159,9 @@ def explain_run(client: Client, run_id: str) -> str:
     except JournalCorrupt as exc:
         return f"nothing: it failed, its journal is corrupt at byte {exc.offset} ({exc.path})"
     alive = any(True for _ in client.store.worker_tokens())
-    return explain(state, client.clock.now(), leased=client.store.is_leased(run_id),
-                   workers_alive=alive)  # fmt: skip
+    sentence = explain(state, client.clock.now(), leased=client.store.is_leased(run_id),
+                       workers_alive=alive)  # fmt: skip
+    return explain_code(client.store.dir, state, sentence)
 
 
 def readable_records(

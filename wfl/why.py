@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+from . import codestate, importer
 from .clock import iso
 from .state import EXECUTED_KINDS, RunState, StepState
 
@@ -80,3 +84,36 @@ def _in(when: float | None, now: float) -> str:
         if delta >= size:
             return f"in {delta / size:.1f}{unit}"
     return f"in {delta:.1f}s"
+
+
+def explain_code(directory: Path, state: RunState, sentence: str) -> str:
+    """What stands between an unfinished run and its code: a workflow that a worker could not
+    load (or whose file is gone), or workers that keep older code than the files on disk.
+    Reads only small files: no user code is imported here."""
+    if state.end is not None or not state.id:
+        return sentence
+    module = f"module {state.module}, " if state.module else ""
+    which = f"workflow {state.workflow!r} ({module}file {state.flow})"
+    note = codestate.unloadable(directory, state.flow, state.workflow)
+    if note is not None:
+        return (
+            f"a worker that can load its code: the worker cannot load {which}: {note.get('reason')}"
+        )
+    if not os.path.exists(state.flow):
+        where = f"where module {state.module} imports " if state.module else ""
+        missing = (
+            f"a worker cannot load {which} from its recorded path: the file is missing; "
+            f"restore it, or run a worker {where}(wfl worker --app-dir DIR)"
+        )
+        if sentence.startswith("a worker:"):  # due now: this is what it waits for
+            return f"a worker that can load its code: {missing}"
+        return f"{sentence}; then a worker that can load its code: {missing}"
+    root = importer.import_location(os.path.realpath(state.flow))[0] + os.sep
+    for info in codestate.stale_workers(directory):
+        changed = [f for f in info.get("changed", []) if str(f).startswith(root)]
+        if changed:
+            return (
+                f"{sentence} (newer code waits: worker {info.get('pid')} runs the code it "
+                f"loaded before {changed[0]} changed; restart it, or run wfl worker --reload)"
+            )
+    return sentence

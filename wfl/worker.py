@@ -23,12 +23,12 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from . import channel, journal, records
+from . import channel, codestate, journal, records
 from .channel import WorkerEvent as WorkerEvent  # its home for users and tests
 from .clock import Clock, SystemClock
 from .errors import FlowLoadError, JournalCorrupt, WflError
 from .execute import describe
-from .loader import load_function, load_workflow
+from .loader import load_function
 from .manager import WorkflowDef
 from .replay import RunDriver
 from .state import RunState
@@ -269,7 +269,7 @@ class Worker:
             writer.close()
             return None  # finished, or waits for an event that has not come
         try:
-            wf = load_workflow(state.flow, state.workflow)
+            wf = codestate.load_for_run(self.store.dir, state, self.clock.now())
         except FlowLoadError as exc:
             # A half-saved edit must not kill live runs: the run waits (and is retried) until
             # its code imports again. Only a cancellation is finished without the code.
