@@ -4,6 +4,7 @@ and workers that keep (or reload) the code they loaded."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -388,3 +389,67 @@ def test_shell_completion_completes_commands_and_options(cli: Wfl) -> None:
     assert r.stdout.split() == ["start", "status"], r.stderr
     env.update(COMP_WORDS="wfl worker --app", COMP_CWORD="2")
     assert wfl(cwd=cli.tmp, env=env).stdout.split() == ["--app-dir"]
+
+
+def test_on_complete_is_found_by_module_too(cli: Wfl) -> None:
+    flows = make_package(cli.tmp / "release1")
+    with flows.open("a") as f:
+        f.write(
+            "\n\ndef notify(run_id: str, result: dict, context: object) -> None:\n"
+            "    import pathlib\n"
+            "    pathlib.Path(str(context)).write_text(str(result['return_value']))\n"
+        )
+    marker = cli.tmp / "notified.txt"
+    run_id = cli.start(
+        f"{flows}:pipeline", "--arg", "n=7", "--on-complete", f"{flows}:notify",
+        "--context", json.dumps(str(marker)),
+    )  # fmt: skip
+    assert cli.peek_records(run_id)[0]["on_complete"][2] == "myapp.flows"
+    (cli.tmp / "release1").rename(cli.tmp / "release2")
+    r = wfl("worker", "--once", "--app-dir", cli.tmp / "release2", "--dir", cli.dir, cwd=cli.tmp)
+    assert r.returncode == 0, r.stderr
+    assert cli.peek(run_id)["result"] == "saved 14"
+    assert marker.read_text() == "saved 14"
+
+
+def test_check_of_a_release_in_a_new_directory_checks_the_runs_of_its_module(cli: Wfl) -> None:
+    old = make_package(cli.tmp / "release1")
+    source = old.read_text().replace('{"n": doubled})', '{"n": doubled}, run_after=3600)')
+    old.write_text(source)
+    run_id = cli.start(f"{old}:pipeline", "--arg", "n=1")
+    cli.drive()  # step 0 recorded; step 1 waits an hour
+    new = make_package(cli.tmp / "release2")
+    new.write_text(source.replace("run_query(double", "run_query(save"))  # breaks step 0
+    r = cli("check", new)
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert f"FAIL {run_id}" in r.stdout
+    new.write_text(source)
+    r = cli("check", new)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert f"ok   {run_id}" in r.stdout
+
+
+@pytest.mark.slow
+def test_a_new_flow_is_not_loaded_beside_a_changed_neighbour_the_worker_holds(cli: Wfl) -> None:
+    flow = mixed_code(cli.tmp, "1")
+    other = write(
+        cli.tmp / "other.py",
+        MIXED_FLOW.replace("async def mixed", "async def other").replace("VERSION", "other"),
+    )
+    proc = spawn_worker(cli)
+    try:
+        first = cli.start(str(flow))
+        assert poll_status(cli, first, finished)["result"] == "flow-1 helper-1"
+        write(cli.tmp / "mixed_helper.py", 'def word() -> str:\n    return "helper-2"\n')
+        late = cli.start(str(other))  # first loaded now: it would get helper-1, not helper-2
+        deadline = time.monotonic() + 20
+        while "newer code" not in cli.why(late):
+            assert time.monotonic() < deadline, cli.why(late)
+            time.sleep(0.05)  # polling another process
+        assert "mixed_helper.py" in cli.why(late)
+        assert cli.peek(late)["state"] == "in_progress"
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=15) == 0
+    cli.drive()  # a fresh worker runs it on the new code only
+    assert cli.peek(late)["result"] == "flow-other helper-2"

@@ -11,7 +11,7 @@ from typing import Any
 from . import journal
 from .clock import SystemClock
 from .errors import DeterminismViolation, JournalCorrupt, WflError
-from .loader import load_workflow
+from .loader import load_workflow, module_name
 from .replay import RunDriver
 from .state import RunState
 from .store import Store
@@ -30,6 +30,7 @@ class CheckResult:
 
 def check_flow(store: Store, flow_path: str) -> list[CheckResult]:
     flow = os.path.abspath(flow_path)
+    module = module_name(flow)  # a release in a new directory checks the runs of its module
     results = []
     for run_id in sorted(store.run_ids()):
         try:
@@ -40,15 +41,15 @@ def check_flow(store: Store, flow_path: str) -> list[CheckResult]:
         except FileNotFoundError:
             continue
         state = RunState.from_records(history)
-        if state.flow != flow or state.finished:
+        if state.finished or (state.flow != flow and (not state.module or state.module != module)):
             continue
-        results.append(asyncio.run(_check_run(run_id, history, state)))
+        results.append(asyncio.run(_check_run(run_id, history, state, flow)))
     return results
 
 
-async def _check_run(run_id: str, history: list[Any], state: RunState) -> CheckResult:
+async def _check_run(run_id: str, history: list[Any], state: RunState, flow: str) -> CheckResult:
     try:
-        wf = load_workflow(state.flow, state.workflow)
+        wf = load_workflow(flow, state.workflow)
     except WflError as exc:
         return CheckResult(run_id, state.workflow, False, 0, str(exc))
     host = _DryHost()

@@ -50,7 +50,7 @@ async def _call_on_complete(
         outcome["error"] = end.get("error")
     self.inflight += 1
     try:
-        fn = self.host.load_function(ref[0], ref[1])
+        fn = self.host.load_function(*ref)  # [file, name] or [file, name, module]
         if inspect.iscoroutinefunction(fn):
             await fn(self.run_id, outcome, self.state.context)
         else:

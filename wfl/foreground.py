@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import sys
@@ -29,7 +30,11 @@ def serve(
 
     if reload and not once and not os.environ.get(reloader.CHILD_ENV):
         sys.exit(reloader.supervise())
-    add_app_dir(app_dir if app_dir is not None else os.getcwd())
+    if app_dir is not None:
+        add_app_dir(app_dir)
+    else:
+        with contextlib.suppress(OSError):  # a working directory deleted under us: no app dir
+            add_app_dir(os.getcwd())
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     live = sys.stdout.isatty()
     worker = Worker(directory, max_parallelism=max_parallelism, grace=grace)

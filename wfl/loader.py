@@ -127,6 +127,7 @@ def _import(path: str, real: str) -> ModuleType:
         # give it a private name rather than replace what is there
         private = True
         name = "wfl_flow_" + hashlib.sha1(real.encode()).hexdigest()[:12]
+    _refuse_beside_changed_code(path, root)
     importer.add_root(root)
     before = set(sys.modules)
     hidden = importer.shadowed_by(root)
@@ -158,6 +159,19 @@ def _import(path: str, real: str) -> ModuleType:
         raise FlowLoadError(f"{_user_frame(exc, real)}: {_describe(exc)}") from None
     sys.modules.update(hidden)
     return module
+
+
+def _refuse_beside_changed_code(path: str, root: str) -> None:
+    """A flow loaded now would run its new code with the old copy of a neighbour this process
+    loaded before the neighbour changed: a mix. Refuse until the process restarts. (Other
+    flows changing does not matter: flows do not import each other.)"""
+    flows = {getattr(m, "__file__", None) for m in _modules.values()}
+    for changed in importer.changed_files():
+        if changed.startswith(root + os.sep) and changed not in flows:
+            raise FlowLoadError(
+                f"newer code waits: {changed} changed since this process loaded it, and {path} "
+                "would run with the old copy; restart the worker (or run wfl worker --reload)"
+            )
 
 
 def _forget(before: set[str], hidden: dict[str, ModuleType]) -> None:
@@ -246,9 +260,10 @@ def load_workflow(path: str, name: str | None = None) -> WorkflowDef:
     return next(iter(found.values()))
 
 
-def load_function(path: str, name: str) -> Any:
-    """A module-level function of a flow file (for on_complete)."""
-    module = load_module(path)
+def load_function(path: str, name: str, module_name: str = "") -> Any:
+    """A module-level function of a flow file (for on_complete), found as a run's workflow is
+    (`locate`)."""
+    module = load_module(locate(path, module_name))
     fn = getattr(module, name, None)
     if not callable(fn):
         raise FlowLoadError(f"{path} has no function {name!r}")
@@ -256,15 +271,16 @@ def load_function(path: str, name: str) -> Any:
 
 
 def function_ref(fn: Any) -> list[str]:
-    """[absolute source file, name] of a module-level function, for the journal."""
+    """[absolute source file, name, module] of a module-level function, for the journal
+    (journals before 0.2 hold only file and name)."""
     import inspect
 
     if isinstance(fn, str):
         path, name = split_target(fn)
         if name is None:
             raise FlowLoadError(f"name the function: {fn}:FUNCTION")
-        return [os.path.abspath(path), name]
+        return [os.path.abspath(path), name, module_name(path)]
     source = inspect.getsourcefile(fn)
     if source is None:
         raise FlowLoadError(f"cannot tell which file defines {fn!r}")
-    return [os.path.abspath(source), fn.__name__]
+    return [os.path.abspath(source), fn.__name__, module_name(source)]

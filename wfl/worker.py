@@ -426,8 +426,8 @@ class Worker:
         driver.evict()
         self._wake_at(driver.run_id, self.clock.now() + 5.0)
 
-    def load_function(self, path: str, name: str) -> Any:
-        return load_function(path, name)
+    def load_function(self, path: str, name: str, module: str = "") -> Any:
+        return load_function(path, name, module)
 
     # -- news, children, events, wake-up socket, shutdown: channel.py ----------------------
 
