@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -133,9 +134,13 @@ class Hub:
                 await asyncio.sleep(1.0)
 
     async def _resync(self) -> None:
+        took = 0.0
         while True:
-            await asyncio.sleep(self._resync_every)
+            # a listing of 10,000 runs takes ~1 s: keep its share of a core small
+            await asyncio.sleep(max(self._resync_every, 20 * took))
+            began = time.monotonic()
             await self.apply(None)
+            took = time.monotonic() - began
 
     # -- changes ---------------------------------------------------------------------------
 

@@ -69,6 +69,7 @@ function relative(iso, mode) {
   if (t === null) return "–";
   const d = t - Date.now();
   if (mode === "until") return d <= 0 ? "now" : `in ${span(d)}`;
+  if (mode === "for") return span(d);
   return -d < 1000 ? "just now" : `${span(d)} ago`;
 }
 
@@ -247,22 +248,29 @@ function runPage(runId) {
     }
     document.title = `${run.workflow} ${run.id} · wfl`;
     const y = window.scrollY;
+    // the journal scrolls on its own: keep its place, or its bottom when it was there
+    const old = main.querySelector(".journal .scroll");
+    const atBottom = !old || old.scrollTop + old.clientHeight >= old.scrollHeight - 4;
+    const top = old ? old.scrollTop : 0;
     main.replaceChildren(...[
       h("nav", { class: "crumbs" }, link("/", "Runs"), h("span", { text: "/" }), h("span", { class: "mono", text: run.id })),
       runHeader(run),
-      h("div", { class: `why s-${run.state}` }, h("span", { class: "why-label", text: "Waiting for" }), h("span", { text: whyText(run.why) })),
+      h("div", { class: `why s-${run.state}` }, h("span", { class: "why-label", text: run.state === "in_progress" ? "Waiting for" : "Outcome" }), h("span", { text: whyText(run.why) })),
       h("div", { class: "grid" }, overview(run), values(run)),
       stepsCard(run, open),
       run.children.length ? childrenCard(run) : null,
       eventsCard(run),
       journalCard(run, () => showJournal, (v) => { showJournal = v; }),
     ].filter(Boolean));
+    const box = main.querySelector(".journal .scroll");
+    if (box) box.scrollTop = atBottom ? box.scrollHeight : top;
     window.scrollTo(0, y);
   });
 }
 
 function whyText(why) {
-  return (why || "").replace(/^nothing: /, "nothing — ");
+  // `wfl status --why` answers "what does it wait for?"; a finished run waits for nothing
+  return (why || "").replace(/^nothing: it /, "It ");
 }
 
 function runHeader(run) {
@@ -285,6 +293,8 @@ function kv(rows) {
   return h("dl", { class: "kv" }, rows.filter(Boolean).map(([k, v]) => [h("dt", { text: k }), h("dd", {}, v)]));
 }
 
+function finished(run) { return run.state !== "in_progress"; }
+
 function overview(run) {
   const pct = run.total ? Math.round((100 * run.done) / run.total) : 0;
   const chain = [];
@@ -299,6 +309,7 @@ function overview(run) {
     run.current ? ["Current step", run.current] : null,
     run.state === "in_progress" ? ["Next wake", run.next_wake_at ? h("span", {}, when(run.next_wake_at, "until"), h("span", { class: "muted", text: "  " + absolute(run.next_wake_at) })) : "when an event arrives"] : null,
     run.deadline ? ["Deadline", h("span", {}, when(run.deadline, "until"), h("span", { class: "muted", text: "  " + absolute(run.deadline) }))] : null,
+    ["Duration", finished(run) ? span(ts(run.updated_at) - ts(run.created_at)) : h("span", {}, "running for ", h("time", { datetime: run.created_at, dataset: { rel: "for" } }, relative(run.created_at, "for")))],
     ["Created", h("span", {}, when(run.created_at), h("span", { class: "muted", text: "  " + absolute(run.created_at) }))],
     ["Updated", h("span", {}, when(run.updated_at), h("span", { class: "muted", text: "  " + absolute(run.updated_at) }))],
     run.parent ? ["Parent run", link(`/runs/${run.parent}`, run.parent)] : null,
@@ -353,18 +364,20 @@ function stepsCard(run, open) {
     const lane = h("div", { class: `lane s-${s.state} ${isOpen ? "open" : ""}`, dataset: { step: s.step, state: s.state } },
       h("button", { class: "lane-head", "aria-expanded": isOpen ? "true" : "false", onclick: () => { if (open.has(s.step)) open.delete(s.step); else open.add(s.step); lane.classList.toggle("open"); } },
         h("span", { class: "n", text: s.step }),
-        h("span", { class: "name", text: s.name }),
+        h("span", { class: "name", title: s.name }, s.name, s.attempts > 1 ? h("span", { class: "tag warn", text: `${s.attempts} attempts` }) : null),
         h("span", { class: `kind k-${s.kind}`, text: s.kind }),
         badge(s.state),
-        s.attempts > 1 ? h("span", { class: "tag warn", text: `${s.attempts} attempts` }) : null,
         h("span", { class: "track" }, segs),
         h("span", { class: "dur", text: dur })),
       stepDetail(s));
     return lane;
   });
   const axis = h("div", { class: "axis" }, h("span", { text: "0" }), h("span", { text: span(total / 2) }), h("span", { text: span(total) + (finished ? "" : " · now") }));
+  const legend = h("div", { class: "legend" },
+    [["att done", "attempt"], ["att failed", "failed attempt"], ["att running", "running"], ["wait", "waiting"], ["wait backoff", "retry backoff"], ["wait event", "awaiting an event"]]
+      .map(([cls, label]) => h("span", {}, h("i", { class: `seg ${cls}` }), label)));
   return h("section", { class: "card" },
-    h("h2", {}, "Steps ", h("span", { class: "muted", text: `${run.done}/${run.total}` })),
+    h("div", { class: "card-head" }, h("h2", {}, "Steps ", h("span", { class: "muted", text: `${run.done}/${run.total}` })), legend),
     steps.length ? h("div", { class: "timeline" }, lanes, axis) : h("p", { class: "muted", text: run.state === "in_progress" ? "No steps yet: a worker has not run this workflow's code so far." : "No steps." }));
 }
 
@@ -408,9 +421,9 @@ function journalCard(run, isOpen, setOpen) {
   const details = h("details", { class: "card journal", open: isOpen(), ontoggle: (e) => setOpen(e.target.open) },
     h("summary", {}, h("h2", {}, "Journal ", h("span", { class: "muted", text: `${run.journal_total} records · as wfl show` }))),
     run.journal_total > run.journal.length ? h("p", { class: "muted", text: `The first ${run.journal_total - run.journal.length} records are not shown: wfl show ${run.id}` }) : null,
-    h("table", { class: "plain records" }, h("tbody", {}, run.journal.map((r) => h("tr", { class: `st-${(r.style || "").replace(/\W/g, "")}` },
+    h("div", { class: "scroll" }, h("table", { class: "plain records" }, h("tbody", {}, run.journal.map((r) => h("tr", { class: `st-${(r.style || "").replace(/\W/g, "")}` },
       h("td", { class: "num", text: r.i }), h("td", { class: "mono small", text: r.at ? r.at.replace("T", " ").replace("+00:00", "") : "–" }),
-      h("td", {}, h("span", { class: `rec r-${r.t}`, text: r.t })), h("td", { class: "what", text: r.text }))))));
+      h("td", {}, h("span", { class: `rec r-${r.t}`, text: r.t })), h("td", { class: "what", text: r.text })))))));
   return details;
 }
 
