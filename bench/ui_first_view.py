@@ -125,7 +125,8 @@ def main() -> None:
             shutil.rmtree(tmp, ignore_errors=True)
     for name, value in figures.items():
         print(f"{name:>22}  {value:8.1f}")
-    print("JSON " + json.dumps({"runs": options.runs, **{k: round(v, 1) for k, v in figures.items()}}))
+    rounded = {k: round(v, 1) for k, v in figures.items()}
+    print("JSON " + json.dumps({"runs": options.runs, **rounded}))
 
 
 if __name__ == "__main__":
