@@ -34,6 +34,8 @@ WFL = shutil.which("wfl", path=str(Path(sys.executable).parent)) or shutil.which
 SPEC_KEYS = {
     "id", "workflow", "flow", "state", "args", "result", "error", "created_at", "updated_at",
     "next_wake_at", "steps", "traceback",
+    # §8, on every run (null when unused)
+    "key", "deadline", "progress", "schedule", "scheduled_at", "continued_from", "continued_as",
 }  # fmt: skip
 SPEC_STEP_KEYS = {
     "step", "name", "kind", "state", "attempts", "run_at", "started_at", "finished_at", "error",

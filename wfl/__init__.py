@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 _WHERE = {
     "Client": "client",
     "RunStatus": "client",
+    "DeadlineExceeded": "errors",
     "DeterminismViolation": "errors",
     "EventFailed": "errors",
     "EventTimeout": "errors",
@@ -30,6 +31,7 @@ _WHERE = {
 
 __all__ = [
     "Client",
+    "DeadlineExceeded",
     "DeterminismViolation",
     "EventFailed",
     "EventTimeout",
@@ -60,6 +62,7 @@ def __getattr__(name: str) -> Any:
 if TYPE_CHECKING:
     from .client import Client, RunStatus
     from .errors import (
+        DeadlineExceeded,
         DeterminismViolation,
         EventFailed,
         EventTimeout,

@@ -17,9 +17,10 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import ops
+from .clock import iso
 from .errors import WflError
 from .state import RunState
-from .store import socket_address
+from .store import SCHEDULES_NEWS, socket_address
 
 if TYPE_CHECKING:
     from .manager import WorkflowDef
@@ -56,9 +57,31 @@ def cancel_child(self: Worker, child_id: str) -> None:
 
 
 def create_child(
-    self: Worker, wf: WorkflowDef, args: dict[str, Any], parent: list[Any], run_id: str
+    self: Worker,
+    wf: WorkflowDef,
+    args: dict[str, Any],
+    parent: list[Any],
+    run_id: str,
+    deadline: float | None = None,
 ) -> str:
-    return ops.create_run(self.store, self.clock, wf, args, parent=parent, run_id=run_id)
+    """(I/O thread) `deadline`: the parent's; the child's own may only be sooner."""
+    return ops.create_run(
+        self.store, self.clock, wf, args, parent=parent, run_id=run_id, chain_deadline=deadline
+    )
+
+
+def create_continued(
+    self: Worker, wf: WorkflowDef, args: dict[str, Any], prev: RunState, run_id: str
+) -> str:
+    """(I/O thread) The next run of `prev`'s continue-as-new chain: the same workflow with
+    new args, and what the chain carries on (on_complete, context, parent, deadline...)."""
+    on_complete = ":".join(prev.on_complete) if prev.on_complete else None
+    return ops.create_run(
+        self.store, self.clock, wf, args, run_id=run_id, on_complete=on_complete,
+        context=prev.context, parent=prev.parent, chain_deadline=prev.chain_deadline,
+        schedule=prev.schedule, scheduled_at=prev.scheduled_at, continued_from=prev.id,
+        chain=prev.chain or prev.id,
+    )  # fmt: skip
 
 
 def check_child(self: Worker, driver: RunDriver, p: Pending, child_id: str) -> None:
@@ -72,6 +95,30 @@ def check_child(self: Worker, driver: RunDriver, p: Pending, child_id: str) -> N
         driver.poll()
 
 
+def look_at_schedules(self: Worker) -> None:
+    """Start the runs of due schedule slots; then sleep until the next slot (or news)."""
+    from . import schedules
+
+    if self.only is not None or self.draining:
+        return  # `wfl run` drives its own run only
+    if self.schedule_timer is not None:
+        self.schedule_timer.cancel()
+        self.schedule_timer = None
+    try:
+        fired, soonest = schedules.fire_due(self.store, self.clock)
+    except (WflError, OSError) as exc:
+        log.error("schedules: %s", exc)
+        fired, soonest = [], self.clock.now() + 5.0
+    for f in fired:
+        if f.run_id is not None:
+            self._news(f.run_id)
+        detail = f"slot {iso(f.slot)}" + ("" if f.run_id else ": skipped, the last run is going")
+        self._emit_raw(WorkerEvent("scheduled", f.run_id or "", f.name, detail=detail,
+                                   at=self.clock.now()))  # fmt: skip
+    if soonest is not None:
+        self.schedule_timer = self.call_at(soonest, self.look_at_schedules)
+
+
 def notify(self: Worker, run_id: str) -> None:
     """Tell other workers, and this one, that `run_id` has news (a new child run...)."""
     self.store.notify(run_id, skip=self._token)
@@ -81,7 +128,9 @@ def notify(self: Worker, run_id: str) -> None:
 def _news(self: Worker, run_id: str) -> None:
     """A run's journal changed: pick the records up, or schedule the run if it is due;
     datagrams bring this from other processes, but a worker must not rely on its own."""
-    if run_id in self.drivers:
+    if run_id == SCHEDULES_NEWS:
+        self.look_at_schedules()
+    elif run_id in self.drivers:
         self.drivers[run_id].poll()
     else:
         with contextlib.suppress(WflError):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -11,7 +10,15 @@ from typing import Annotated, Any
 import typer
 
 from .client import Client
-from .entry import describe_os_error, fail, parse_args, parse_json, parse_limit, start_run
+from .entry import (
+    describe_os_error,
+    fail,
+    parse_args,
+    parse_duration,
+    parse_json,
+    parse_limit,
+    start_run,
+)
 from .errors import InvalidArguments, WflError
 
 app = typer.Typer(
@@ -49,11 +56,17 @@ def start(
         str | None, typer.Option("--on-complete", help="FLOW.py:FUNCTION called at the end")
     ] = None,
     context: Annotated[str | None, typer.Option("--context", help="JSON for on_complete")] = None,
+    key: Annotated[
+        str | None, typer.Option("--key", help="idempotency key: one run per key")
+    ] = None,
+    deadline: Annotated[
+        str | None, typer.Option("--deadline", help="fail the run if unfinished by then: 30m, 1h")
+    ] = None,
     dir: DirOption = None,
 ) -> None:
-    """Record a new run and print its id."""
+    """Record a new run and print its id (with --key: the id of the run holding the key)."""
     directory = str(dir) if dir is not None else None
-    run_id = start_run(flow, arg or [], args_json, on_complete, context, directory)
+    run_id = start_run(flow, arg or [], args_json, on_complete, context, directory, key, deadline)
     sys.stdout.write(run_id + "\n")
 
 
@@ -127,7 +140,9 @@ def cleanup(
     if run is not None:
         deleted = client.cleanup(run)
     else:
-        age = parse_duration(older_than) if older_than is not None else None
+        age = None
+        if older_than is not None:
+            age = parse_duration(older_than, "--older-than", positive=False)
         deleted = client.cleanup_finished(older_than=age)
     sys.stdout.write(f"deleted {len(deleted)} run{'s' if len(deleted) != 1 else ''}\n")
 
@@ -253,15 +268,9 @@ def ui(
     serve(store_dir(store, dir), host=host, port=port)
 
 
-_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw]?)$")
-_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+from .cli_schedule import schedule_app  # noqa: E402 (it needs DirOption from above)
 
-
-def parse_duration(text: str) -> float:
-    match = _DURATION.match(text.strip())
-    if not match:
-        raise InvalidArguments(f"bad duration {text!r}: use e.g. 90s, 30m, 12h, 7d, 2w")
-    return float(match.group(1)) * _UNIT[match.group(2)]
+app.add_typer(schedule_app, name="schedule")
 
 
 def main() -> None:

@@ -6,6 +6,7 @@ import builtins
 import os
 import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 from . import ops
@@ -79,7 +80,7 @@ class RunStatus:
         return bool(self._data["state"] != "in_progress")
 
     @property
-    def progress(self) -> tuple[int, int, str]:
+    def step_counts(self) -> tuple[int, int, str]:
         """(steps finished, steps recorded, current step label) for run tables."""
         if self.summary is not None:
             return self.summary.steps_done, self.summary.steps_total, self.summary.current
@@ -135,11 +136,18 @@ class Client:
         *,
         on_complete: Any = None,
         context: Any = None,
+        key: str | None = None,
+        deadline: float | timedelta | None = None,
     ) -> str:
-        """Record a new run; a worker drives it. Returns the run id."""
+        """Record a new run; a worker drives it. Returns the run id.
+
+        key: at most one run per key: if a run holds it, that run's id is returned and
+        nothing is created. deadline: seconds (or a timedelta) the run may take; unfinished
+        then, it fails with DeadlineExceeded."""
         return ops.create_run(
-            self.store, self.clock, workflow, args, on_complete=on_complete, context=context
-        )
+            self.store, self.clock, workflow, args, on_complete=on_complete, context=context,
+            key=key, deadline=deadline,
+        )  # fmt: skip
 
     def resolve(self, run_id: str) -> str:
         return self.store.resolve(run_id)
@@ -180,7 +188,8 @@ class Client:
             return None  # cleaned up while we listed
 
     def wait(self, run_id: str, timeout: float | None = None) -> Any:
-        """The run's result once it ends; raises WorkflowFailed / WorkflowCanceled."""
+        """The run's result once it ends; raises WorkflowFailed / WorkflowCanceled. A run
+        that continued as new is followed to the end of its chain."""
         run_id = self.store.resolve(run_id)
         deadline = None if timeout is None else time.monotonic() + timeout
         for _ in _backoff():
@@ -188,6 +197,9 @@ class Client:
             if st.state == "canceled":
                 raise WorkflowCanceled(run_id)  # even before a worker winds it up
             if st.finished and (st.run_state is None or st.run_state.end is not None):
+                if st.continued_as:
+                    run_id = st.continued_as
+                    continue
                 return result_of(st)
             if deadline is not None and time.monotonic() > deadline:
                 raise WaitTimeout(run_id, timeout or 0.0)
@@ -228,6 +240,78 @@ class Client:
 
     def restart(self, run_id: str, from_step: int | str | None = None) -> int:
         return ops.restart(self.store, self.clock, self.store.resolve(run_id), from_step)
+
+    # -- schedules (SPEC §8) ----------------------------------------------------------------
+
+    def add_schedule(
+        self,
+        name: str,
+        workflow: WorkflowDef | str,
+        *,
+        cron: str,
+        args: dict[str, Any] | None = None,
+        tz: str = "UTC",
+        overlap: str = "skip",
+        catch_up: str = "last",
+    ) -> dict[str, Any]:
+        """Store a schedule; any running worker starts `workflow` at each cron slot (in `tz`).
+        Returns it as list_schedules() shows it."""
+        from . import schedules
+
+        wf, flow = ops.resolve_workflow(workflow)
+        coerced = ops.validate_start_args(wf, args)
+        sched = schedules.new_schedule(
+            name, wf, flow, cron=cron, tz=tz, args=coerced, overlap=overlap,
+            catch_up=catch_up, now=self.clock.now(),
+        )  # fmt: skip
+        self.store.add_schedule(sched)
+        self.store.notify_schedules()
+        return schedules.describe(self.store, sched, self.clock.now())
+
+    def list_schedules(self) -> builtins.list[dict[str, Any]]:
+        from . import schedules
+
+        now = self.clock.now()
+        return [schedules.describe(self.store, s, now) for s in self.store.schedules()]
+
+    def pause_schedule(self, name: str) -> None:
+        self._set_paused(name, True)
+
+    def resume_schedule(self, name: str) -> None:
+        """Slots that passed while it was paused are not fired."""
+        self._set_paused(name, False)
+
+    def _set_paused(self, name: str, paused: bool) -> None:
+        now = self.clock.now()
+
+        def change(sched: dict[str, Any]) -> dict[str, Any]:
+            if sched.get("paused") and not paused:
+                sched["cursor"] = max(float(sched["cursor"]), now)
+            sched["paused"] = paused
+            return sched
+
+        self.store.update_schedule(name, change)
+        self.store.notify_schedules()
+
+    def remove_schedule(self, name: str) -> None:
+        """Delete the schedule; runs it started are left alone."""
+        self.store.remove_schedule(name)
+        self.store.notify_schedules()
+
+    def trigger_schedule(self, name: str) -> str:
+        """Start the schedule's workflow now, outside its slots. Returns the run id."""
+        from . import schedules
+
+        sched = self.store.schedule(name)
+        now = self.clock.now()
+        run_id = schedules.start(self.store, self.clock, sched, now, key=None)
+
+        def change(current: dict[str, Any]) -> dict[str, Any]:
+            current["last_run"] = run_id
+            return current
+
+        self.store.update_schedule(name, change)
+        return run_id
 
 
 def result_of(st: RunStatus) -> Any:

@@ -49,6 +49,7 @@ class FakeClock:
     def __init__(self, start: float = 1_790_000_000.0, *, skip: bool = False) -> None:
         self._now = start
         self.skip = skip
+        self.limit: float | None = None  # skipping never goes past this time
 
     def now(self) -> float:
         return self._now
@@ -63,7 +64,10 @@ class FakeClock:
         if until is not None and until <= self._now:
             return
         if idle and self.skip and until is not None:
-            self._now = until
+            self._now = until if self.limit is None else max(self._now, min(until, self.limit))
+            return
+        if idle and self.skip and self.limit is not None:
+            self._now = max(self._now, self.limit)  # nothing to wait for before the limit
             return
         await wakeup.wait()
 

@@ -19,7 +19,7 @@ from .errors import InvalidArguments, WflError
 # how many positional arguments (at least, at most).
 _FAST = {
     "start": ({"--arg": True, "--args-json": False, "--on-complete": False, "--context": False,
-               "--dir": False}, set(), (1, 1)),
+               "--dir": False, "--key": False, "--deadline": False}, set(), (1, 1)),
     "status": ({"--state": False, "--workflow": False, "--limit": False, "--dir": False},
                {"--json", "--watch", "--why", "--all", "--traceback"}, (0, 1)),
 }  # fmt: skip
@@ -52,6 +52,22 @@ def parse_args(pairs: list[str], args_json: str | None) -> dict[str, Any]:
     return args
 
 
+def parse_duration(text: str, what: str = "duration", *, positive: bool = True) -> float:
+    """Seconds from "90s", "30m", "12h", "7d", "2w" (or plain seconds)."""
+    import re
+
+    match = re.match(r"^(\d+(?:\.\d+)?)\s*([smhdw]?)$", text.strip())
+    if not match:
+        raise InvalidArguments(f"bad {what} {text!r}: use e.g. 90s, 30m, 12h, 7d, 2w")
+    seconds = float(match.group(1)) * _UNIT[match.group(2)]
+    if positive and seconds <= 0:
+        raise InvalidArguments(f"{what} must be positive, got {text!r}")
+    return seconds
+
+
+_UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
 def start_run(
     flow: str,
     pairs: list[str],
@@ -59,14 +75,22 @@ def start_run(
     on_complete: str | None,
     context: str | None,
     directory: str | None,
+    key: str | None = None,
+    deadline: str | None = None,
 ) -> str:
     from .client import Client
 
     ctx = parse_json(context, "--context") if context is not None else None
     if on_complete is not None and ":" not in on_complete:
         raise InvalidArguments("--on-complete expects FLOW.py:FUNCTION")
+    limit = parse_duration(deadline, "--deadline") if deadline is not None else None
+    if key is not None:
+        from .ops import check_key
+
+        check_key(key)  # before the flow is imported: bad input costs nothing
     client = Client(directory)
-    return client.start(flow, parse_args(pairs, args_json), on_complete=on_complete, context=ctx)
+    return client.start(flow, parse_args(pairs, args_json), on_complete=on_complete, context=ctx,
+                        key=key, deadline=limit)  # fmt: skip
 
 
 def _parse(command: str, argv: list[str]) -> dict[str, Any] | None:
@@ -109,6 +133,8 @@ def _start(options: dict[str, Any]) -> None:
         options.get("--on-complete"),
         options.get("--context"),
         options.get("--dir"),
+        options.get("--key"),
+        options.get("--deadline"),
     )
     sys.stdout.write(run_id + "\n")
 

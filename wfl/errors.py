@@ -139,3 +139,20 @@ class WorkflowCanceled(WflError):
 class WaitTimeout(WflError):
     def __init__(self, run_id: str, timeout: float) -> None:
         super().__init__(f"run {run_id} did not finish within {timeout:g} s")
+
+
+class DeadlineExceeded(WflError):
+    """A run was still going at its deadline (`deadline=` / `--deadline`)."""
+
+
+class ScheduleNotFound(WflError):
+    def __init__(self, name: str) -> None:
+        super().__init__(f"no schedule named {name!r} (see `wfl schedule list`)")
+
+
+class ScheduleExists(WflError):
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"a schedule named {name!r} already exists: remove it first "
+            f"(wfl schedule remove {name}) or pick another name"
+        )

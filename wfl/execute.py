@@ -145,8 +145,8 @@ async def _execute(self: RunDriver, p: Pending) -> None:
             self.host.activity()
     if not self.host.listening:
         self.poll()  # a cancel may have come while the step ran (no datagram to tell us)
-    if self.state.cancel_requested or self.finished:
-        return  # canceled meanwhile: the result is dropped
+    if self.state.cancel_requested or self.finished or self.state.end is not None:
+        return  # canceled or past its deadline meanwhile: the result is dropped
     if ok:
         self._append(records.done(p.n, attempt, value, self.clock.now()))
         self.host.emit("step_done", self, step=p.n, name=s.name, attempt=attempt)
@@ -268,7 +268,10 @@ async def _start_child(self: RunDriver, p: Pending) -> None:
     # The child's id is derived from this step, so a crash between creating the child and
     # recording it here cannot start a second child: creating it again finds the first.
     child_id = child_run_id(self.run_id, p.n, self.state.restarts)
-    await self.host.io(self.host.create_child, child_wf, child_args, [self.run_id, p.n], child_id)
+    await self.host.io(
+        self.host.create_child, child_wf, child_args, [self.run_id, p.n], child_id,
+        self.state.deadline,
+    )  # fmt: skip
     p.extra["child"] = child_id
     self._append(records.att(p.n, 1, self.clock.now(), child=child_id))
     await self.flush()

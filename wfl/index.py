@@ -19,7 +19,7 @@ from .state import RunState
 from .store import SUFFIX, Store
 
 INDEX_NAME = "index"
-INDEX_FORMAT = 1
+INDEX_FORMAT = 2  # 2: summaries carry the §8 keys (key, deadline, progress...)
 
 
 @dataclass

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any
 
 from .errors import InvalidArguments
@@ -49,6 +51,19 @@ class RetryPolicy:
 NO_RETRY = RetryPolicy(max_attempts=1)
 
 
+def check_deadline(value: float | timedelta | None) -> float | None:
+    """A deadline as positive seconds (None: none); InvalidArguments otherwise."""
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidArguments(f"a deadline is seconds or a timedelta, not {type(value).__name__}")
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidArguments(f"a deadline must be a positive duration, got {value!r}")
+    return float(value)
+
+
 class WorkflowManager:
     """Groups workflows that share defaults: retry policy, parallelism, size limits."""
 
@@ -79,8 +94,11 @@ class WorkflowManager:
         max_parallelism: int | None = None,
         version: int = 0,
         name: str | None = None,
+        deadline: float | timedelta | None = None,
     ) -> Any:
-        """Register an async workflow function; usable bare or with options."""
+        """Register an async workflow function; usable bare or with options. `deadline`:
+        seconds (or a timedelta) each run of it may take before it fails."""
+        limit = check_deadline(deadline)
 
         def register(func: Callable[..., Awaitable[Any]]) -> WorkflowDef:
             if not inspect.iscoroutinefunction(func):
@@ -93,6 +111,7 @@ class WorkflowManager:
                 max_parallelism=max_parallelism or self.max_parallelism,
                 version=version,
                 name=name or func.__name__,
+                deadline=limit,
             )
             self.workflows[wf.name] = wf
             return wf
@@ -114,8 +133,10 @@ class WorkflowDef:
         max_parallelism: int,
         version: int,
         name: str,
+        deadline: float | None = None,
     ) -> None:
         self.fn = fn
+        self.deadline = deadline
         self.manager = manager
         self.returns = returns
         self.retry = retry

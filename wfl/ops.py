@@ -3,8 +3,11 @@ cleanup, restart, telling a parent that its child ended. Each is one locked jour
 
 from __future__ import annotations
 
+import math
 import os
 import types
+import unicodedata
+from datetime import timedelta
 from typing import Any
 
 from . import journal, records
@@ -17,7 +20,7 @@ from .errors import (
     SerializationError,
 )
 from .loader import file_sha, function_ref, load_workflow, module_name, split_target
-from .manager import WorkflowDef
+from .manager import WorkflowDef, check_deadline
 from .records import Record
 from .state import RunState
 from .store import Store, check_history
@@ -46,16 +49,27 @@ def create_run(
     context: Any = None,
     parent: list[Any] | None = None,
     run_id: str | None = None,
+    key: str | None = None,
+    deadline: float | timedelta | None = None,
+    chain_deadline: float | None = None,
+    schedule: str | None = None,
+    scheduled_at: float | None = None,
+    continued_from: str | None = None,
+    chain: str | None = None,
 ) -> str:
     """Record a new run. With `run_id` (child runs) creating it twice is harmless: the
-    second call finds the first run and returns its id."""
+    second call finds the first run and returns its id. With `key`, a run that holds the
+    key is returned instead of creating one.
+
+    `deadline`: seconds from now (else the workflow's own); `chain_deadline`: an absolute
+    deadline inherited from a parent or the previous run of a chain; the sooner wins."""
+    if key is not None:
+        held = store.run_for_key(check_key(key))
+        if held is not None:
+            return held  # taken: nothing to load or validate, nothing is created
+    own = check_deadline(deadline)
     wf, flow = resolve_workflow(target)
-    if args is None:
-        args = {}
-    if not isinstance(args, dict):
-        raise InvalidArguments("workflow arguments must be a dict (a JSON object)")
-    coerced = wf.validate_args(args)
-    _check_serializable(coerced, "workflow arguments")
+    coerced = validate_start_args(wf, args)
     _check_serializable(context, "context")
     on_complete_ref = _on_complete_ref(on_complete) if on_complete is not None else None
     if on_complete_ref is not None:
@@ -64,6 +78,14 @@ def create_run(
         load_function(*on_complete_ref)  # fail now, not when the run ends
     sha = file_sha(flow)
     now = clock.now()
+    # one given at start replaces the workflow's own and binds a continue-as-new chain too;
+    # an inherited one (parent, earlier run of the chain) can only make it sooner
+    base = now + own if own is not None else None
+    if base is not None:
+        chain_deadline = min(base, chain_deadline or math.inf)
+    elif wf.deadline is not None:
+        base = now + wf.deadline
+    limits = [d for d in (base, chain_deadline) if d is not None]
 
     def first_records(run_id: str) -> list[Record]:
         return [
@@ -79,10 +101,17 @@ def create_run(
                 on_complete=on_complete_ref,
                 context=context,
                 parent=parent,
+                key=key,
+                deadline=min(limits) if limits else None,
+                chain_deadline=chain_deadline,
+                schedule=schedule,
+                scheduled_at=scheduled_at,
+                continued_from=continued_from,
+                chain=chain,
             )
         ]
 
-    created = store.create_run(first_records, run_id=run_id)
+    created = store.create_run(first_records, run_id=run_id, key=key)
     store.notify(created)
     return created
 
@@ -109,6 +138,34 @@ def _describe_callable(fn: Any) -> str:
     name = getattr(fn, "__qualname__", None) or getattr(getattr(fn, "func", None), "__name__", "")
     what = kind.__name__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__name__}"
     return f"a {what} ({name})" if name else f"a {what}"
+
+
+def validate_start_args(wf: WorkflowDef, args: Any) -> dict[str, Any]:
+    """Workflow arguments checked against the workflow and coerced, ready to record."""
+    if args is None:
+        args = {}
+    if not isinstance(args, dict):
+        raise InvalidArguments("workflow arguments must be a dict (a JSON object)")
+    coerced = wf.validate_args(args)
+    _check_serializable(coerced, "workflow arguments")
+    return coerced
+
+
+MAX_KEY = 200
+
+
+def check_key(key: Any) -> str:
+    """An idempotency key: 1-200 characters, none of them control characters."""
+    if not isinstance(key, str):
+        raise InvalidArguments(f"a key is a string, not {type(key).__name__}")
+    if not 1 <= len(key) <= MAX_KEY:
+        raise InvalidArguments(f"a key is 1 to {MAX_KEY} characters long, this one has {len(key)}")
+    for i, ch in enumerate(key):
+        if unicodedata.category(ch) == "Cc":
+            raise InvalidArguments(
+                f"a key may not contain control characters ({ch!r} at position {i})"
+            )
+    return key
 
 
 def _check_serializable(value: Any, what: str) -> None:
@@ -208,6 +265,8 @@ def cleanup(store: Store, run_id: str, *, children: bool = True) -> list[str]:
                     deleted += cleanup(store, s.child_id)
                 except RefusedOperation:
                     pass  # a child still running outlives its parent's cleanup
+    if state.key is not None:
+        store.free_key(state.key, run_id)  # first: a crash here leaves a run, not a stale key
     store.delete(run_id)
     deleted.append(run_id)
     return deleted
@@ -257,7 +316,7 @@ def report_to_parent(store: Store, clock: Clock, child: RunState) -> None:
         if parent.finished or n in parent.children_done:
             return []
         s = parent.steps.get(n)
-        if s is None or s.child_id != child.id:
+        if s is None or s.child_id != (child.chain or child.id):  # a chain answers as its first
             return []
         return [
             records.child(

@@ -4,7 +4,10 @@ Format version 1. A run's journal always begins with a "run" record. Times are f
 seconds. Step records carry the step number "n".
 
   run      id workflow flow flow_sha module args created_at version on_complete context parent
-           format
+           format [key] [deadline] [chain_deadline] [schedule scheduled_at] [continued_from chain]
+           -- deadline: epoch seconds the run must end by; chain_deadline: the part of it a
+              continued run inherits (given at start or by a parent); chain: the first run
+              of a continue-as-new chain
   sched    n kind name args run_at [unstable] [retry] [event timeout_at] [version] at
            -- the workflow called a step (kinds: query mutation action sleep event workflow
               now random uuid); written before the step is ever executed
@@ -18,7 +21,10 @@ seconds. Step records carry the step number "n".
                                          (a kind of its own, so a reader that predates it skips
                                          it and keeps waiting rather than return None)
   cancel   at                         -- cancel requested; the run is canceled from here on
-  end      kind(success|failed|canceled) [result] [error] [tb] at
+  end      kind(success|failed|canceled) [result] [error] [tb] [continued_as] at
+  progress value after at             -- step.set_progress(); no step number: `after` is how
+                                         many steps the workflow had called, so a replay
+                                         can tell the calls already recorded
   oc       ok [error] [tb] at         -- on_complete returned (or raised) for the last "end"
   restart  from_step at               -- steps >= from_step and the last end are void
   child    n child_id kind [result] [error] [tb] at   -- a child run of step n finished
@@ -49,7 +55,10 @@ def run(
     on_complete: list[str] | None,
     context: Any,
     parent: list[Any] | None,
+    **extra: Any,
 ) -> Record:
+    """`extra`: the optional fields above; None values are left out (older readers and
+    journals without them read the same)."""
     return {
         "t": "run",
         "format": FORMAT,
@@ -64,6 +73,7 @@ def run(
         "on_complete": on_complete,
         "context": context,
         "parent": parent,
+        **_present(extra),
     }
 
 
@@ -103,10 +113,20 @@ def cancel(at: float) -> Record:
 
 
 def end(
-    kind: str, at: float, *, result: Any = None, error: str | None = None, tb: Any = None
+    kind: str,
+    at: float,
+    *,
+    result: Any = None,
+    error: str | None = None,
+    tb: Any = None,
+    continued_as: str | None = None,
 ) -> Record:
     return {"t": "end", "kind": kind, "result": result, "error": error, "at": at,
-            **_present({"tb": tb})}  # fmt: skip
+            **_present({"tb": tb, "continued_as": continued_as})}  # fmt: skip
+
+
+def progress(value: Any, after: int, at: float) -> Record:
+    return {"t": "progress", "value": value, "after": after, "at": at}
 
 
 def on_complete_done(at: float, error: str | None = None, tb: Any = None) -> Record:

@@ -75,7 +75,7 @@ def runs_table(runs: list[RunStatus]) -> Table:
         table.add_column(column, no_wrap=True)
     now = time.time()
     for st in runs:
-        done, total, current = st.progress
+        done, total, current = st.step_counts
         table.add_row(
             st.id,
             st.workflow or "?",
@@ -124,6 +124,7 @@ def run_detail(st: RunStatus, *, flow_changed: bool = False) -> Group:
     parent = st.to_dict().get("parent")
     if parent:
         head.add_row("parent", str(parent))
+    _patterns_rows(head, st.to_dict())
     return Group(head, Text(""), steps_table(st))
 
 
@@ -131,6 +132,45 @@ def _add_where(head: Table, tb: dict[str, Any] | None) -> None:
     at = where(tb, relative_to=os.getcwd())
     if at is not None:
         head.add_row("at", Text(at, style="red"))
+
+
+def _patterns_rows(head: Table, data: dict[str, Any]) -> None:
+    """SPEC §8: key, deadline, schedule, the continue-as-new chain both ways, progress."""
+    if data.get("key") is not None:
+        head.add_row("key", data["key"])
+    if data.get("deadline"):
+        head.add_row("deadline", short_time(data["deadline"]))
+    if data.get("schedule"):
+        head.add_row("schedule", f"{data['schedule']}  (slot {short_time(data['scheduled_at'])})")
+    if data.get("continued_from"):
+        head.add_row("continued from", str(data["continued_from"]))
+    if data.get("continued_as"):
+        head.add_row("continued as", str(data["continued_as"]))
+    if data.get("progress") is not None:
+        head.add_row("progress", json.dumps(data["progress"], default=repr))
+
+
+def _zoned(iso_time: str | None, tz: str) -> str:
+    """A fire time as the schedule's zone sees it (that is what its cron means)."""
+    if not iso_time:
+        return "-"
+    from zoneinfo import ZoneInfo
+
+    return datetime.fromisoformat(iso_time).astimezone(ZoneInfo(tz)).strftime("%Y-%m-%d %H:%M %Z")
+
+
+def schedules_table(rows: list[dict[str, Any]]) -> Table:
+    table = Table(box=None, header_style="bold", pad_edge=False)
+    for column in ("NAME", "WORKFLOW", "CRON", "TZ", "NEXT FIRE", "LAST RUN", "PAUSED"):
+        table.add_column(column, no_wrap=True)
+    for r in rows:
+        last = f"{r['last_run']} ({r['last_run_state']})" if r["last_run"] else "-"
+        table.add_row(
+            r["name"], r["workflow"], r["cron"], r["tz"],
+            _zoned(r["next_fire_at"], r["tz"]),
+            last, "yes" if r["paused"] else "no",
+        )  # fmt: skip
+    return table
 
 
 def steps_table(st: RunStatus) -> Table:

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import commit, execute, journal, records
+from . import commit, execute, journal, longrun, records
 from .errors import (
     DeterminismViolation,
     JournalLimitExceeded,
@@ -90,6 +90,9 @@ class RunDriver:
         self.finished = False
         self.inflight = 0  # attempts and on_complete calls executing now
         self.rng = random.Random()
+        self.deadline_timer: Any = None
+        self.continued_as: str | None = None  # set by step.continue_as_new()
+        self.progress_calls: dict[int, int] = {}  # set_progress() calls per frontier
 
     # -- lifecycle --------------------------------------------------------------------------
 
@@ -104,7 +107,7 @@ class RunDriver:
             self._spawn(self._after_end())
         elif s.cancel_requested:
             self._spawn(self._cancel())
-        else:
+        elif not self._arm_deadline():
             self.task = self.loop.create_task(self._main())
 
     def _spawn(self, coro: Any) -> None:
@@ -124,6 +127,11 @@ class RunDriver:
             return
         if self.violation is not None:
             await self._finish_failed(self.violation)
+            return
+        if self.continued_as is not None:  # `return await step.continue_as_new(...)`
+            new_id = self.continued_as
+            await self._finish("success", result={"continued_as": new_id}, continued_as=new_id)
+            self.host.notify(new_id)
             return
         try:
             value = self.workflow.validate_result(value)
@@ -145,7 +153,13 @@ class RunDriver:
         await self._finish("failed", error=describe(exc), tb=capture(exc))
 
     async def _finish(
-        self, kind: str, *, result: Any = None, error: str | None = None, tb: Any = None
+        self,
+        kind: str,
+        *,
+        result: Any = None,
+        error: str | None = None,
+        tb: Any = None,
+        continued_as: str | None = None,
     ) -> None:
         if self.closing:
             return
@@ -154,7 +168,9 @@ class RunDriver:
         if self.state.cancel_requested and kind != "canceled":
             return  # a cancel arrived meanwhile; _cancel writes the end
         self._cancel_timers()
-        self._append(records.end(kind, self.clock.now(), result=result, error=error, tb=tb))
+        end = records.end(kind, self.clock.now(), result=result, error=error, tb=tb,
+                          continued_as=continued_as)  # fmt: skip
+        self._append(end)
         try:
             await self.flush()
         except JournalLimitExceeded:
@@ -171,7 +187,9 @@ class RunDriver:
         if their completion was not recorded."""
         self.closing = True
         ref = self.state.on_complete
-        if (ref or self.state.parent) and not self.state.on_complete_ran:
+        # a run that continued as new leaves its parent and on_complete to the chain's end
+        pending = (ref or self.state.parent) and not self.state.on_complete_ran
+        if pending and self.state.continued_as is None:
             if self.state.parent:
                 await self.host.io(self.host.report_to_parent, self.state)
             error, tb = await self._call_on_complete(ref) if ref else (None, None)
@@ -193,6 +211,9 @@ class RunDriver:
         self.host.driver_closed(self)
 
     def _cancel_timers(self) -> None:
+        if self.deadline_timer is not None:
+            self.deadline_timer.cancel()
+            self.deadline_timer = None
         for p in self.pending.values():
             if p.timer is not None:
                 p.timer.cancel()
@@ -419,6 +440,13 @@ class RunDriver:
     _event_value = execute._event_value
     _start_child = execute._start_child
     _child_finished = execute._child_finished
+
+    # -- long-lived runs: longrun.py --------------------------------------------------------
+
+    _arm_deadline = longrun.arm_deadline
+    _deadline_passed = longrun._deadline_passed
+    continue_as_new = longrun.continue_as_new
+    set_progress = longrun.set_progress
 
     # -- introspection for the worker -------------------------------------------------------
 

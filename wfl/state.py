@@ -104,6 +104,16 @@ class RunState:
     on_complete_tb: dict[str, Any] | None = None
     children_done: dict[int, Record] = field(default_factory=dict)
     restarts: int = 0
+    key: str | None = None
+    deadline: float | None = None
+    chain_deadline: float | None = None
+    schedule: str | None = None
+    scheduled_at: float | None = None
+    continued_from: str | None = None
+    chain: str | None = None  # the first run of its continue-as-new chain (None: this one)
+    progress: Any = None
+    # progress records per `after` (steps called before them): replay skips that many calls
+    progress_marks: dict[int, int] = field(default_factory=dict)
     # unfinished steps, kept up to date so a worker's checks cost O(open), not O(history)
     open: dict[int, StepState] = field(default_factory=dict)
 
@@ -131,6 +141,13 @@ class RunState:
             self.on_complete = r.get("on_complete")
             self.context = r.get("context")
             self.parent = r.get("parent")
+            self.key = r.get("key")
+            self.deadline = r.get("deadline")
+            self.chain_deadline = r.get("chain_deadline")
+            self.schedule = r.get("schedule")
+            self.scheduled_at = r.get("scheduled_at")
+            self.continued_from = r.get("continued_from")
+            self.chain = r.get("chain")
         elif t == "sched":
             n = r["n"]
             self.steps[n] = self.open[n] = StepState(
@@ -196,12 +213,17 @@ class RunState:
             for s in self.steps.values():
                 s.canceled = False  # unfinished steps before the cut run again
             self.children_done = {n: c for n, c in self.children_done.items() if n < cut}
+            self.progress_marks = {a: k for a, k in self.progress_marks.items() if a < cut}
             self.end = None
             self.cancel_requested = False
             self.on_complete_ran = False
             self.restarts += 1
         elif t == "child":
             self.children_done[r["n"]] = r
+        elif t == "progress":
+            self.progress = r.get("value")
+            after = int(r.get("after", 0))
+            self.progress_marks[after] = self.progress_marks.get(after, 0) + 1
         # unknown record kinds from a newer wfl are skipped: readers stay forward-compatible
 
     # -- derived views ---------------------------------------------------------------------
@@ -233,6 +255,11 @@ class RunState:
         """The recorded traceback of the run's final error (tracebacks.py)."""
         return self.end.get("tb") if self.end is not None else None
 
+    @property
+    def continued_as(self) -> str | None:
+        """The run this one continued as (continue-as-new), once it ended so."""
+        return self.end.get("continued_as") if self.end is not None else None
+
     def consumed_events(self) -> set[str]:
         return {s.event_id for s in self.steps.values() if s.event_id is not None}
 
@@ -248,13 +275,14 @@ class RunState:
         """When a worker next has something to do for this run; None: nothing until an
         event arrives (or never, once finished and on_complete ran)."""
         if self.end is not None:
+            # a run that continued as new hands on_complete and its parent to the next run
             pending = (self.on_complete or self.parent) and not self.on_complete_ran
-            return self.updated_at if pending else None
+            return self.updated_at if pending and not self.continued_as else None
         if self.cancel_requested:
             return self.updated_at  # a worker must finish the cancellation
         if not self.open:
             return self.updated_at  # the workflow code runs next
-        wakes: list[float] = []
+        wakes: list[float] = [] if self.deadline is None else [self.deadline]
         for s in self.open.values():
             if s.kind == "event" and self.pending_event(str(s.sched.get("event"))):
                 return self.updated_at
@@ -287,6 +315,16 @@ class RunState:
             out["parent"] = self.parent[0]
         if steps:  # like steps, the traceback is left out of run lists (it can be 16 KiB)
             out["traceback"] = _text(self.tb) if self.error else None
+        out.update(
+            key=self.key,
+            deadline=iso(self.deadline),
+            progress=self.progress,
+            schedule=self.schedule,
+            scheduled_at=iso(self.scheduled_at),
+            continued_from=self.continued_from,
+            continued_as=self.continued_as,
+        )
+        if steps:
             out["steps"] = [s.to_dict() for _, s in sorted(self.steps.items())]
         return out
 

@@ -157,6 +157,18 @@ class Step:
         """A random UUID (as a string), recorded once."""
         return str(self._driver.call_value("uuid"))
 
+    async def continue_as_new(self, args: dict[str, Any] | None = None) -> Any:
+        """End this run and go on in a fresh run of the same workflow with `args` (and an
+        empty journal): `return await step.continue_as_new({"cursor": c})`. The run ends
+        completed with `{"continued_as": NEW_ID}`; on_complete is called at the chain's end."""
+        return await self._driver.continue_as_new(args)
+
+    async def set_progress(self, value: Any) -> None:
+        """Publish `value` (serializable, at most 64 KiB) as the run's progress; readers see
+        the latest at once. It takes no step number: adding or removing these calls never
+        breaks the replay of a running run, and a replay does not record them again."""
+        await self._driver.set_progress(value)
+
     def version(self) -> int:
         """The workflow version this run's history was written under."""
         return self._driver.state.version

@@ -4,22 +4,41 @@ Layout of a wfl directory (0700):
   <id>.journal          one run's journal (0600) — the only source of truth
   locks/<id>.lock       lease: held by the one worker driving the run
   workers/<token>       one file per live worker; its wake-up socket is named after it
+  keys/<sha256>.key     an idempotency key (0600): which run holds it (created with link(),
+                        which fails if it exists: one run per key, across processes)
+  keys/<id>.pending     a keyed run's first journal, until its key is held (see create_run)
+  schedules/<name>.schedule   a schedule (0600), replaced whole (write + rename) under
+                        schedules/<name>.lock
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
 import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from . import journal
-from .errors import AmbiguousRunId, InvalidRunId, JournalCorrupt, JournalWriteError, RunNotFound
+from .errors import (
+    AmbiguousRunId,
+    InvalidArguments,
+    InvalidRunId,
+    JournalCorrupt,
+    JournalWriteError,
+    RunNotFound,
+    ScheduleExists,
+    ScheduleNotFound,
+)
 from .records import Record
 
 DIR_MODE = 0o700
 SUFFIX = ".journal"
 _ID = re.compile(r"^[0-9a-z]{1,64}$")
+_SCHEDULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 ID_LENGTH = 12
 NOTIFY_TIMEOUT = 0.5  # seconds to wait for a busy worker's wake-up queue
 
@@ -52,7 +71,8 @@ class Store:
 
     def ensure(self) -> None:
         """Create the directory tree (0700) if missing."""
-        for d in (self.dir, self.dir / "locks", self.dir / "workers"):
+        for d in (self.dir, self.dir / "locks", self.dir / "workers", self.dir / "keys",
+                  self.dir / "schedules"):  # fmt: skip
             try:
                 d.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             except OSError as exc:
@@ -70,11 +90,18 @@ class Store:
     # -- runs ------------------------------------------------------------------------------
 
     def create_run(
-        self, make_records: Callable[[str], list[Record]], *, run_id: str | None = None
+        self,
+        make_records: Callable[[str], list[Record]],
+        *,
+        run_id: str | None = None,
+        key: str | None = None,
     ) -> str:
         """Create a journal under a fresh id (or `run_id`, if that run does not exist yet);
-        `make_records(run_id)` gives its first records."""
+        `make_records(run_id)` gives its first records. With `key`: if a run holds the key,
+        create nothing and return that run's id."""
         self.ensure()
+        if key is not None:
+            return self._create_keyed(make_records, key)
         if run_id is not None:
             try:
                 journal.create(self.journal_path(run_id), make_records(run_id))
@@ -88,6 +115,164 @@ class Store:
                 return run_id
             except FileExistsError:
                 continue  # 48 random bits collided: draw again
+
+    # -- idempotency keys ------------------------------------------------------------------
+    #
+    # A keyed run is born in three durable moves: its journal is written under keys/ (not
+    # yet a run: nothing lists it), the key file is link()ed into place (atomic, fails if
+    # the key is held: this is where exactly one process wins), then the journal is renamed
+    # into the directory. A crash between the last two leaves the key naming a pending
+    # journal; whoever next asks for the key finishes the move. So a key never names a run
+    # that cannot appear, and no process can see a run whose key another process holds.
+
+    def key_path(self, key: str) -> Path:
+        return self.dir / "keys" / (hashlib.sha256(key.encode()).hexdigest() + ".key")
+
+    def _pending_path(self, run_id: str) -> Path:
+        return self.dir / "keys" / (check_id(run_id) + ".pending")
+
+    def key_owner(self, key: str) -> str | None:
+        """The run holding `key` (it may still be pending), or None."""
+        try:
+            data = journal.decode(self.key_path(key).read_bytes())
+        except FileNotFoundError:
+            return None
+        if not isinstance(data, dict) or data.get("key") != key:
+            raise JournalWriteError(f"key file {self.key_path(key)} is damaged: remove it")
+        return str(data["run"])
+
+    def run_for_key(self, key: str) -> str | None:
+        """The id of the run holding `key`, or None if no run does."""
+        owner = self.key_owner(key)
+        return owner if owner is not None and self._settle(owner) else None
+
+    def _create_keyed(self, make_records: Callable[[str], list[Record]], key: str) -> str:
+        keys = self.dir / "keys"
+        path = self.key_path(key)
+        for _ in range(100):
+            owner = self.key_owner(key)
+            if owner is not None:
+                if self._settle(owner):
+                    return owner
+                self._drop_stale_key(key, owner)
+                continue
+            run_id = new_run_id()
+            pending = self._pending_path(run_id)
+            journal.create(pending, make_records(run_id))
+            tmp = keys / f".{run_id}.tmp"
+            _write_new(tmp, journal.encode({"key": key, "run": run_id}))
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                pending.unlink(missing_ok=True)
+                continue  # another process took the key first: its run is the run
+            finally:
+                tmp.unlink(missing_ok=True)
+            journal.fsync_dir(keys)
+            self._settle(run_id)
+            return run_id
+        raise JournalWriteError(f"could not settle key {key!r}: the keys directory keeps changing")
+
+    def _settle(self, run_id: str) -> bool:
+        """Make sure the run a key names is in the directory; False if it is gone."""
+        path = self.journal_path(run_id)
+        if path.exists():
+            return True
+        with contextlib.suppress(FileNotFoundError):  # another process may move it first
+            os.rename(self._pending_path(run_id), path)
+            journal.fsync_dir(self.dir)
+        return path.exists()
+
+    def _drop_stale_key(self, key: str, owner: str) -> None:
+        """The key names a run that was deleted (by hand: cleanup frees keys first)."""
+        if self.key_owner(key) == owner and not self._settle(owner):
+            self.key_path(key).unlink(missing_ok=True)
+
+    def free_key(self, key: str, run_id: str) -> None:
+        """Release `key` if `run_id` holds it (cleanup: a later start gets a new run)."""
+        with contextlib.suppress(JournalWriteError):
+            if self.key_owner(key) == run_id:
+                self.key_path(key).unlink(missing_ok=True)
+
+    # -- schedules -------------------------------------------------------------------------
+
+    def _schedule_path(self, name: str) -> Path:
+        if not _SCHEDULE_NAME.match(name):
+            raise InvalidArguments(
+                f"invalid schedule name {name!r}: use letters, digits, '.', '_' and '-' "
+                "(at most 100, starting with a letter or digit)"
+            )
+        return self.dir / "schedules" / (name + ".schedule")
+
+    def add_schedule(self, data: dict[str, Any]) -> None:
+        """Store a new schedule; ScheduleExists if the name is taken."""
+        self.ensure()
+        name = str(data["name"])
+        tmp = self.dir / "schedules" / f".{name}.{os.getpid()}.tmp"
+        _write_new(tmp, journal.encode(data))
+        try:
+            os.link(tmp, self._schedule_path(name))
+        except FileExistsError:
+            raise ScheduleExists(name) from None
+        finally:
+            tmp.unlink(missing_ok=True)
+        journal.fsync_dir(self.dir / "schedules")
+
+    def schedules(self) -> list[dict[str, Any]]:
+        try:
+            names = sorted(os.listdir(self.dir / "schedules"))
+        except FileNotFoundError:
+            return []
+        found = []
+        for n in names:
+            if n.endswith(".schedule"):
+                with contextlib.suppress(ScheduleNotFound):  # removed while we listed
+                    found.append(self.schedule(n[: -len(".schedule")]))
+        return found
+
+    def schedule(self, name: str) -> dict[str, Any]:
+        try:
+            data = journal.decode(self._schedule_path(name).read_bytes())
+        except FileNotFoundError:
+            raise ScheduleNotFound(name) from None
+        return dict(data)
+
+    def update_schedule(
+        self, name: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
+    ) -> dict[str, Any]:
+        """Read-modify-write one schedule under its lock; `change` returns the new content
+        (None: leave it). Returns what is stored afterwards."""
+        with self._schedule_lock(name):
+            current = self.schedule(name)
+            new = change(dict(current))
+            if new is None or new == current:
+                return current
+            tmp = self.dir / "schedules" / f".{name}.{os.getpid()}.tmp"
+            _write_new(tmp, journal.encode(new))
+            os.replace(tmp, self._schedule_path(name))
+            journal.fsync_dir(self.dir / "schedules")
+            return new
+
+    def remove_schedule(self, name: str) -> None:
+        with self._schedule_lock(name):
+            try:
+                self._schedule_path(name).unlink()
+            except FileNotFoundError:
+                raise ScheduleNotFound(name) from None
+        # the lock file stays: deleting it could let two writers lock different files
+
+    @contextlib.contextmanager
+    def _schedule_lock(self, name: str) -> Iterator[None]:
+        if not self._schedule_path(name).exists():
+            raise ScheduleNotFound(name)
+        fd = os.open(self.dir / "schedules" / (name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+    # -- listing ---------------------------------------------------------------------------
 
     def run_ids(self) -> list[str]:
         """Every run in the directory. A `*.journal` file whose name is not a run id (a
@@ -168,6 +353,10 @@ class Store:
         except FileNotFoundError:
             return
 
+    def notify_schedules(self) -> None:
+        """Tell every live worker to look at the schedules again."""
+        self.notify(SCHEDULES_NEWS)
+
     def notify(self, run_id: str, *, skip: str = "") -> None:
         """Tell every live worker (but `skip`) that `run_id` has news (new run, cancel...)."""
         tokens = [t for t in self.worker_tokens() if t != skip]
@@ -199,6 +388,20 @@ def check_history(records: list[Record], path: Path) -> None:
     a crash of an older wfl, or cut by hand) and is reported, cleaned up, never driven."""
     if not records or records[0].get("t") != "run":
         raise JournalCorrupt(str(path), 0, "it holds no run record (its creation was cut short)")
+
+
+SCHEDULES_NEWS = "schedules"  # the datagram that tells workers the schedules changed
+
+
+def _write_new(path: Path, data: bytes) -> None:
+    """Write a small private file durably (0600); `path` is a temporary name of ours."""
+    path.unlink(missing_ok=True)  # a leftover of a crashed writer with our pid
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def socket_address(token: str) -> str:

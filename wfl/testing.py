@@ -52,8 +52,15 @@ class WorkflowTestEnv:
         return self.clock.now()
 
     def advance(self, seconds: float) -> None:
-        """Move the clock forward and run whatever became due (without skipping further)."""
-        self.clock.advance(seconds)
+        """Move the clock forward, running what becomes due on the way, in time order (a
+        timer or schedule slot in the middle fires at its own time), never past the end."""
+        target = self.clock.now() + seconds
+        self.clock.limit = target
+        try:
+            self._drive(skip=True, until=lambda: self.clock.now() >= target)
+        finally:
+            self.clock.limit = None
+        self.clock.set(target)
         self._drive(skip=False)
 
     # -- runs -------------------------------------------------------------------------------
@@ -100,7 +107,9 @@ class WorkflowTestEnv:
         worker = Worker(self.client.store, clock=self.clock, listen=False)
         try:
             if skip:
-                asyncio.run(worker.run(until=until, stop_when_idle=True))
+                # with a limit (advance), schedule slots up to it are worth waiting for
+                idle = self.clock.limit is None
+                asyncio.run(worker.run(until=until, stop_when_idle=idle))
             else:
                 asyncio.run(worker.run(once=True))
         finally:

@@ -93,6 +93,7 @@ class Worker:
         self._heap: list[tuple[float, int, _Timer]] = []
         self._seq = itertools.count()
         self._waking: dict[str, _Timer] = {}  # evicted/unloaded run -> its wake timer
+        self.schedule_timer: _Timer | None = None  # the next slot of any schedule
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -129,6 +130,7 @@ class Worker:
         if self.listen:
             self._open_socket(loop)
         self.scan()
+        self.look_at_schedules()
         last_scan = self.clock.now()
         try:
             while True:
@@ -148,7 +150,7 @@ class Worker:
                     self.rescan()
                     last_scan = self.clock.now()
                 deadline = self._next_deadline()
-                if settled and stop_when_idle and deadline is None:
+                if settled and stop_when_idle and self._only_schedules_ahead():
                     break
                 if self.listen and (deadline is None or deadline - self.clock.now() > RESCAN_EVERY):
                     deadline = self.clock.now() + RESCAN_EVERY
@@ -187,6 +189,7 @@ class Worker:
                 continue
             if self._mtimes.get(run_id) != mtime:
                 self._consider(run_id)
+        self.look_at_schedules()  # the safety net for schedule news, too
 
     def _consider(self, run_id: str) -> None:
         """Look at a run from its journal alone and schedule a wake-up if it needs one."""
@@ -205,9 +208,10 @@ class Worker:
         if not state.id:  # no "run" record yet: being created; its creator will notify
             return
         if self.only is not None and run_id not in self.only:
-            if not (state.parent and state.parent[0] in self.only):
+            related = (state.parent[0] if state.parent else None, state.continued_from)
+            if not any(r in self.only for r in related if r):
                 return
-            self.only.add(run_id)  # a child of a run we drive
+            self.only.add(run_id)  # a child of a run we drive, or the next run of its chain
         wake = state.next_wake_at()
         if wake is not None:
             self._wake_at(run_id, wake)
@@ -318,6 +322,10 @@ class Worker:
         while self._heap and self._heap[0][2].canceled:
             heapq.heappop(self._heap)
         return self._heap[0][0] if self._heap else None
+
+    def _only_schedules_ahead(self) -> bool:
+        """No timer is left but the next schedule slot (which would come forever)."""
+        return all(t.canceled or t is self.schedule_timer for _, _, t in self._heap)
 
     def _due_now(self) -> bool:
         deadline = self._next_deadline()
@@ -434,6 +442,8 @@ class Worker:
     report_to_parent = channel.report_to_parent
     cancel_child = channel.cancel_child
     create_child = channel.create_child
+    create_continued = channel.create_continued
+    look_at_schedules = channel.look_at_schedules
     check_child = channel.check_child
     notify = channel.notify
     _news = channel._news

@@ -1,0 +1,142 @@
+"""SPEC §8: progress and deadlines, driven in-process under the fake clock."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pattern_flows as pf
+import pytest
+
+from wfl import WorkflowFailed
+from wfl.clock import FakeClock
+from wfl.testing import WorkflowTestEnv
+from wfl.worker import Worker
+
+
+def records_of(env: WorkflowTestEnv, run_id: str, kind: str) -> list[dict]:
+    return [r for r in env.client.store.read(run_id) if r["t"] == kind]
+
+
+# -- progress -----------------------------------------------------------------------------------
+
+
+def test_progress_is_the_latest_value_in_status_json(wfl_env: WorkflowTestEnv) -> None:
+    run_id = wfl_env.start(pf.batch, {"total": 3})
+    wfl_env.advance(61)  # item0, progress 1/3, sleep; item1, progress 2/3, sleep...
+    st = wfl_env.status(run_id)
+    assert st.state == "in_progress"
+    assert st.to_dict()["progress"] == {"done": 2, "total": 3}
+    assert st.progress == {"done": 2, "total": 3}
+    wfl_env.run_until_idle()
+    assert wfl_env.status(run_id).to_dict()["progress"] == {"done": 3, "total": 3}
+
+
+def test_replay_never_records_progress_twice(wfl_env: WorkflowTestEnv) -> None:
+    # every drive below evicts the run and replays it from the journal
+    run_id = wfl_env.start(pf.batch, {"total": 4})
+    for _ in range(6):
+        wfl_env.advance(30)
+    wfl_env.run_until_idle()
+    marks = [r["value"]["done"] for r in records_of(wfl_env, run_id, "progress")]
+    assert marks == [1, 2, 3, 4]
+
+
+def test_progress_calls_added_to_running_code_break_no_replay(wfl_env: WorkflowTestEnv) -> None:
+    pf.knobs["progress"] = False  # the journal is written by code without progress calls
+    run_id = wfl_env.start(pf.batch, {"total": 3})
+    wfl_env.advance(61)
+    assert records_of(wfl_env, run_id, "progress") == []
+    pf.knobs["progress"] = True  # new code: a progress call after every item
+    wfl_env.run_until_idle()
+    st = wfl_env.status(run_id)
+    assert st.state == "completed", st.error
+    assert st.result == 3
+    # calls in the replayed part (items 0 and 1) are history: only the last item's
+    # progress is new
+    assert [r["value"]["done"] for r in records_of(wfl_env, run_id, "progress")] == [3]
+
+
+def test_progress_calls_removed_from_running_code_break_no_replay(
+    wfl_env: WorkflowTestEnv,
+) -> None:
+    run_id = wfl_env.start(pf.batch, {"total": 3})
+    wfl_env.advance(61)
+    pf.knobs["progress"] = False
+    wfl_env.run_until_idle()
+    assert wfl_env.status(run_id).state == "completed"
+
+
+def test_progress_over_64_kib_fails_the_run_saying_so(wfl_env: WorkflowTestEnv) -> None:
+    with pytest.raises(WorkflowFailed, match=r"set_progress\(\): value too large"):
+        wfl_env.run(pf.big_progress)
+
+
+# -- deadlines ----------------------------------------------------------------------------------
+
+
+def test_run_unfinished_at_its_deadline_fails_with_deadline_exceeded(
+    wfl_env: WorkflowTestEnv,
+) -> None:
+    start = wfl_env.now()
+    run_id = wfl_env.start(pf.slow, {"hours": 2}, deadline=1800, on_complete=pf.note)
+    wfl_env.run_until_idle()
+    st = wfl_env.status(run_id)
+    assert st.state == "failed"
+    assert st.error.startswith("DeadlineExceeded: ")
+    assert wfl_env.now() == pytest.approx(start + 1800)  # on time, not at the sleep's end
+    assert st.to_dict()["deadline"] is not None
+    assert pf.completions == [(run_id, {"kind": "failed", "error": st.error}, None)]
+
+
+def test_run_that_ends_in_time_is_not_touched_by_its_deadline(wfl_env: WorkflowTestEnv) -> None:
+    assert wfl_env.run(pf.slow, {"hours": 1}, deadline=7200) == "woke"
+
+
+def test_workflow_defined_deadline_applies_and_start_deadline_overrides_it(
+    wfl_env: WorkflowTestEnv,
+) -> None:
+    with pytest.raises(WorkflowFailed, match="DeadlineExceeded"):
+        wfl_env.run(pf.quick_or_fail)  # define(deadline=600), sleeps an hour
+    assert wfl_env.run(pf.quick_or_fail, deadline=7200) == "woke"
+
+
+def test_child_deadline_is_the_sooner_of_its_own_and_its_parents(
+    wfl_env: WorkflowTestEnv,
+) -> None:
+    start = wfl_env.now()
+    parent = wfl_env.start(pf.parent_of_slow, deadline=3600)
+    wfl_env.run_until_idle()
+    assert wfl_env.status(parent).state == "failed"
+    (child,) = [r for r in wfl_env.client.list() if r.id != parent]
+    child_st = wfl_env.status(child.id)
+    assert child_st.state == "failed"
+    assert child_st.error.startswith("DeadlineExceeded")
+    assert wfl_env.status(parent).deadline == child_st.deadline
+    assert child_st.run_state.deadline == pytest.approx(start + 3600)
+
+
+def test_deadline_drops_the_result_of_a_step_in_flight() -> None:
+    clock = FakeClock()
+    with WorkflowTestEnv(start=clock.now()) as env:
+        run_id = env.start(pf.stuck, deadline=60, on_complete=pf.note)
+        worker = Worker(env.client.store, clock=env.clock, listen=False)
+
+        async def scenario() -> None:
+            task = asyncio.create_task(worker.run(until=lambda: bool(pf.completions)))
+            while not pf.entered.is_set():  # the action is running in a step thread
+                await asyncio.sleep(0.001)
+            env.clock.advance(61)
+            worker.activity()
+            while env.status(run_id).state != "failed":
+                await asyncio.sleep(0.001)
+            pf.gate.set()  # now the step finishes: its result must be dropped
+            await task
+
+        asyncio.run(scenario())
+        st = env.status(run_id)
+        assert st.state == "failed"
+        assert st.error.startswith("DeadlineExceeded")
+        assert [s.state for s in st.steps] == ["canceled"]
+        assert records_of(env, run_id, "done") == []
+        assert pf.completions[0][1]["kind"] == "failed"
+        assert pf.calls["stuck"] == 1

@@ -1,0 +1,103 @@
+"""`wfl schedule add|list|pause|resume|remove|trigger`: schedules from the command line."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from .client import Client
+from .entry import parse_args
+
+schedule_app = typer.Typer(
+    help="Start a workflow at every slot of a cron expression (any running worker fires it).",
+    no_args_is_help=True,
+)
+
+DirOption = Annotated[
+    Path | None,
+    typer.Option("--dir", help="Journal directory (default: $WFL_DIR, else ./.wfl)."),
+]
+NameArg = Annotated[str, typer.Argument(help="schedule name")]
+
+
+def _client(directory: Path | None) -> Client:
+    return Client(directory)
+
+
+@schedule_app.command("add")
+def add(
+    name: NameArg,
+    flow: Annotated[str, typer.Argument(help="FLOW.py or FLOW.py:WORKFLOW")],
+    cron: Annotated[str, typer.Option("--cron", help='cron expression, e.g. "0 9 * * MON"')],
+    tz: Annotated[str, typer.Option("--tz", help="IANA time zone of the cron")] = "UTC",
+    arg: Annotated[list[str] | None, typer.Option("--arg", help="NAME=VALUE (repeatable)")] = None,
+    args_json: Annotated[str | None, typer.Option("--args-json", help="arguments as JSON")] = None,
+    overlap: Annotated[
+        str, typer.Option("--overlap", help="skip: no new run while the last one goes; allow")
+    ] = "skip",
+    catch_up: Annotated[
+        str,
+        typer.Option("--catch-up", help="slots missed while no worker ran: last, all or none"),
+    ] = "last",
+    dir: DirOption = None,
+) -> None:
+    """Add a schedule; prints its next fire time."""
+    from . import schedules
+
+    # the cheap checks first: a typo in --cron costs no import of the flow
+    schedules.check_cron(cron)
+    schedules.zone(tz)
+    added = _client(dir).add_schedule(
+        name, flow, cron=cron, tz=tz, args=parse_args(arg or [], args_json), overlap=overlap,
+        catch_up=catch_up,
+    )  # fmt: skip
+    sys.stdout.write(f"added schedule {name}: next run at {added['next_fire_at']}\n")
+
+
+@schedule_app.command("list")
+def list_(
+    json_: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    dir: DirOption = None,
+) -> None:
+    """Every schedule: workflow, cron, zone, next fire time, last run and its state, paused."""
+    rows = _client(dir).list_schedules()
+    if json_:
+        sys.stdout.write(json.dumps(rows, indent=2) + "\n")
+        return
+    from . import render
+
+    if not rows:
+        render.console.print("no schedules", style="dim")
+        return
+    render.console.print(render.schedules_table(rows))
+
+
+@schedule_app.command("pause")
+def pause(name: NameArg, dir: DirOption = None) -> None:
+    """Stop firing (until resumed)."""
+    _client(dir).pause_schedule(name)
+    sys.stdout.write(f"paused schedule {name}\n")
+
+
+@schedule_app.command("resume")
+def resume(name: NameArg, dir: DirOption = None) -> None:
+    """Fire again from the next slot on (slots passed while paused are not fired)."""
+    _client(dir).resume_schedule(name)
+    sys.stdout.write(f"resumed schedule {name}\n")
+
+
+@schedule_app.command("remove")
+def remove(name: NameArg, dir: DirOption = None) -> None:
+    """Delete the schedule (the runs it started stay)."""
+    _client(dir).remove_schedule(name)
+    sys.stdout.write(f"removed schedule {name}\n")
+
+
+@schedule_app.command("trigger")
+def trigger(name: NameArg, dir: DirOption = None) -> None:
+    """Start the schedule's workflow now; prints the run id."""
+    sys.stdout.write(_client(dir).trigger_schedule(name) + "\n")
