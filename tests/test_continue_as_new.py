@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import os
+import re
 import time
 
 import pattern_flows as pf
@@ -82,3 +83,30 @@ def test_replay_after_a_crash_finds_the_run_it_continued_as(wfl_env: WorkflowTes
     wfl_env.run_until_idle()
     assert chain_of(wfl_env, first) == chain
     assert len(wfl_env.client.list()) == 2
+
+
+def test_wfl_run_follows_the_chain_and_wfl_status_links_it_both_ways(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import shutil
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    wfl = shutil.which("wfl", path=str(Path(sys.executable).parent)) or "wfl"
+    poller = Path(__file__).resolve().parent.parent / "sample_flows" / "poller.py"
+    d = ["--dir", str(tmp_path)]
+    proc = subprocess.run(
+        [wfl, "run", str(poller), "--arg", "until=26", "--arg", "every=0.001", *d],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == '{"cursor": 26, "polls": 26}\n'
+    from wfl import Client
+
+    runs = sorted(Client(tmp_path).list(), key=lambda r: r.created_at)
+    first, second = runs
+    shown = subprocess.run([wfl, "status", first.id, *d], capture_output=True, text=True,
+                           timeout=60, check=True).stdout  # fmt: skip
+    assert re.search(rf"continued as +{second.id}", shown)
+    shown = subprocess.run([wfl, "status", second.id, *d], capture_output=True, text=True,
+                           timeout=60, check=True).stdout  # fmt: skip
+    assert re.search(rf"continued from +{first.id}", shown)

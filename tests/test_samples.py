@@ -67,3 +67,33 @@ def test_flaky_succeeds_on_the_third_attempt_and_bogus_fails_at_once() -> None:
 def test_fanout_gathers_every_page() -> None:
     with WorkflowTestEnv() as env:
         assert env.run(flow("fanout.py"), {"pages": 8}) == 280
+
+
+def test_nightly_report_fires_at_two_in_berlin_and_publishes_with_progress() -> None:
+    from datetime import UTC, datetime
+
+    start = datetime(2026, 11, 27, 12, tzinfo=UTC).timestamp()
+    with WorkflowTestEnv(start=start) as env:
+        env.client.add_schedule("nightly", flow("report.py"), cron="0 2 * * *",
+                                tz="Europe/Berlin")  # fmt: skip
+        env.advance(2 * 86400)
+        runs = sorted(env.client.list(), key=lambda r: r.scheduled_at)
+        assert [r.scheduled_at for r in runs] == [
+            "2026-11-28T01:00:00.000+00:00", "2026-11-29T01:00:00.000+00:00",
+        ]  # fmt: skip
+        st = env.status(runs[0].id)
+        assert st.result.startswith("report for 2026-11-28: signups ")
+        assert st.progress == {"done": 4, "total": 4}
+        assert st.deadline is not None
+
+
+def test_poller_chains_runs_and_wait_follows_to_the_end() -> None:
+    with WorkflowTestEnv() as env:
+        first = env.start(flow("poller.py"), {"until": 60})
+        env.run_until_idle()
+        assert env.client.wait(first, timeout=5) == {"cursor": 60, "polls": 60}
+        chain = [first]
+        while (nxt := env.status(chain[-1]).continued_as) is not None:
+            chain.append(nxt)
+        assert len(chain) == 3  # 24 + 24 + 12 polls
+        assert env.status(chain[1]).continued_from == first

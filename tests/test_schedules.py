@@ -216,7 +216,8 @@ def test_wfl_schedule_commands(tmp_path: Path) -> None:
     d = ["--dir", str(tmp_path)]
     add = wfl("schedule", "add", "nightly", f"{FLOWS}:report", "--cron", "0 2 * * *",
               "--tz", "Europe/Berlin", "--arg", "kind=nightly", *d, check=True)  # fmt: skip
-    assert add.stdout.startswith("added schedule nightly: next run at ")
+    assert add.stdout.startswith("added schedule nightly: next run 20")
+    assert add.stdout.endswith(" 02:00 CET\n") or add.stdout.endswith(" 02:00 CEST\n")
     dup = wfl("schedule", "add", "nightly", f"{FLOWS}:report", "--cron", "0 3 * * *", *d)
     assert dup.returncode == 2
     assert dup.stderr.count("\n") == 1

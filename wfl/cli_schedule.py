@@ -55,7 +55,10 @@ def add(
         name, flow, cron=cron, tz=tz, args=parse_args(arg or [], args_json), overlap=overlap,
         catch_up=catch_up,
     )  # fmt: skip
-    sys.stdout.write(f"added schedule {name}: next run at {added['next_fire_at']}\n")
+    from datetime import datetime
+
+    nxt = datetime.fromisoformat(added["next_fire_at"]).astimezone(schedules.zone(tz))
+    sys.stdout.write(f"added schedule {name}: next run {nxt.strftime('%Y-%m-%d %H:%M %Z')}\n")
 
 
 @schedule_app.command("list")

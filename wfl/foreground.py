@@ -68,15 +68,21 @@ def serve(
 
 
 def run_in_foreground(client: Client, run_id: str, *, live: bool) -> Any:
-    """Drive `run_id` (and only it) until it ends; return its result or raise."""
+    """Drive `run_id` (and only it, its children and the runs it continues as) until it
+    ends; return its result, or the result of the last run of its continue-as-new chain."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     worker = Worker(client.store, only={run_id})
+    chain = [run_id]
 
     def finished() -> bool:
-        return client.status(run_id).finished
+        st = client.status(chain[-1])
+        if st.finished and st.continued_as:
+            chain.append(st.continued_as)  # follow the chain to its end
+            return False
+        return bool(st.finished)
 
     def on_event(event: Any) -> None:
-        if event.run_id == run_id and event.kind != "loaded":
+        if event.run_id in chain and event.kind != "loaded":
             render.err_console.print(render.log_line(event), highlight=False)
 
     worker.on_event = on_event
@@ -86,7 +92,7 @@ def run_in_foreground(client: Client, run_id: str, *, live: bool) -> Any:
         await worker.run(until=finished)
 
     asyncio.run(main())
-    st = client.status(run_id)
+    st = client.status(chain[-1])
     if not st.finished:
         raise KeyboardInterrupt
     tb = st.run_state.tb if st.run_state is not None and st.state == "failed" else None

@@ -264,9 +264,19 @@ def describe_record(r: dict[str, Any]) -> Text:
     n = r.get("n")
     if t == "run":
         parent = f", child of {r['parent'][0]} step {r['parent'][1]}" if r.get("parent") else ""
+        extra = "".join(
+            f", {label} {value}"
+            for label, value in (
+                ("key", r.get("key")),
+                ("deadline", _when(r["deadline"]) if r.get("deadline") else None),
+                ("schedule", r.get("schedule")),
+                ("continued from", r.get("continued_from")),
+            )
+            if value is not None
+        )
         return Text(
             f"run {r['id']} of {r['workflow']}({_short(r['args'])}) from {r['flow']}, "
-            f"version {r.get('version', 0)}{parent}"
+            f"version {r.get('version', 0)}{parent}{extra}"
         )
     if t == "sched":
         due = f", due {_when(r['run_at'])}" if r.get("run_at", 0) > r.get("at", 0) else ""
@@ -288,6 +298,8 @@ def describe_record(r: dict[str, Any]) -> Text:
         return Text("cancel requested", style="yellow")
     if t == "end":
         kind = r["kind"]
+        if kind == "success" and r.get("continued_as"):
+            return Text(f"run completed: continued as run {r['continued_as']}", style="green")
         if kind == "success":
             return Text(f"run completed: {_short(r.get('result'))}", style="green")
         if kind == "failed":
@@ -301,6 +313,8 @@ def describe_record(r: dict[str, Any]) -> Text:
         return Text(f"restart from step {r['from_step']}", style="yellow")
     if t == "child":
         return Text(f"child run {r['child_id']} of step {n} ended: {r['kind']}")
+    if t == "progress":
+        return Text(f"progress: {_short(r.get('value'))}", style="dim")
     return Text(_short({k: v for k, v in r.items() if k != "t"}, 200))
 
 

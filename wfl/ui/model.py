@@ -23,7 +23,7 @@ Row = dict[str, Any]
 
 def row(st: RunStatus) -> Row:
     """One line of the runs table."""
-    done, total, current = st.progress
+    done, total, current = st.step_counts
     data = st.to_dict()
     data.pop("steps", None)
     data.pop("flow", None)
@@ -144,7 +144,7 @@ def run_detail(client: Client, run_id: str) -> dict[str, Any]:
     st = client.status(run_id)
     data = st.to_dict()
     records, damage = views.readable_records(client, run_id)
-    done, total, current = st.progress
+    done, total, current = st.step_counts
     data.update(
         done=done,
         total=total,

@@ -538,7 +538,7 @@ function schedulesPage() {
       h("td", { text: s.workflow }),
       h("td", {}, h("code", { class: "inline", text: s.cron }), s.tz ? h("span", { class: "muted", text: " " + s.tz }) : null),
       h("td", { class: "time" }, s.paused ? h("span", { class: "tag warn", text: "paused" }) : when(s.next_fire_at || s.next_fire, "until")),
-      h("td", {}, s.last_run ? link(`/runs/${s.last_run}`, s.last_run) : h("span", { class: "muted", text: "–" }), " ", s.last_state ? badge(s.last_state) : null),
+      h("td", {}, s.last_run ? link(`/runs/${s.last_run}`, s.last_run) : h("span", { class: "muted", text: "–" }), " ", s.last_run_state ? badge(s.last_run_state) : null),
       h("td", { class: "actions" },
         s.paused
           ? h("button", { class: "btn", onclick: () => scheduleDialog(s, "resume") }, "Resume…")
