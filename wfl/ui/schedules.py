@@ -21,7 +21,7 @@ def available(client: Client) -> bool:
 def list_schedules(client: Client) -> dict[str, Any]:
     if not available(client):
         return {"available": False, "schedules": []}
-    found = client.list_schedules()  # type: ignore[attr-defined]
+    found = client.list_schedules()
     return {"available": True, "schedules": [_as_dict(s) for s in found]}
 
 
