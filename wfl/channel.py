@@ -75,7 +75,8 @@ def create_continued(
 ) -> str:
     """(I/O thread) The next run of `prev`'s continue-as-new chain: the same workflow with
     new args, and what the chain carries on (on_complete, context, parent, deadline...)."""
-    on_complete = ":".join(prev.on_complete) if prev.on_complete else None
+    ref = prev.on_complete  # [file, name] or [file, name, module]: found again by file and name
+    on_complete = f"{ref[0]}:{ref[1]}" if ref else None
     return ops.create_run(
         self.store, self.clock, wf, args, run_id=run_id, on_complete=on_complete,
         context=prev.context, parent=prev.parent, chain_deadline=prev.chain_deadline,
