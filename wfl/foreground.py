@@ -48,7 +48,7 @@ def serve(
         worker.install_signal_handlers()
         if early_stop_requested():  # SIGTERM came while wfl was still importing
             worker.stop()
-        watcher = asyncio.create_task(reloader.watch_code(worker, reload=reload))
+        watcher = asyncio.create_task(reloader.watch_code(worker, reload=reload and not once))
         try:
             await worker.run(once=once)
         finally:

@@ -110,6 +110,12 @@ def loaded_files() -> list[str]:
     return sorted(_sources)
 
 
+def forget_files(keep: set[str]) -> None:
+    """After a failed import: files read since are not loaded code (they may be fixed)."""
+    for path in set(_sources) - keep:
+        del _sources[path]
+
+
 def load_file(name: str, real: str) -> ModuleType:
     """Import the file `real` as module `name` (not found through sys.path: a flow whose
     natural name is taken gets a private one)."""
@@ -168,8 +174,8 @@ class _CheckedFinder:
     def find_spec(
         cls, name: str, path: Sequence[str] | None = None, target: ModuleType | None = None
     ) -> importlib.machinery.ModuleSpec | None:
-        if not _roots:
-            return None
+        if not _roots or name in sys.builtin_module_names:
+            return None  # (first on sys.meta_path: a user's time.py must not beat the builtin)
         spec = importlib.machinery.PathFinder.find_spec(name, path, target)
         if spec is None or spec.origin is None:
             return None

@@ -130,6 +130,7 @@ def _import(path: str, real: str) -> ModuleType:
     _refuse_beside_changed_code(path, root)
     importer.add_root(root)
     before = set(sys.modules)
+    files = set(importer.loaded_files())
     hidden = importer.shadowed_by(root)
     for other in hidden:
         del sys.modules[other]
@@ -145,15 +146,15 @@ def _import(path: str, real: str) -> ModuleType:
                 "it from a separate process"
             )
     except SyntaxError as exc:
-        _forget(before, hidden)
+        _forget(before, hidden, files)
         raise FlowLoadError(
             f"{exc.filename or path}:{exc.lineno}: SyntaxError: {exc.msg}"
         ) from None
     except FlowLoadError:
-        _forget(before, hidden)
+        _forget(before, hidden, files)
         raise
     except BaseException as exc:
-        _forget(before, hidden)
+        _forget(before, hidden, files)
         if isinstance(exc, KeyboardInterrupt):
             raise
         raise FlowLoadError(f"{_user_frame(exc, real)}: {_describe(exc)}") from None
@@ -174,12 +175,13 @@ def _refuse_beside_changed_code(path: str, root: str) -> None:
             )
 
 
-def _forget(before: set[str], hidden: dict[str, ModuleType]) -> None:
+def _forget(before: set[str], hidden: dict[str, ModuleType], files: set[str]) -> None:
     """Undo a failed import: drop every module it added (a later retry, after the user fixed
     the file, must import them afresh, not half from this attempt) and put back what was hidden."""
     for name in set(sys.modules) - before:
         del sys.modules[name]
     sys.modules.update(hidden)
+    importer.forget_files(files)
 
 
 def _is_file(module: ModuleType, path: str) -> bool:
@@ -210,11 +212,13 @@ def _clash_message(path: str, name: str, first: ModuleType, root: str) -> str:
 
 
 def _already_imported(real: str) -> ModuleType | None:
+    base = os.path.basename(real)
     for name, module in list(sys.modules.items()):
         if name.startswith("wfl_flow_"):
             continue
         file = getattr(module, "__file__", None)
-        if file and os.path.realpath(file) == real:
+        # realpath costs system calls: only for the few modules with the same file name
+        if file and os.path.basename(file) == base and os.path.realpath(file) == real:
             return module
     return None
 

@@ -78,8 +78,10 @@ def supervise() -> int:
         return 0
     env = {**os.environ, CHILD_ENV: "1"}
     command = [sys.executable, "-c", "import sys; from wfl.entry import main; main()"]
-    while True:
+    code = 0
+    while not stopping:  # (a signal between two children must not start a third)
         child = subprocess.Popen([*command, *sys.argv[1:]], env=env)
         code = child.wait()
-        if code != RELOAD_EXIT or stopping:
-            return 0 if code == RELOAD_EXIT else code
+        if code != RELOAD_EXIT:
+            return code
+    return 0 if code == RELOAD_EXIT else code
