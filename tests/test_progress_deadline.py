@@ -140,3 +140,16 @@ def test_deadline_drops_the_result_of_a_step_in_flight() -> None:
         assert records_of(env, run_id, "done") == []
         assert pf.completions[0][1]["kind"] == "failed"
         assert pf.calls["stuck"] == 1
+
+
+def test_why_names_the_deadline_and_a_passed_one(wfl_env: WorkflowTestEnv) -> None:
+    from wfl import views
+
+    run_id = wfl_env.start(pf.slow, {"hours": 2}, deadline=1800)
+    wfl_env.advance(1)
+    why = views.explain_run(wfl_env.client, run_id)
+    assert why.startswith("a timer: step 0 (sleep) is due at ")
+    assert "; its deadline is " in why
+    wfl_env.clock.advance(3600)  # no worker ran meanwhile
+    why = views.explain_run(wfl_env.client, run_id)
+    assert "its deadline passed at " in why

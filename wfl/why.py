@@ -15,6 +15,18 @@ def explain(state: RunState, now: float, *, leased: bool, workers_alive: bool) -
         return _finished(state)
     if state.cancel_requested:
         return "it is canceled; a worker still has to record the end and call on_complete"
+    if state.deadline is not None and state.deadline <= now:
+        return _worker_needed(
+            workers_alive and not leased,
+            f"its deadline passed at {iso(state.deadline)}: it is to end failed",
+        )
+    sentence = _waiting(state, now, leased=leased, workers_alive=workers_alive)
+    if state.deadline is not None:
+        sentence += f"; its deadline is {iso(state.deadline)} ({_in(state.deadline, now)})"
+    return sentence
+
+
+def _waiting(state: RunState, now: float, *, leased: bool, workers_alive: bool) -> str:
     open_steps = sorted((s for s in state.steps.values() if not s.finished), key=lambda s: s.n)
     if not open_steps:
         if leased:
@@ -28,6 +40,8 @@ def _finished(state: RunState) -> str:
     end = state.end or {}
     when = iso(end.get("at"))
     kind = end.get("kind")
+    if kind == "success" and end.get("continued_as"):
+        return f"nothing: it completed at {when} and continued as run {end['continued_as']}"
     if kind == "success":
         return f"nothing: it completed at {when}"
     if kind == "canceled":
