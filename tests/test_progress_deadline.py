@@ -153,3 +153,16 @@ def test_why_names_the_deadline_and_a_passed_one(wfl_env: WorkflowTestEnv) -> No
     wfl_env.clock.advance(3600)  # no worker ran meanwhile
     why = views.explain_run(wfl_env.client, run_id)
     assert "its deadline passed at " in why
+
+
+def test_a_restarted_run_gets_its_deadlines_duration_again(wfl_env: WorkflowTestEnv) -> None:
+    run_id = wfl_env.start(pf.slow, {"hours": 1}, deadline=1800)
+    wfl_env.run_until_idle()
+    assert wfl_env.status(run_id).state == "failed"
+    wfl_env.client.restart(run_id)
+    restarted_at = wfl_env.now()
+    assert wfl_env.status(run_id).run_state.deadline == pytest.approx(restarted_at + 1800)
+    wfl_env.run_until_idle()
+    st = wfl_env.status(run_id)
+    assert st.state == "failed"
+    assert wfl_env.now() == pytest.approx(restarted_at + 1800)  # not at once

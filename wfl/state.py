@@ -208,6 +208,8 @@ class RunState:
             self.on_complete_tb = r.get("tb")
         elif t == "restart":
             cut = int(r["from_step"])
+            if self.deadline is not None:  # a restart gives the run its time again
+                self.deadline = float(r["at"]) + (self.deadline - self.created_at)
             self.steps = {n: s for n, s in self.steps.items() if n < cut}
             self.open = {n: s for n, s in self.steps.items() if not s.finished}
             for s in self.steps.values():
