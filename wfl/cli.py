@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
+from . import jsonout
 from .client import Client
 from .entry import (
     describe_os_error,
@@ -41,7 +41,7 @@ def _client(directory: Path | None) -> Client:
 
 
 def _print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, default=repr) + "\n")
+    sys.stdout.write(jsonout.dumps(value, indent=2) + "\n")
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -83,7 +83,7 @@ def run(
     client = _client(dir)
     run_id = client.start(flow, parse_args(arg or [], args_json))
     result = run_in_foreground(client, run_id, live=sys.stderr.isatty())
-    sys.stdout.write((result if isinstance(result, str) else json.dumps(result)) + "\n")
+    sys.stdout.write((result if isinstance(result, str) else jsonout.dumps(result)) + "\n")
 
 
 @app.command()

@@ -76,4 +76,7 @@ def iso(ts: float | None) -> str | None:
     """Epoch seconds as an ISO-8601 UTC string (the form used at the edges: JSON, tables)."""
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    except (ValueError, OverflowError, OSError):
+        return None  # NaN, inf, past year 9999 (journals of older wfl): no date can show it

@@ -175,14 +175,17 @@ async def _call(self: RunDriver, p: Pending, attempt: int) -> tuple[bool, Any]:
             call = self.loop.run_in_executor(
                 self.host.step_pool, functools.partial(ctx.run, p.fn, **p.args)
             )
-        value = await (asyncio.wait_for(call, p.timeout) if p.timeout else call)
+        if p.timeout:
+            ran_out, value = await _within(call, p.timeout)
+            if ran_out:
+                return False, TimeoutError(f"attempt took longer than timeout={p.timeout:g} s")
+        else:
+            value = await call
         if inspect.isawaitable(value):  # a sync function that returned a coroutine
             value = await value
     except asyncio.CancelledError:
         raise
-    except TimeoutError:
-        return False, TimeoutError(f"attempt took longer than timeout={p.timeout:g} s")
-    except Exception as exc:
+    except Exception as exc:  # a TimeoutError of the step's own (socket, urllib...) included
         return False, exc
     finally:
         _current.reset(token)
@@ -200,6 +203,25 @@ async def _call(self: RunDriver, p: Pending, attempt: int) -> tuple[bool, Any]:
             f"result_limit is {limit}; store big data elsewhere and return an id"
         )
     return True, value
+
+
+async def _within(call: Any, timeout: float) -> tuple[bool, Any]:
+    """(True, None) if `call` did not finish within `timeout` seconds (it is canceled), else
+    (False, its value). Unlike wait_for, a TimeoutError the call raises itself propagates as
+    that: it is the step's own failure, not its timeout."""
+    task = asyncio.ensure_future(call)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=timeout)
+    except asyncio.CancelledError:
+        task.cancel()
+        raise
+    if not done:
+        task.cancel()
+        await asyncio.wait({task})  # let it unwind, as wait_for does
+        if not task.cancelled():
+            task.exception()  # whatever it raised while unwinding is moot: the timeout stands
+        return True, None
+    return False, task.result()
 
 
 def _wake_sleep(self: RunDriver, p: Pending) -> None:

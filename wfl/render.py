@@ -15,6 +15,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from . import jsonout
 from .client import RunStatus
 from .tracebacks import format_tb, is_traceback, where
 
@@ -97,13 +98,13 @@ def run_detail(st: RunStatus, *, flow_changed: bool = False) -> Group:
     if flow_changed:
         head.add_row("", Text("the flow file changed since this run started", style="yellow"))
     head.add_row("state", styled(st.state))
-    head.add_row("args", json.dumps(st.args, default=repr))
+    head.add_row("args", jsonout.dumps(st.args))
     head.add_row("created", short_time(st.created_at))
     head.add_row("updated", short_time(st.updated_at))
     if not st.finished:
         head.add_row("next wake", f"{short_time(st.next_wake_at)}  ({until(st.next_wake_at)})")
     if st.state == "completed":
-        head.add_row("result", json.dumps(st.result, default=repr))
+        head.add_row("result", jsonout.dumps(st.result))
     rs = st.run_state
     if st.error:
         head.add_row("error", Text(str(st.error), style="red"))
@@ -248,7 +249,7 @@ def timeline(records: list[dict[str, Any]]) -> Table:
 
 
 def _short(value: Any, limit: int = 80) -> str:
-    text = json.dumps(value, default=repr)
+    text = jsonout.dumps(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 

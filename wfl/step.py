@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -40,6 +41,25 @@ def current_step() -> StepContext:
     if ctx is None:
         raise RuntimeError("wfl.current_step() is only available inside a running step")
     return ctx
+
+
+# Delays longer than a century are mistakes (and past year 9999 no date can show them); NaN
+# never comes due and would sit at the top of the worker's timer heap.
+MAX_DELAY = 100 * 365.25 * 86400.0
+
+
+def _delay(value: float | None, what: str) -> float | None:
+    if value is not None and not (math.isfinite(value) and abs(value) <= MAX_DELAY):
+        raise ValueError(
+            f"{what} must be a finite number of seconds, at most 100 years; got {value}"
+        )
+    return value
+
+
+def _wake_time(value: float | None, now: float) -> float | None:
+    if value is not None and not (math.isfinite(value) and 0 < value <= now + MAX_DELAY):
+        raise ValueError(f"run_at= must be a real time, at most 100 years from now; got {value}")
+    return value
 
 
 def seconds(value: float | timedelta | None) -> float | None:
@@ -129,10 +149,12 @@ class Step:
         if self._defaults:
             given = {k: v for k, v in options.items() if v is not None}
             options = {**self._defaults, **given}
-        return _options(options)
+        opts = _options(options)
+        _wake_time(opts.run_at, self._driver.clock.now())
+        return opts
 
     def sleep(self, duration: float | timedelta, *, name: str | None = None) -> asyncio.Future[Any]:
-        delay = seconds(duration) or 0.0
+        delay = _delay(seconds(duration), "step.sleep() duration") or 0.0
         return self._driver.call_step(
             "sleep", None, None, StepOptions(name=name or "sleep", run_after=delay)
         )
@@ -186,10 +208,10 @@ def _options(options: dict[str, Any]) -> StepOptions:
         raise TypeError("give run_after= or run_at=, not both")
     return StepOptions(
         name=options.get("name"),
-        run_after=seconds(options.get("run_after")),
+        run_after=_delay(seconds(options.get("run_after")), "run_after="),
         run_at=epoch(options.get("run_at")),
         retry=options.get("retry"),
-        timeout=seconds(options.get("timeout")),
+        timeout=_delay(seconds(options.get("timeout")), "timeout="),
         unstable_args=bool(options.get("unstable_args", False)),
     )
 

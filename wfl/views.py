@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import journal, ops
+from . import journal, jsonout, ops
 from .client import Client, RunStatus, check_filters
 from .errors import InvalidArguments, JournalCorrupt
 from .why import explain, explain_code
@@ -106,7 +105,7 @@ def _note_stray_files(client: Client) -> None:
 
 
 def print_json(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, indent=2, default=repr) + "\n")
+    sys.stdout.write(jsonout.dumps(value, indent=2) + "\n")
 
 
 def print_json_line(value: Any) -> None:
