@@ -165,7 +165,9 @@ class Step:
         """The value of the next event `name` sent to this run (buffered if sent earlier).
         With `type=`, the value is validated and coerced as workflow arguments are; a value
         that does not fit fails this step. An event sent with an error raises EventFailed."""
-        return self._driver.call_event(name, seconds(timeout), value_type=type)
+        return self._driver.call_event(
+            name, _delay(seconds(timeout), "await_event timeout="), value_type=type
+        )
 
     def now(self) -> datetime:
         """The time, recorded the first time and the same on every replay."""

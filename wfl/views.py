@@ -109,7 +109,7 @@ def print_json(value: Any) -> None:
 
 
 def print_json_line(value: Any) -> None:
-    sys.stdout.write(json.dumps(value, default=repr) + "\n")
+    sys.stdout.write(jsonout.dumps(value) + "\n")
     sys.stdout.flush()  # a reader of the stream sees each change as it happens
 
 
