@@ -147,7 +147,7 @@ def _patterns_rows(head: Table, data: dict[str, Any]) -> None:
     if data.get("continued_as"):
         head.add_row("continued as", str(data["continued_as"]))
     if data.get("progress") is not None:
-        head.add_row("progress", json.dumps(data["progress"], default=repr))
+        head.add_row("progress", jsonout.dumps(data["progress"]))
 
 
 def _zoned(iso_time: str | None, tz: str) -> str:
