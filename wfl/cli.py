@@ -34,6 +34,12 @@ DirOption = Annotated[
     typer.Option("--dir", help="Journal directory (default: $WFL_DIR, else ./.wfl)."),
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
+LogLevelOption = Annotated[
+    str,
+    typer.Option(
+        "--log-level", metavar="LEVEL", help="log lines shown: DEBUG INFO WARNING ERROR CRITICAL"
+    ),
+]
 
 
 def _client(directory: Path | None) -> Client:
@@ -75,14 +81,16 @@ def run(
     flow: Annotated[str, typer.Argument(help="FLOW.py or FLOW.py:WORKFLOW")],
     arg: Annotated[list[str] | None, typer.Option("--arg", help="NAME=VALUE (repeatable)")] = None,
     args_json: Annotated[str | None, typer.Option("--args-json", help="arguments as JSON")] = None,
+    log_level: LogLevelOption = "INFO",
     dir: DirOption = None,
 ) -> None:
     """Start a run and drive it to its end in the foreground; print its result."""
-    from .foreground import run_in_foreground
+    from .foreground import parse_level, run_in_foreground
 
+    level = parse_level(log_level)
     client = _client(dir)
     run_id = client.start(flow, parse_args(arg or [], args_json))
-    result = run_in_foreground(client, run_id, live=sys.stderr.isatty())
+    result = run_in_foreground(client, run_id, live=sys.stderr.isatty(), log_level=level)
     sys.stdout.write((result if isinstance(result, str) else jsonout.dumps(result)) + "\n")
 
 
@@ -165,14 +173,16 @@ def worker(
     reload: Annotated[
         bool, typer.Option("--reload", help="restart the worker when its code changes")
     ] = False,
+    log_level: LogLevelOption = "INFO",
     dir: DirOption = None,
 ) -> None:
     """Drive runs: replay due runs, execute steps, sleep until the next timer or new work."""
-    from .foreground import serve
+    from .foreground import parse_level, serve
 
+    level = parse_level(log_level)
     serve(
         Path(dir) if dir else None, max_parallelism=max_parallelism, once=once, grace=grace,
-        app_dir=app_dir, reload=reload,
+        app_dir=app_dir, reload=reload, log_level=level,
     )  # fmt: skip
 
 

@@ -7,13 +7,68 @@ import contextlib
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from . import live as live_view
 from . import render
 from .client import Client, result_of
 from .entry import early_stop_requested
+from .errors import InvalidArguments
 from .worker import Worker
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+
+def parse_level(text: str) -> int:
+    """A --log-level value (any case) as a logging level."""
+    name = text.strip().upper()
+    if name not in LEVELS:
+        raise InvalidArguments(f"--log-level must be one of {', '.join(LEVELS)}, not {text!r}")
+    return int(getattr(logging, name))
+
+
+def _internal(record: logging.LogRecord) -> bool:
+    """wfl's own diagnostics (not the user's step.logger lines under wfl.workflow)."""
+    name = record.name
+    return (name == "wfl" or name.startswith("wfl.")) and not name.startswith("wfl.workflow")
+
+
+class _UserLines(logging.Handler):
+    """The user's log lines (step.logger, and any logger used inside a step), handed to
+    the worker's view so they print with the run id and do not tear a live table."""
+
+    def __init__(self, level: int, sink: Callable[[logging.LogRecord], None]) -> None:
+        super().__init__(level)
+        self.sink = sink
+        self.addFilter(lambda record: not _internal(record))
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if getattr(record, "run_id", None) is None:
+                from .step import _current
+
+                ctx = _current.get()  # a plain logger called inside a step
+                record.run_id = ctx.run_id if ctx is not None else None
+            self.sink(record)
+        except Exception:
+            self.handleError(record)
+
+
+def setup_logging(level: int, sink: Callable[[logging.LogRecord], None]) -> None:
+    """User lines at `level` and up go to `sink`; wfl's own diagnostics stay on stderr at
+    WARNING and up (DEBUG too with --log-level DEBUG)."""
+    internal = logging.StreamHandler(sys.stderr)
+    internal.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    internal.setLevel(logging.DEBUG if level <= logging.DEBUG else max(level, logging.WARNING))
+    internal.addFilter(_internal)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(internal)
+    root.addHandler(_UserLines(level, sink))
+    root.setLevel(level)
 
 
 def serve(
@@ -24,6 +79,7 @@ def serve(
     grace: float,
     app_dir: str | None = None,
     reload: bool = False,
+    log_level: int = logging.INFO,
 ) -> None:
     from . import reload as reloader
     from .loader import add_app_dir
@@ -35,11 +91,11 @@ def serve(
     else:
         with contextlib.suppress(OSError):  # a working directory deleted under us: no app dir
             add_app_dir(os.getcwd())
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     live = sys.stdout.isatty()
     worker = Worker(directory, max_parallelism=max_parallelism, grace=grace)
-    view = render.WorkerView(worker, live=live)
+    view = live_view.WorkerView(worker, live=live)
     worker.on_event = view.on_event
+    setup_logging(log_level, view.on_log)
 
     restart = False
 
@@ -67,10 +123,17 @@ def serve(
         sys.exit(reloader.RELOAD_EXIT)
 
 
-def run_in_foreground(client: Client, run_id: str, *, live: bool) -> Any:
+def run_in_foreground(
+    client: Client, run_id: str, *, live: bool, log_level: int = logging.INFO
+) -> Any:
     """Drive `run_id` (and only it, its children and the runs it continues as) until it
     ends; return its result, or the result of the last run of its continue-as-new chain."""
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    setup_logging(
+        log_level,
+        lambda record: render.err_console.print(
+            live_view.log_record_line(record), highlight=False, soft_wrap=True
+        ),
+    )
     worker = Worker(client.store, only={run_id})
     chain = [run_id]
 
@@ -83,7 +146,7 @@ def run_in_foreground(client: Client, run_id: str, *, live: bool) -> Any:
 
     def on_event(event: Any) -> None:
         if event.run_id in chain and event.kind != "loaded":
-            render.err_console.print(render.log_line(event), highlight=False)
+            render.err_console.print(live_view.log_line(event), highlight=False)
 
     worker.on_event = on_event
 

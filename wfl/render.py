@@ -5,21 +5,16 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections import deque
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rich.console import Console, Group
-from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
 from . import jsonout
 from .client import RunStatus
 from .tracebacks import format_tb, is_traceback, where
-
-if TYPE_CHECKING:  # the worker (asyncio, replay) is not needed to print a table
-    from .worker import Worker, WorkerEvent
 
 STATE_STYLE = {
     "in_progress": "cyan",
@@ -316,71 +311,3 @@ def describe_record(r: dict[str, Any]) -> Text:
     if t == "progress":
         return Text(f"progress: {_short(r.get('value'))}", style="dim")
     return Text(_short({k: v for k, v in r.items() if k != "t"}, 200))
-
-
-class WorkerView:
-    """The worker's live table on a terminal, or one log line per event elsewhere."""
-
-    def __init__(self, worker: Worker, *, live: bool) -> None:
-        self.worker = worker
-        self.live = live
-        self.recent: deque[WorkerEvent] = deque(maxlen=8)
-        self._live: Live | None = None
-
-    def __enter__(self) -> WorkerView:
-        if self.live:
-            self._live = Live(self._render(), console=console, refresh_per_second=8)
-            self._live.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._live is not None:
-            self._live.update(self._render())
-            self._live.__exit__(None, None, None)
-
-    def on_event(self, event: WorkerEvent) -> None:
-        if event.kind in ("run_finished", "step_failed", "broken", "paused", "on_complete_failed"):
-            self.recent.append(event)
-        if self._live is not None:
-            self._live.update(self._render())
-        elif not self.live:
-            console.print(log_line(event), highlight=False, soft_wrap=True)
-
-    def _render(self) -> Group:
-        w = self.worker
-        table = Table(title="runs in progress", box=None, header_style="bold", title_justify="left")
-        for column in ("RUN", "WORKFLOW", "CURRENT STEP", "ATTEMPT", "NEXT WAKE"):
-            table.add_column(column, no_wrap=True)
-        now = w.clock.now()
-        for d in list(w.drivers.values())[:20]:
-            step = d.state.current_step()
-            wake = d.state.next_wake_at()
-            table.add_row(
-                d.run_id,
-                d.workflow.name,
-                f"{step.n} {step.name} ({step.display_state})" if step else "-",
-                str(step.attempts) if step else "-",
-                "now" if wake is None or wake <= now else "in " + _span(wake - now),
-            )
-        stats = w.stats
-        summary = Text(
-            f"{len(w.drivers)} active, {len(w._waking)} waiting · {stats['steps']} steps done · "
-            f"{stats['runs_finished']} runs finished · {stats['failures']} step failures",
-            style="dim",
-        )
-        recent = Table(title="recent", box=None, title_justify="left", show_header=False)
-        recent.add_column()
-        for e in reversed(self.recent):
-            recent.add_row(log_line(e))
-        return Group(table, Text(""), recent, summary)
-
-
-def log_line(e: WorkerEvent) -> Text:
-    when = datetime.fromtimestamp(e.at or time.time(), UTC).strftime("%H:%M:%S.%f")[:-3]
-    step = f" step {e.step} {e.name}" if e.step is not None else ""
-    attempt = f" attempt {e.attempt}" if e.attempt else ""
-    detail = f" {e.detail}" if e.detail else ""
-    style = "red" if e.kind in ("step_failed", "broken", "paused", "on_complete_failed") else ""
-    if e.kind == "run_finished":
-        style = {"success": "green", "failed": "red", "canceled": "yellow"}.get(e.detail, "")
-    return Text(f"{when} {e.run_id} {e.workflow} {e.kind}{step}{attempt}{detail}", style=style)

@@ -36,6 +36,30 @@ def _waiting(state: RunState, now: float, *, leased: bool, workers_alive: bool) 
     return reasons[0] if len(reasons) == 1 else "; ".join(reasons[:3])
 
 
+def waits_for(state: RunState) -> str:
+    """A few words on what an unfinished run waits for (the worker's live table)."""
+    if state.end is not None:
+        return "its end to be wound up"  # on_complete or the parent still to be told
+    if state.cancel_requested:
+        return "its cancellation"
+    open_steps = sorted((s for s in state.steps.values() if not s.finished), key=lambda s: s.n)
+    if not open_steps:
+        return "its workflow code to run"
+    s = open_steps[0]
+    label = f"step {s.n} {s.name}"
+    if s.kind == "event":
+        return f"event {s.sched.get('event')!r}" + (
+            " (or timeout)" if s.sched.get("timeout_at") else ""
+        )
+    if s.kind == "workflow" and s.child_id:
+        return f"child run {s.child_id}"
+    if s.running and s.kind in EXECUTED_KINDS:
+        return f"{label}, cut off mid-attempt"
+    if s.retry_at is not None:
+        return f"backoff: {label} retries (attempt {s.attempts + 1} of {_max_attempts(s)})"
+    return f"timer: {label}"
+
+
 def _finished(state: RunState) -> str:
     end = state.end or {}
     when = iso(end.get("at"))

@@ -33,6 +33,7 @@ from .manager import WorkflowDef
 from .replay import RunDriver
 from .state import RunState
 from .store import Lease, Store
+from .why import waits_for
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +95,9 @@ class Worker:
         self._seq = itertools.count()
         self._waking: dict[str, _Timer] = {}  # evicted/unloaded run -> its wake timer
         self.schedule_timer: _Timer | None = None  # the next slot of any schedule
+        # what each run not held live waits for, for the live view: run id -> (workflow,
+        # what it waits for or None (not known yet: the view looks), next wake or None)
+        self.waits: dict[str, tuple[str, str | None, float | None]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -176,8 +180,13 @@ class Worker:
         for s in summaries(self.store):
             if s.broken:
                 self._report_broken(s.id, str(s.status["error"]))
-            elif s.wake_at is not None and (self.only is None or s.id in self.only):
+            elif self.only is not None and s.id not in self.only:
+                continue
+            elif s.wake_at is not None:
                 self._wake_at(s.id, s.wake_at)
+                self.waits[s.id] = (str(s.status["workflow"]), None, s.wake_at)
+            elif s.status["state"] == "in_progress":  # waits for an event
+                self.waits[s.id] = (str(s.status["workflow"]), None, None)
 
     def rescan(self) -> None:
         for run_id in self.store.run_ids():
@@ -213,8 +222,16 @@ class Worker:
                 return
             self.only.add(run_id)  # a child of a run we drive, or the next run of its chain
         wake = state.next_wake_at()
+        self._note_wait(state, wake)
         if wake is not None:
             self._wake_at(run_id, wake)
+
+    def _note_wait(self, state: RunState, wake: float | None) -> None:
+        """Remember what a run that is not held live waits for (shown by the live view)."""
+        if state.finished and wake is None:
+            self.waits.pop(state.id, None)
+        else:
+            self.waits[state.id] = (state.workflow, waits_for(state), wake)
 
     def _wake_at(self, run_id: str, when: float) -> None:
         old = self._waking.get(run_id)
@@ -253,6 +270,7 @@ class Worker:
             return
         self.drivers[run_id] = driver
         self.leases[run_id] = lease
+        self.waits.pop(run_id, None)  # live now: the view reads the driver's state
         self.emit("loaded", driver)
         driver.start()
 
@@ -403,6 +421,8 @@ class Worker:
     def driver_closed(self, driver: RunDriver) -> None:
         if self.drivers.get(driver.run_id) is driver:
             del self.drivers[driver.run_id]
+            if not driver.finished:  # evicted: it waits, and the live view still lists it
+                self._note_wait(driver.state, driver.state.next_wake_at())
             driver.writer.close()
             lease = self.leases.pop(driver.run_id, None)
             if lease is not None:
