@@ -197,3 +197,8 @@ async def unstable_defaults(step: Step) -> str:
     await loose.run_query(peek, {"key": f"nonce {calls['nonce']}"}, name="read")
     await step.sleep(60)
     return "done"
+
+
+@workflow.define
+async def parent_of_failure(step: Step) -> None:
+    await step.run_workflow(pay, {"order": "child-1"})

@@ -359,3 +359,12 @@ def test_with_options_refuses_options_that_are_no_defaults(env: WorkflowTestEnv)
     step._defaults = {}
     with pytest.raises(TypeError, match="with_options\\(\\) takes retry, timeout, unstable_args"):
         step.with_options(name="x")
+
+
+def test_a_failed_child_run_gives_its_traceback_to_the_parents_step(env: WorkflowTestEnv) -> None:
+    run_id = env.start(df.parent_of_failure)
+    env.run_until_idle()
+    (fail,) = journal(env, run_id, "fail")
+    assert fail["error_type"] == "StepFailed"
+    assert innermost(fail["tb"])[:3] == [FLOWS, df.line_of("lookup"), "_lookup"]  # type: ignore[index]
+    assert f"line {df.line_of('pay')}, in pay" in format_tb(fail["tb"])  # the child's workflow
