@@ -20,6 +20,8 @@ from .render import _span, console
 if TYPE_CHECKING:  # the worker (asyncio, replay) is imported by whoever builds the view
     from .worker import Worker, WorkerEvent
 
+log = logging.getLogger(__name__)
+
 ROWS = 20  # runs listed; the rest are counted
 RATE_WINDOW = 10.0  # seconds over which steps/s is measured
 
@@ -67,8 +69,8 @@ class WorkerView:
         with self._lock:
             try:
                 self._last = self.render()
-            except RuntimeError:  # a dict the loop thread was changing: keep the last frame
-                pass
+            except Exception:  # read mid-change by the loop thread: keep the last frame
+                log.debug("live view frame skipped", exc_info=True)
             return self._last
 
     def render(self) -> Group:
