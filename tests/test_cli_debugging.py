@@ -279,7 +279,7 @@ def test_live_table_lists_executing_and_waiting_runs_soonest_first(cli: Cli) -> 
             )
         )
         assert re.search(r"executing\s+step 0 hold\s+1\s+running", row(frame, held))
-        assert re.search(r"backoff: step 0 unreachable_service .*in \d+s", row(frame, backoff))
+        assert re.search(r"backoff: step 0 unreachable_service .*in \d+[sm]", row(frame, backoff))
         assert re.search(r"timer: step 1 later\s+-\s+in (59|60)m", row(frame, timer))
         assert re.search(r"event 'approved'\s+-\s+on event", row(frame, event))
         order = [frame.index(r) for r in (held, backoff, timer, event)]
