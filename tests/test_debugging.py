@@ -368,3 +368,13 @@ def test_a_failed_child_run_gives_its_traceback_to_the_parents_step(env: Workflo
     assert fail["error_type"] == "StepFailed"
     assert innermost(fail["tb"])[:3] == [FLOWS, df.line_of("lookup"), "_lookup"]  # type: ignore[index]
     assert f"line {df.line_of('pay')}, in pay" in format_tb(fail["tb"])  # the child's workflow
+
+
+def test_workflow_failed_carries_the_runs_traceback(env: WorkflowTestEnv) -> None:
+    run_id = env.start(df.raises_itself)
+    env.run_until_idle()
+    with pytest.raises(WorkflowFailed) as info:
+        Client(env.dir).wait(run_id, timeout=5)
+    assert info.value.traceback is not None
+    assert info.value.traceback.endswith("ValueError: total is negative: -1\n")
+    assert f"line {df.line_of('check-total')}, in _check_total" in info.value.traceback

@@ -319,7 +319,8 @@ def result_of(st: RunStatus) -> Any:
         return st.result
     if st.state == "canceled":
         raise WorkflowCanceled(st.id)
-    raise WorkflowFailed(st.id, st.error or "unknown error")
+    traceback = st.to_dict().get("traceback")  # absent from the list form
+    raise WorkflowFailed(st.id, st.error or "unknown error", traceback=traceback)
 
 
 def _backoff() -> Iterator[None]:

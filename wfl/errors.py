@@ -120,11 +120,15 @@ class EventTimeout(WflError):
 
 
 class WorkflowFailed(WflError):
+    """The run failed; `traceback` is the recorded traceback of its error as Python would
+    print it (None when nothing of the user's code raised)."""
+
     exit_code = 1
 
-    def __init__(self, run_id: str, error: str) -> None:
+    def __init__(self, run_id: str, error: str, *, traceback: str | None = None) -> None:
         self.run_id = run_id
         self.error = error
+        self.traceback = traceback
         super().__init__(f"run {run_id} failed: {error}")
 
 
