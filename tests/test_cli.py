@@ -55,7 +55,7 @@ def wfl(
     timeout: float = 60,
 ) -> subprocess.CompletedProcess[str]:
     """Run the real `wfl` command; WFL_DIR is unset unless `env` sets it."""
-    full_env = {k: v for k, v in os.environ.items() if k != "WFL_DIR"}
+    full_env = {k: v for k, v in os.environ.items() if k not in ("WFL_DIR", "WFL_STORE")}
     full_env.update(COLUMNS="250", PYTHONDONTWRITEBYTECODE="1")
     full_env.update(env or {})
     return subprocess.run(
@@ -507,7 +507,7 @@ def worker_process(cli: Wfl) -> Any:
     procs: list[subprocess.Popen[str]] = []
 
     def spawn() -> subprocess.Popen[str]:
-        env = {k: v for k, v in os.environ.items() if k != "WFL_DIR"}
+        env = {k: v for k, v in os.environ.items() if k not in ("WFL_DIR", "WFL_STORE")}
         proc = subprocess.Popen(
             [WFL, "worker", "--dir", str(cli.dir)],
             cwd=cli.tmp,

@@ -31,9 +31,17 @@ REPO = Path(__file__).resolve().parent.parent
 GREETING = REPO / "sample_flows" / "greeting.py"
 
 
-@pytest.fixture
-def env() -> Any:
-    with WorkflowTestEnv() as e:
+@pytest.fixture(params=["file", "postgresql"])
+def env(request: pytest.FixtureRequest) -> Any:
+    """Every engine test runs on both stores (a temp directory; a fresh PostgreSQL database),
+    except those marked `files_only` (they look at journal files themselves)."""
+    if request.param == "file":
+        with WorkflowTestEnv() as e:
+            yield e
+        return
+    if request.node.get_closest_marker("files_only"):
+        pytest.skip("looks at journal files")
+    with WorkflowTestEnv(store=request.getfixturevalue("pg_url")) as e:
         yield e
 
 
@@ -54,7 +62,7 @@ def failed_error(env: WorkflowTestEnv, run_id: str) -> str:
 
 def drive_with_worker(env: WorkflowTestEnv) -> None:
     """One fresh worker, as `wfl worker --once` would run: drains what is due now."""
-    worker = Worker(env.dir, clock=env.clock, listen=False)
+    worker = Worker(env.client.store, clock=env.clock, listen=False)
     asyncio.run(worker.run(once=True))
 
 
@@ -277,7 +285,7 @@ def test_step_context_gives_run_id_step_attempt_and_idempotency_key(
 
 
 def test_attempt_is_on_disk_as_running_before_the_step_executes(env: WorkflowTestEnv) -> None:
-    seen = env.run(flows.peeks, {"dir": str(env.dir)})
+    seen = env.run(flows.peeks, {"dir": env.client.dir})
     assert seen["state"] == "running"
     assert seen["attempts"] == 1
     assert seen["started"] is not None
@@ -402,7 +410,7 @@ def test_evicted_run_is_replayed_without_re_execution(env: WorkflowTestEnv) -> N
 
     async def drive() -> None:
         worker = Worker(
-            env.dir,
+            env.client.store,
             clock=env.clock,
             listen=False,
             evict_after=0.0,
@@ -500,9 +508,7 @@ def test_code_that_catches_a_violation_cannot_run_new_steps(env: WorkflowTestEnv
 
 
 def write_record(env: WorkflowTestEnv, run_id: str, record: dict[str, Any]) -> None:
-    from wfl import journal
-
-    journal.update(env.client.store.journal_path(run_id), lambda existing: [record])
+    env.client.store.update(run_id, lambda existing: [record])
 
 
 def interrupted(env: WorkflowTestEnv, kind: str, retry: bool = False) -> str:
@@ -573,7 +579,10 @@ def test_journal_over_journal_limit_fails_the_run(env: WorkflowTestEnv) -> None:
     error = failed_error(env, run_id)
     assert "journal_limit" in error
     assert "store big data elsewhere" in error
-    assert env.client.store.journal_path(run_id).stat().st_size < 4096 + 1024
+    from wfl import journal
+
+    size = sum(len(journal.frame(r)) for r in env.client.store.read(run_id))
+    assert size < 4096 + 1024
     assert [c[1]["kind"] for c in flows.completions] == ["failed"]
 
 
@@ -600,7 +609,7 @@ def test_cancel_of_a_scheduled_step(env: WorkflowTestEnv) -> None:
 
 def test_cancel_of_an_in_flight_step_drops_its_result(env: WorkflowTestEnv) -> None:
     run_id = env.start(
-        flows.cancels_itself, {"dir": str(env.dir)}, on_complete=flows.record_completion
+        flows.cancels_itself, {"dir": env.client.dir}, on_complete=flows.record_completion
     )
     env.run_until_idle()
     assert flows.calls["inflight"] == 1
@@ -638,10 +647,9 @@ def test_cleanup_of_an_in_progress_run_is_refused(env: WorkflowTestEnv) -> None:
 def test_cleanup_of_a_finished_run_deletes_its_journal(env: WorkflowTestEnv) -> None:
     env.run(flows.one_action)
     run_id = env.client.list()[0].id
-    path = env.client.store.journal_path(run_id)
-    assert path.exists()
+    assert env.client.store.exists(run_id)
     assert env.client.cleanup(run_id) == [run_id]
-    assert not path.exists()
+    assert not env.client.store.exists(run_id)
     assert env.client.list() == []
 
 
@@ -938,11 +946,12 @@ def test_restart_of_a_failed_run_can_complete(env: WorkflowTestEnv) -> None:
 def test_restart_keeps_the_journal_append_only(env: WorkflowTestEnv) -> None:
     env.run(flows.restartable)
     run_id = env.client.list()[0].id
-    before = env.client.store.journal_path(run_id).read_bytes()
+    before = env.client.store.read(run_id)
     env.client.restart(run_id)
     env.run_until_idle()
-    after = env.client.store.journal_path(run_id).read_bytes()
-    assert after.startswith(before)
+    after = env.client.store.read(run_id)
+    assert after[: len(before)] == before
+    assert len(after) > len(before)
     assert flows.calls == {"r0": 2, "r1": 2, "r2": 2}
 
 
@@ -1171,7 +1180,7 @@ def test_cancel_of_a_run_whose_flow_does_not_import_still_finishes(tmp_path: Pat
 def test_worker_holds_at_most_max_live_runs_at_once(env: WorkflowTestEnv) -> None:
     ids = [env.start(flows.three_steps) for _ in range(20)]
     live: list[int] = []
-    worker = Worker(env.dir, clock=env.clock, listen=False, max_live=4)
+    worker = Worker(env.client.store, clock=env.clock, listen=False, max_live=4)
     worker.on_event = lambda e: live.append(len(worker.drivers)) if e.kind == "loaded" else None
     env.clock.skip = True
     try:
@@ -1182,6 +1191,7 @@ def test_worker_holds_at_most_max_live_runs_at_once(env: WorkflowTestEnv) -> Non
     assert max(live) == 4
 
 
+@pytest.mark.files_only
 def test_an_unexpected_error_while_writing_pauses_the_run_instead_of_hanging(
     env: WorkflowTestEnv, monkeypatch: pytest.MonkeyPatch
 ) -> None:

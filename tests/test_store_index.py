@@ -11,7 +11,7 @@ import pytest
 
 from wfl import Client, index, journal
 from wfl.errors import AmbiguousRunId, InvalidRunId, RunNotFound
-from wfl.store import Store
+from wfl.store import FileStore as Store
 
 FLOW = str(Path(__file__).resolve().parent / "cli_flows" / "quick.py")
 

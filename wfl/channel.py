@@ -1,6 +1,6 @@
-"""A worker's dealings with the world outside its loop: news of runs (datagrams on the
-wake-up socket, records other processes append), children's results, events for listeners,
-and shutdown.
+"""A worker's dealings with the world outside its loop: news of runs (the store's listener,
+records other processes append), children's results, events for listeners, losing and
+regaining the store, and shutdown.
 
 The functions here are Worker methods (bound in worker.py), kept apart from its scheduling.
 """
@@ -10,17 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
-import socket
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import ops
 from .clock import iso
-from .errors import WflError
+from .errors import StoreUnavailable, WflError
 from .state import RunState
-from .store import SCHEDULES_NEWS, socket_address
+from .store import SCHEDULES_NEWS
 
 if TYPE_CHECKING:
     from .manager import WorkflowDef
@@ -133,10 +131,14 @@ def _news(self: Worker, run_id: str) -> None:
         self.look_at_schedules()
     elif run_id in self.drivers:
         self.drivers[run_id].poll()
-    else:
-        with contextlib.suppress(WflError):
+    elif self.offline is None:
+        try:
             self.broken.pop(run_id, None)
             self._consider(run_id)
+        except StoreUnavailable as exc:
+            self.store_lost(exc)
+        except WflError:
+            pass
     self.activity()
 
 
@@ -166,45 +168,84 @@ def _emit_raw(self: Worker, event: WorkerEvent) -> None:
             log.exception("event listener failed")
 
 
-def _open_socket(self: Worker, loop: asyncio.AbstractEventLoop) -> None:
-    self._token = f"{os.getpid()}-{os.urandom(4).hex()}"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+def _open_listener(self: Worker) -> None:
+    opened = self.store.listen()
+    if opened is None:
+        return  # news only by rescanning
+    self._token, self._listener = opened
+    assert self._loop is not None
+    self._loop.add_reader(self._listener.fileno(), self._on_news)
+
+
+def _on_news(self: Worker) -> None:
+    if self._listener is None:
+        return
     try:
-        sock.bind(socket_address(self._token))
-    except OSError as exc:  # no abstract sockets here: fall back to rescans
-        log.warning("no wake-up socket (%s); new work is found by rescanning", exc)
-        sock.close()
+        news = self._listener.drain()
+    except StoreUnavailable as exc:
+        self.store_lost(exc)
         return
-    sock.setblocking(False)
-    self._sock = sock
-    marker = self.store.dir / "workers" / self._token
-    marker.touch(mode=0o600)
-    loop.add_reader(sock.fileno(), self._on_datagram)
+    for run_id in news:
+        self._news(run_id)
 
 
-def _on_datagram(self: Worker) -> None:
-    assert self._sock is not None
-    while True:
-        try:
-            data = self._sock.recv(256)
-        except (BlockingIOError, InterruptedError):
-            break
-        self._news(data.decode(errors="replace"))
-
-
-def _close_socket(self: Worker) -> None:
-    if self._sock is None:
+def _close_listener(self: Worker) -> None:
+    listener, self._listener = self._listener, None
+    if listener is None:
         return
-    with contextlib.suppress(Exception):
-        asyncio.get_running_loop().remove_reader(self._sock.fileno())
-    self._sock.close()
-    self._sock = None
-    (self.store.dir / "workers" / self._token).unlink(missing_ok=True)
+    if self._loop is not None:
+        with contextlib.suppress(Exception):
+            self._loop.remove_reader(listener.fileno())
+    listener.close()
+
+
+RECONNECT_FIRST = 0.5  # seconds before the first retry; doubles up to RECONNECT_MAX
+RECONNECT_MAX = 30.0
+
+
+def store_lost(self: Worker, exc: StoreUnavailable) -> None:
+    """The store cannot be reached: our leases cannot be proven any more, so drop every run
+    (whatever they were about to record is redone by their next holder), start nothing, and
+    retry the connection with backoff until it comes back."""
+    if self.offline is not None:
+        return
+    self.offline = RECONNECT_FIRST
+    log.warning("%s; dropping %d runs, retrying in %g s", exc, len(self.drivers), RECONNECT_FIRST)
+    self._close_listener()
+    for driver in list(self.drivers.values()):
+        driver.evict()
+    for timer in self._waking.values():
+        timer.cancel()
+    self._waking.clear()
+    self._admission.clear()
+    self._admitting.clear()
+    self.store.close()
+    self.call_at(self.clock.now() + RECONNECT_FIRST, self._reconnect)
+
+
+def _reconnect(self: Worker) -> None:
+    delay = self.offline
+    if delay is None or self.draining:
+        return
+    try:
+        self.store.ensure()
+        if self.listen:
+            self._open_listener()
+        self.offline = None
+        self.scan()
+    except StoreUnavailable as exc:
+        self._close_listener()
+        self.offline = delay = min(delay * 2, RECONNECT_MAX)
+        log.warning("%s; retrying in %g s", exc, delay)
+        self.call_at(self.clock.now() + delay, self._reconnect)
+        return
+    log.warning("store %s is back; serving runs again", self.store.spec)
+    self._versions = {}
 
 
 async def _shutdown(self: Worker) -> None:
     self.draining = True
-    self._close_socket()
+    self._close_listener()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + self.grace
     while any(d.inflight for d in self.drivers.values()) and loop.time() < deadline:

@@ -8,13 +8,12 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-from . import journal
 from .clock import SystemClock
-from .errors import DeterminismViolation, JournalCorrupt, WflError
+from .errors import DeterminismViolation, JournalCorrupt, RunNotFound, WflError
 from .loader import load_workflow, module_name
 from .replay import RunDriver
 from .state import RunState
-from .store import Store
+from .stores.base import Store
 
 STABLE_ROUNDS = 5  # loop turns without a new step call: the coroutine is blocked
 
@@ -34,11 +33,11 @@ def check_flow(store: Store, flow_path: str) -> list[CheckResult]:
     results = []
     for run_id in sorted(store.run_ids()):
         try:
-            history = journal.read(store.journal_path(run_id)).records
+            history = store.read(run_id)
         except JournalCorrupt as exc:
             results.append(CheckResult(run_id, "?", False, 0, str(exc)))
             continue
-        except FileNotFoundError:
+        except RunNotFound:
             continue
         state = RunState.from_records(history)
         if state.finished or (state.flow != flow and (not state.module or state.module != module)):

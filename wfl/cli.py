@@ -33,6 +33,14 @@ DirOption = Annotated[
     Path | None,
     typer.Option("--dir", help="Journal directory (default: $WFL_DIR, else ./.wfl)."),
 ]
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="Store: a directory, file:PATH or postgresql://USER@HOST/DB "
+        "(default: $WFL_STORE, else $WFL_DIR, else ./.wfl).",
+    ),
+]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 LogLevelOption = Annotated[
     str,
@@ -42,8 +50,8 @@ LogLevelOption = Annotated[
 ]
 
 
-def _client(directory: Path | None) -> Client:
-    return Client(directory)
+def _client(directory: Path | None, store: str | None) -> Client:
+    return Client(directory, store=store)
 
 
 def _print_json(value: Any) -> None:
@@ -69,10 +77,13 @@ def start(
         str | None, typer.Option("--deadline", help="fail the run if unfinished by then: 30m, 1h")
     ] = None,
     dir: DirOption = None,
+    store: StoreOption = None,
 ) -> None:
     """Record a new run and print its id (with --key: the id of the run holding the key)."""
     directory = str(dir) if dir is not None else None
-    run_id = start_run(flow, arg or [], args_json, on_complete, context, directory, key, deadline)
+    run_id = start_run(
+        flow, arg or [], args_json, on_complete, context, directory, key, deadline, store
+    )
     sys.stdout.write(run_id + "\n")
 
 
@@ -83,12 +94,13 @@ def run(
     args_json: Annotated[str | None, typer.Option("--args-json", help="arguments as JSON")] = None,
     log_level: LogLevelOption = "INFO",
     dir: DirOption = None,
+    store: StoreOption = None,
 ) -> None:
     """Start a run and drive it to its end in the foreground; print its result."""
     from .foreground import parse_level, run_in_foreground
 
     level = parse_level(log_level)
-    client = _client(dir)
+    client = _client(dir, store)
     run_id = client.start(flow, parse_args(arg or [], args_json))
     result = run_in_foreground(client, run_id, live=sys.stderr.isatty(), log_level=level)
     sys.stdout.write((result if isinstance(result, str) else jsonout.dumps(result)) + "\n")
@@ -110,6 +122,7 @@ def status(
         bool, typer.Option("--traceback", help="with RUN: every failed attempt's traceback")
     ] = False,
     dir: DirOption = None,
+    store: StoreOption = None,
 ) -> None:
     """Show every run, or one run with its steps."""
     from .views import status_command
@@ -118,13 +131,16 @@ def status(
         str(dir) if dir is not None else None, run, json_=json_, state=state,
         workflow=workflow, limit=parse_limit(limit), all_=all_, watch=watch, why=why,
         traceback=traceback,
+        store=store,
     )  # fmt: skip
 
 
 @app.command()
-def cancel(run: Annotated[str, typer.Argument()], dir: DirOption = None) -> None:
+def cancel(
+    run: Annotated[str, typer.Argument()], dir: DirOption = None, store: StoreOption = None
+) -> None:
     """Cancel a run: in-flight steps finish but their results are dropped."""
-    client = _client(dir)
+    client = _client(dir, store)
     run_id = client.resolve(run)
     client.cancel(run_id)
     sys.stdout.write(f"canceled {run_id}\n")
@@ -138,9 +154,10 @@ def cleanup(
         str | None, typer.Option("--older-than", help="with --finished: e.g. 7d, 12h, 30m")
     ] = None,
     dir: DirOption = None,
+    store: StoreOption = None,
 ) -> None:
     """Delete finished runs' journals."""
-    client = _client(dir)
+    client = _client(dir, store)
     if (run is None) == (not finished):
         raise InvalidArguments("give a RUN or --finished (not both)")
     if older_than is not None and not finished:
@@ -175,13 +192,14 @@ def worker(
     ] = False,
     log_level: LogLevelOption = "INFO",
     dir: DirOption = None,
+    store: StoreOption = None,
 ) -> None:
     """Drive runs: replay due runs, execute steps, sleep until the next timer or new work."""
     from .foreground import parse_level, serve
 
     level = parse_level(log_level)
     serve(
-        Path(dir) if dir else None, max_parallelism=max_parallelism, once=once, grace=grace,
+        _client(dir, store).store, max_parallelism=max_parallelism, once=once, grace=grace,
         app_dir=app_dir, reload=reload, log_level=level,
     )  # fmt: skip
 
@@ -195,9 +213,10 @@ def send_event(
         str | None, typer.Option("--error", help="fail the awaiting step with this message")
     ] = None,
     dir: DirOption = None,
+    store: StoreOption = None,
 ) -> None:
     """Deliver an event to a run (buffered until the run awaits it)."""
-    client = _client(dir)
+    client = _client(dir, store)
     if value is not None and error is not None:
         raise InvalidArguments("give --value or --error, not both")
     parsed = parse_json(value, "--value") if value is not None else None
@@ -214,9 +233,10 @@ def restart(
         str | None, typer.Option("--from", help="step number or name (default: all)")
     ] = None,
     dir: DirOption = None,
+    store: StoreOption = None,
 ) -> None:
     """Re-run a finished run from a step."""
-    client = _client(dir)
+    client = _client(dir, store)
     run_id = client.resolve(run)
     n = client.restart(run_id, from_)
     sys.stdout.write(f"restarted {run_id} from step {n}\n")
@@ -224,11 +244,11 @@ def restart(
 
 @app.command()
 def show(run: Annotated[str, typer.Argument()], json_: JsonOption = False,
-         dir: DirOption = None) -> None:  # fmt: skip
+         dir: DirOption = None, store: StoreOption = None) -> None:  # fmt: skip
     """The run's journal as a timeline, every record decoded."""
     from . import views
 
-    client = _client(dir)
+    client = _client(dir, store)
     run_id = client.resolve(run)
     records, damage = views.readable_records(client, run_id)
     if json_:
@@ -244,13 +264,14 @@ def check(
     flow: Annotated[str, typer.Argument(help="FLOW.py")],
     json_: JsonOption = False,
     dir: DirOption = None,
+    store: StoreOption = None,
 ) -> None:
     """Replay unfinished runs of FLOW.py against its current code, executing nothing."""
     from .check import check_flow
     from .loader import load_module
 
     load_module(flow)  # a flow that does not import is the first thing to report
-    results = check_flow(_client(dir).store, flow)
+    results = check_flow(_client(dir, store).store, flow)
     if json_:
         _print_json([r.__dict__ for r in results])
     else:

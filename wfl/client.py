@@ -23,7 +23,8 @@ from .errors import (
 from .loader import file_sha
 from .manager import WorkflowDef
 from .state import RunState
-from .store import Store
+from .stores import open_store
+from .stores.base import Store
 
 STATES = ("in_progress", "completed", "failed", "canceled")
 
@@ -114,20 +115,27 @@ def status_of(store: Store, run_id: str) -> RunStatus:
 def _broken_status(store: Store, run_id: str, error: str) -> RunStatus:
     from .index import RunSummary
 
-    mtime = os.stat(store.journal_path(run_id)).st_mtime
+    mtime = store.modified_at(run_id)
     return RunStatus({**RunSummary.corrupt(run_id, error, mtime).status, "steps": []}, None)
 
 
 class Client:
     def __init__(
-        self, dir: str | os.PathLike[str] | None = None, *, clock: Clock | None = None
+        self,
+        dir: str | os.PathLike[str] | None = None,
+        *,
+        store: str | os.PathLike[str] | Store | None = None,
+        clock: Clock | None = None,
     ) -> None:
-        self.store = Store(dir)
+        """`store`: a directory, `file:PATH`, a `postgresql://` URL or a Store; `dir` is a
+        directory (or any store spec). Without either: $WFL_STORE, $WFL_DIR, ./.wfl."""
+        self.store: Store = open_store(store, dir=dir)
         self.clock: Clock = clock or SystemClock()
 
     @property
     def dir(self) -> str:
-        return str(self.store.dir)
+        """The store as printed (a directory's absolute path; a URL without its password)."""
+        return self.store.spec
 
     def start(
         self,
@@ -164,13 +172,11 @@ class Client:
         steps: bool = False,
     ) -> list[RunStatus]:
         """Runs, newest first (from the index: only changed journals are read)."""
-        from .index import summaries
-
         check_filters(state, limit)
         newest = limit if state is None and workflow is None else None
         found = [
             s
-            for s in summaries(self.store, newest=newest)
+            for s in self.store.summaries(newest=newest)
             if (state is None or s.status["state"] == state)
             and (workflow is None or s.status["workflow"] == workflow)
         ]
@@ -213,11 +219,9 @@ class Client:
 
     def cleanup_finished(self, older_than: float | None = None) -> builtins.list[str]:
         """Delete every finished run (last updated more than `older_than` seconds ago)."""
-        from .index import summaries
-
         now = self.clock.now()
         deleted: builtins.list[str] = []  # (`list` here is Client.list)
-        for s in summaries(self.store, save=False):
+        for s in self.store.summaries(save=False):
             if s.status["state"] == "in_progress" or s.id in deleted:
                 continue
             if older_than is not None and now - s.updated_at < older_than:

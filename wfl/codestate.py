@@ -53,8 +53,10 @@ def _read(path: Path) -> dict[str, Any] | None:
 
 
 def note_unloadable(
-    directory: Path, flow: str, module: str, workflow: str, reason: str, at: float
+    directory: Path | None, flow: str, module: str, workflow: str, reason: str, at: float
 ) -> None:
+    if directory is None:
+        return  # a store without notes (PostgreSQL, for now): the log still says it
     folder = directory / UNLOADABLE
     path = folder / _key(flow, workflow)
     old = _read(path)
@@ -67,17 +69,23 @@ def note_unloadable(
         _write(path, value, tmp_dir=folder)
 
 
-def clear_unloadable(directory: Path, flow: str, workflow: str) -> None:
+def clear_unloadable(directory: Path | None, flow: str, workflow: str) -> None:
+    if directory is None:
+        return
     with contextlib.suppress(OSError):
         (directory / UNLOADABLE / _key(flow, workflow)).unlink(missing_ok=True)
 
 
-def unloadable(directory: Path, flow: str, workflow: str) -> dict[str, Any] | None:
+def unloadable(directory: Path | None, flow: str, workflow: str) -> dict[str, Any] | None:
+    if directory is None:
+        return None
     return _read(directory / UNLOADABLE / _key(flow, workflow))
 
 
-def publish_changed(directory: Path, token: str, changed: list[str]) -> None:
+def publish_changed(directory: Path | None, token: str, changed: list[str]) -> None:
     """Say in a live worker's marker which of its loaded files changed since it loaded them."""
+    if directory is None:
+        return
     marker = directory / "workers" / token
     if not token or not marker.exists():
         return  # not listening, or already deregistered: nobody to speak for
@@ -85,7 +93,9 @@ def publish_changed(directory: Path, token: str, changed: list[str]) -> None:
         _write(marker, {"pid": os.getpid(), "changed": changed}, tmp_dir=directory)
 
 
-def stale_workers(directory: Path) -> list[dict[str, Any]]:
+def stale_workers(directory: Path | None) -> list[dict[str, Any]]:
+    if directory is None:
+        return []
     """Live workers' reports of code changed under them (markers are small, and few)."""
     found = []
     try:

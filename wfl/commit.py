@@ -13,7 +13,7 @@ import logging
 from typing import TYPE_CHECKING
 
 from . import journal, records
-from .errors import JournalLimitExceeded, WflError
+from .errors import JournalLimitExceeded, StoreUnavailable, WflError
 from .records import Record
 
 if TYPE_CHECKING:
@@ -94,6 +94,9 @@ def poll(self: RunDriver) -> None:
         return
     try:
         foreign = self.writer.poll()
+    except StoreUnavailable as exc:
+        self.host.store_lost(exc)
+        return
     except WflError as exc:
         log.error("%s", exc)
         return

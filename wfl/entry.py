@@ -19,9 +19,10 @@ from .errors import InvalidArguments, WflError
 # how many positional arguments (at least, at most).
 _FAST = {
     "start": ({"--arg": True, "--args-json": False, "--on-complete": False, "--context": False,
-               "--dir": False, "--key": False, "--deadline": False}, set(), (1, 1)),
-    "status": ({"--state": False, "--workflow": False, "--limit": False, "--dir": False},
-               {"--json", "--watch", "--why", "--all", "--traceback"}, (0, 1)),
+               "--dir": False, "--key": False, "--deadline": False, "--store": False}, set(),
+              (1, 1)),
+    "status": ({"--state": False, "--workflow": False, "--limit": False, "--dir": False,
+                "--store": False}, {"--json", "--watch", "--why", "--all", "--traceback"}, (0, 1)),
 }  # fmt: skip
 
 
@@ -77,6 +78,7 @@ def start_run(
     directory: str | None,
     key: str | None = None,
     deadline: str | None = None,
+    store: str | None = None,
 ) -> str:
     from .client import Client
 
@@ -88,7 +90,7 @@ def start_run(
         from .ops import check_key
 
         check_key(key)  # before the flow is imported: bad input costs nothing
-    client = Client(directory)
+    client = Client(directory, store=store)
     return client.start(flow, parse_args(pairs, args_json), on_complete=on_complete, context=ctx,
                         key=key, deadline=limit)  # fmt: skip
 
@@ -135,6 +137,7 @@ def _start(options: dict[str, Any]) -> None:
         options.get("--dir"),
         options.get("--key"),
         options.get("--deadline"),
+        options.get("--store"),
     )
     sys.stdout.write(run_id + "\n")
 
@@ -165,6 +168,7 @@ def _status(options: dict[str, Any]) -> None:
         watch=bool(options.get("--watch")),
         why=bool(options.get("--why")),
         traceback=bool(options.get("--traceback")),
+        store=options.get("--store"),
     )
 
 
@@ -216,5 +220,9 @@ def describe_os_error(exc: OSError) -> str:
 
 
 def fail(message: str, code: int) -> None:
+    if "://" in message:  # a store URL: never print its password
+        from .stores import mask
+
+        message = mask(message)
     sys.stderr.write(f"wfl: error: {message}\n")
     sys.exit(code)

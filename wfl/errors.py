@@ -160,3 +160,16 @@ class ScheduleExists(WflError):
             f"a schedule named {name!r} already exists: remove it first "
             f"(wfl schedule remove {name}) or pick another name"
         )
+
+
+class StoreUnavailable(WflError):
+    """The store cannot be reached (the database is down, the connection broke)."""
+
+
+class StoreVersionError(WflError):
+    """The store was laid out by a newer wfl than this one."""
+
+
+class LeaseLost(WflError):
+    """The store can no longer prove that this worker holds a run's lease: the worker drops
+    the run (whatever it was about to record is recorded by the next holder, or redone)."""

@@ -8,7 +8,6 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from . import live as live_view
@@ -16,6 +15,7 @@ from . import render
 from .client import Client, result_of
 from .entry import early_stop_requested
 from .errors import InvalidArguments
+from .stores.base import Store
 from .worker import Worker
 
 LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
@@ -72,7 +72,7 @@ def setup_logging(level: int, sink: Callable[[logging.LogRecord], None]) -> None
 
 
 def serve(
-    directory: Path | None,
+    store: Store,
     *,
     max_parallelism: int,
     once: bool,
@@ -92,7 +92,7 @@ def serve(
         with contextlib.suppress(OSError):  # a working directory deleted under us: no app dir
             add_app_dir(os.getcwd())
     live = sys.stdout.isatty()
-    worker = Worker(directory, max_parallelism=max_parallelism, grace=grace)
+    worker = Worker(store, max_parallelism=max_parallelism, grace=grace)
     view = live_view.WorkerView(worker, live=live)
     worker.on_event = view.on_event
     setup_logging(log_level, view.on_log)

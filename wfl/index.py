@@ -16,7 +16,8 @@ from typing import Any
 from . import journal
 from .errors import JournalCorrupt, RunNotFound
 from .state import RunState
-from .store import SUFFIX, Store
+from .store import SUFFIX
+from .store import FileStore as Store
 
 INDEX_NAME = "index"
 INDEX_FORMAT = 2  # 2: summaries carry the §8 keys (key, deadline, progress...)

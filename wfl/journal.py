@@ -401,3 +401,24 @@ def update(path: Path, decide: Callable[[list[Record]], list[Record]]) -> list[R
         return new
     finally:
         writer.close()
+
+
+def payloads(framed: bytes) -> list[bytes]:
+    """The msgpack payloads of frames this process made with `frame()` (no checks: they
+    never left memory). Stores that keep one record per row use this."""
+    out = []
+    pos = 0
+    while pos < len(framed):
+        length, _ = _FRAME.unpack_from(framed, pos)
+        pos += _FRAME.size
+        out.append(framed[pos : pos + length])
+        pos += length
+    return out
+
+
+def pack(value: Any) -> bytes:
+    """msgpack bytes of wfl's own data (summaries): no read-back check."""
+    return _pack(value)
+
+
+FRAME_OVERHEAD = _FRAME.size

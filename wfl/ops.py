@@ -23,7 +23,7 @@ from .loader import file_sha, function_ref, load_workflow, module_name, split_ta
 from .manager import WorkflowDef, check_deadline
 from .records import Record
 from .state import RunState
-from .store import Store, check_history
+from .stores.base import Store
 
 
 def resolve_workflow(target: WorkflowDef | str) -> tuple[WorkflowDef, str]:
@@ -180,16 +180,7 @@ def read_state(store: Store, run_id: str) -> RunState:
 
 
 def _update(store: Store, run_id: str, decide: Any) -> list[Record]:
-    path = store.journal_path(run_id)
-
-    def checked(existing: list[Record]) -> list[Record]:
-        check_history(existing, path)  # a broken journal gets nothing appended
-        return decide(existing)  # type: ignore[no-any-return]
-
-    try:
-        return journal.update(path, checked)
-    except FileNotFoundError:
-        raise RunNotFound(run_id) from None
+    return store.update(run_id, decide)
 
 
 def cancel(store: Store, clock: Clock, run_id: str) -> None:
@@ -326,7 +317,7 @@ def report_to_parent(store: Store, clock: Clock, child: RunState) -> None:
         ]  # fmt: skip
 
     try:
-        if journal.update(store.journal_path(parent_id), decide):
+        if store.update(parent_id, decide):
             store.notify(parent_id)
-    except FileNotFoundError:
+    except RunNotFound:
         pass  # the parent was cleaned up

@@ -40,6 +40,7 @@ from .step import Step, StepOptions
 from .tracebacks import capture
 
 if TYPE_CHECKING:
+    from .stores.base import RunWriter
     from .worker import Worker as Host
 
 log = logging.getLogger(__name__)
@@ -66,7 +67,7 @@ class RunDriver:
         self,
         host: Host,
         run_id: str,
-        writer: journal.JournalWriter,
+        writer: RunWriter,
         history: list[Record],
         workflow: WorkflowDef,
     ) -> None:

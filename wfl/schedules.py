@@ -21,7 +21,7 @@ if TYPE_CHECKING:
 
     from .clock import Clock
     from .manager import WorkflowDef
-    from .store import Store
+    from .stores.base import Store
 
 log = logging.getLogger(__name__)
 

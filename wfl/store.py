@@ -1,4 +1,5 @@
-"""The directory of runs: journal paths, run ids, leases, listing, deletion, wake-ups.
+"""The journal directory store (the embedded default): journal paths, run ids, leases,
+listing, deletion, wake-ups. Implements the Store protocol of `wfl.stores.base`.
 
 Layout of a wfl directory (0700):
   <id>.journal          one run's journal (0600) — the only source of truth
@@ -9,6 +10,7 @@ Layout of a wfl directory (0700):
   keys/<id>.pending     a keyed run's first journal, until its key is held (see create_run)
   schedules/<name>.schedule   a schedule (0600), replaced whole (write + rename) under
                         schedules/<name>.lock
+  watchers/<token>      the same for listeners that are not workers (a UI)
 """
 
 from __future__ import annotations
@@ -16,13 +18,16 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import logging
 import os
 import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from . import journal
+from . import datagrams, journal
+from .datagrams import DatagramListener
+from .datagrams import socket_address as socket_address  # its old home
 from .errors import (
     AmbiguousRunId,
     InvalidArguments,
@@ -35,12 +40,16 @@ from .errors import (
 )
 from .records import Record
 
+if TYPE_CHECKING:
+    from .index import RunSummary
+
+log = logging.getLogger(__name__)
+
 DIR_MODE = 0o700
 SUFFIX = ".journal"
 _ID = re.compile(r"^[0-9a-z]{1,64}$")
 _SCHEDULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 ID_LENGTH = 12
-NOTIFY_TIMEOUT = 0.5  # seconds to wait for a busy worker's wake-up queue
 
 
 def default_dir() -> Path:
@@ -55,6 +64,15 @@ def is_run_id(name: str) -> bool:
     return bool(_ID.match(name))
 
 
+def check_schedule_name(name: str) -> str:
+    if not isinstance(name, str) or not _SCHEDULE_NAME.match(name):
+        raise InvalidArguments(
+            f"invalid schedule name {name!r}: use letters, digits, '.', '_' and '-' "
+            "(at most 100, starting with a letter or digit)"
+        )
+    return name
+
+
 def check_id(run_id: str) -> str:
     """A run id (or prefix) that is safe to put in a path, else InvalidRunId."""
     if not isinstance(run_id, str) or not _ID.match(run_id):
@@ -62,10 +80,23 @@ def check_id(run_id: str) -> str:
     return run_id
 
 
-class Store:
+class FileStore:
+    """Runs as journal files in one directory, on one machine (several workers may share it)."""
+
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
         self.dir = Path(directory) if directory is not None else default_dir()
         self.dir = self.dir.absolute()
+
+    @property
+    def spec(self) -> str:
+        return str(self.dir)
+
+    @property
+    def notes_dir(self) -> Path:
+        return self.dir
+
+    def close(self) -> None:
+        pass  # nothing held between calls
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -197,12 +228,7 @@ class Store:
     # -- schedules -------------------------------------------------------------------------
 
     def _schedule_path(self, name: str) -> Path:
-        if not _SCHEDULE_NAME.match(name):
-            raise InvalidArguments(
-                f"invalid schedule name {name!r}: use letters, digits, '.', '_' and '-' "
-                "(at most 100, starting with a letter or digit)"
-            )
-        return self.dir / "schedules" / (name + ".schedule")
+        return self.dir / "schedules" / (check_schedule_name(name) + ".schedule")
 
     def add_schedule(self, data: dict[str, Any]) -> None:
         """Store a new schedule; ScheduleExists if the name is taken."""
@@ -321,9 +347,58 @@ class Store:
         check_history(records, path)
         return records
 
+    def read_damaged(self, run_id: str) -> tuple[list[Record], JournalCorrupt | None]:
+        try:
+            return self.read(run_id), None
+        except JournalCorrupt as exc:
+            data = self.journal_path(run_id).read_bytes()[: exc.offset]
+            try:
+                good = journal.parse(data, start=len(journal.MAGIC), path=exc.path).records
+            except JournalCorrupt:
+                good = []
+            return good, exc
+
+    def update(self, run_id: str, decide: Callable[[list[Record]], list[Record]]) -> list[Record]:
+        path = self.journal_path(run_id)
+
+        def checked(existing: list[Record]) -> list[Record]:
+            check_history(existing, path)  # a broken journal gets nothing appended
+            return decide(existing)
+
+        try:
+            return journal.update(path, checked)
+        except FileNotFoundError:
+            raise RunNotFound(run_id) from None
+
     def delete(self, run_id: str) -> None:
         self.journal_path(run_id).unlink(missing_ok=True)
         self.lock_path(run_id).unlink(missing_ok=True)
+
+    def writer(self, run_id: str) -> journal.JournalWriter:
+        try:
+            return journal.JournalWriter(self.journal_path(run_id))
+        except FileNotFoundError:
+            raise RunNotFound(run_id) from None
+
+    def summaries(self, *, newest: int | None = None, save: bool = True) -> list[RunSummary]:
+        from .index import summaries
+
+        return summaries(self, newest=newest, save=save)
+
+    def versions(self) -> dict[str, object]:
+        found: dict[str, object] = {}
+        for run_id in self.run_ids():
+            try:
+                found[run_id] = os.stat(self.journal_path(run_id)).st_mtime_ns
+            except OSError:
+                continue
+        return found
+
+    def modified_at(self, run_id: str) -> float:
+        try:
+            return os.stat(self.journal_path(run_id)).st_mtime
+        except FileNotFoundError:
+            raise RunNotFound(run_id) from None
 
     # -- leases ----------------------------------------------------------------------------
 
@@ -345,6 +420,9 @@ class Store:
         lease.release()
         return False
 
+    def workers_alive(self) -> bool:
+        return any(True for _ in self.worker_tokens())
+
     # -- wake-ups: workers listen on abstract unix datagram sockets -----------------------
 
     def worker_tokens(self) -> Iterator[str]:
@@ -357,29 +435,12 @@ class Store:
         """Tell every live worker to look at the schedules again."""
         self.notify(SCHEDULES_NEWS)
 
+    def listen(self, *, worker: bool = True) -> tuple[str, DatagramListener] | None:
+        return datagrams.listen(self.dir, worker=worker)
+
     def notify(self, run_id: str, *, skip: str = "") -> None:
         """Tell every live worker (but `skip`) that `run_id` has news (new run, cancel...)."""
-        tokens = [t for t in self.worker_tokens() if t != skip]
-        if not tokens:
-            return
-        import _socket  # the C module: `socket` adds ~4 ms of enum set-up to `wfl start`
-
-        message = run_id.encode()
-        sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
-        try:
-            # A worker's queue holds only ~10 datagrams: when a burst of starts fills it, wait
-            # briefly for it to drain rather than drop the news (the run would wait for the
-            # next rescan).
-            sock.settimeout(NOTIFY_TIMEOUT)
-            for token in tokens:
-                try:
-                    sock.sendto(message, socket_address(token))
-                except (ConnectionRefusedError, FileNotFoundError):
-                    (self.dir / "workers" / token).unlink(missing_ok=True)  # worker is gone
-                except OSError:
-                    pass  # stuck: it will find the run at its next rescan
-        finally:
-            sock.close()
+        datagrams.notify(self.dir, run_id, skip=skip)
 
 
 def check_history(records: list[Record], path: Path) -> None:
@@ -404,13 +465,12 @@ def _write_new(path: Path, data: bytes) -> None:
         os.close(fd)
 
 
-def socket_address(token: str) -> str:
-    return "\0wfl-worker-" + token
-
-
 class Lease:
     def __init__(self, lock: object) -> None:
         self._lock = lock
 
     def release(self) -> None:
         self._lock.release()  # type: ignore[attr-defined]
+
+
+Store = FileStore  # the name this class had before the Store protocol (wfl.stores.base)

@@ -23,17 +23,27 @@ import pytest
 from .client import Client, RunStatus, result_of
 from .clock import FakeClock
 from .manager import WorkflowDef
+from .stores.base import Store
 from .worker import Worker
 
 
 class WorkflowTestEnv:
     """Runs workflows with the worker's own engine, under a FakeClock."""
 
-    def __init__(self, dir: str | Path | None = None, *, start: float = 1_790_000_000.0) -> None:
-        self._tmp = None if dir is not None else tempfile.mkdtemp(prefix="wfl-test-")
-        self.dir = Path(dir if dir is not None else self._tmp or "")
+    def __init__(
+        self,
+        dir: str | Path | None = None,
+        *,
+        store: str | Store | None = None,
+        start: float = 1_790_000_000.0,
+    ) -> None:
+        """A temp journal directory, unless `dir` or `store` (e.g. a PostgreSQL URL) says
+        where the runs live."""
+        given = dir is not None or store is not None
+        self._tmp = None if given else tempfile.mkdtemp(prefix="wfl-test-")
         self.clock = FakeClock(start)
-        self.client = Client(self.dir, clock=self.clock)
+        self.client = Client(dir if dir is not None else self._tmp, store=store, clock=self.clock)
+        self.dir = Path(self.client.dir) if dir is not None or store is None else None
 
     def __enter__(self) -> WorkflowTestEnv:
         return self
@@ -42,6 +52,7 @@ class WorkflowTestEnv:
         self.close()
 
     def close(self) -> None:
+        self.client.store.close()
         if self._tmp is not None:
             shutil.rmtree(self._tmp, ignore_errors=True)
             self._tmp = None

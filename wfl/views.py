@@ -7,7 +7,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from . import journal, jsonout, ops
+from . import jsonout, ops
 from .client import Client, RunStatus, check_filters
 from .errors import InvalidArguments, JournalCorrupt
 from .why import explain, explain_code
@@ -30,9 +30,10 @@ def status_command(
     watch: bool = False,
     why: bool = False,
     traceback: bool = False,
+    store: str | None = None,
 ) -> None:
     """`wfl status`: every run, or one run with its steps (shared by typer and the fast path)."""
-    client = Client(directory)
+    client = Client(directory, store=store)
     try:
         check_filters(state, limit)
     except InvalidArguments as exc:
@@ -157,25 +158,17 @@ def explain_run(client: Client, run_id: str) -> str:
         state = ops.read_state(client.store, run_id)
     except JournalCorrupt as exc:
         return f"nothing: it failed, its journal is corrupt at byte {exc.offset} ({exc.path})"
-    alive = any(True for _ in client.store.worker_tokens())
+    alive = client.store.workers_alive()
     sentence = explain(state, client.clock.now(), leased=client.store.is_leased(run_id),
                        workers_alive=alive)  # fmt: skip
-    return explain_code(client.store.dir, state, sentence)
+    return explain_code(client.store.notes_dir, state, sentence)
 
 
 def readable_records(
     client: Client, run_id: str
 ) -> tuple[list[dict[str, Any]], JournalCorrupt | None]:
     """The run's records; for a corrupt journal, the good ones before the damage and why."""
-    try:
-        return client.store.read(run_id), None
-    except JournalCorrupt as exc:
-        data = client.store.journal_path(run_id).read_bytes()[: exc.offset]
-        try:
-            good = journal.parse(data, start=len(journal.MAGIC), path=exc.path).records
-        except JournalCorrupt:
-            good = []
-        return good, exc
+    return client.store.read_damaged(run_id)
 
 
 def watch_run(client: Client, run_id: str) -> None:

@@ -124,7 +124,7 @@ def _in(when: float | None, now: float) -> str:
     return f"in {delta:.1f}s"
 
 
-def explain_code(directory: Path, state: RunState, sentence: str) -> str:
+def explain_code(directory: Path | None, state: RunState, sentence: str) -> str:
     """What stands between an unfinished run and its code: a workflow that a worker could not
     load (or whose file is gone), or workers that keep older code than the files on disk.
     Reads only small files: no user code is imported here."""

@@ -2,8 +2,9 @@
 
 One asyncio loop. Each active run has a RunDriver (its live coroutine). Idle runs are evicted
 and remembered only as (wake time, run id) in a heap. Timers of live runs share that heap.
-New work arrives as datagrams on an abstract unix socket (`wfl start`, `cancel` and
-`send-event` notify every live worker), so an idle worker blocks instead of polling.
+New work arrives as news from the store (`wfl start`, `cancel` and `send-event` notify every
+live worker: datagrams for a directory, NOTIFY for PostgreSQL), so an idle worker blocks
+instead of polling. The worker talks only to the Store protocol (wfl/stores/base.py).
 
 This module schedules (finding due runs, leases, timers, eviction, slots); channel.py holds the
 worker's dealings with the outside (news, the wake-up socket, children, events, shutdown).
@@ -17,7 +18,6 @@ import heapq
 import itertools
 import logging
 import os
-import socket
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -26,13 +26,21 @@ from typing import Any
 from . import channel, codestate, journal, records
 from .channel import WorkerEvent as WorkerEvent  # its home for users and tests
 from .clock import Clock, SystemClock
-from .errors import FlowLoadError, JournalCorrupt, WflError
+from .errors import (
+    FlowLoadError,
+    JournalCorrupt,
+    LeaseLost,
+    RunNotFound,
+    StoreUnavailable,
+    WflError,
+)
 from .execute import describe
 from .loader import load_function
 from .manager import WorkflowDef
 from .replay import RunDriver
 from .state import RunState
-from .store import Lease, Store
+from .stores import open_store
+from .stores.base import Lease, Listener, Store
 from .why import waits_for
 
 log = logging.getLogger(__name__)
@@ -73,7 +81,7 @@ class Worker:
         grace: float = GRACE,
         max_live: int | None = None,
     ) -> None:
-        self.store = store if isinstance(store, Store) else Store(store)
+        self.store: Store = open_store(store)
         self.clock: Clock = clock or SystemClock()
         self.max_parallelism = max_parallelism
         self.listen = listen
@@ -103,9 +111,10 @@ class Worker:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stopping = False
         self.draining = False
-        self._sock: socket.socket | None = None
+        self._listener: Listener | None = None
         self._token = ""
-        self._mtimes: dict[str, int] = {}
+        self._versions: dict[str, object] = {}  # what the last rescan saw
+        self.offline: float | None = None  # the store is unreachable: next retry's delay
         self.step_pool = ThreadPoolExecutor(max_parallelism, thread_name_prefix="wfl-step")
         self._io_pool = ThreadPoolExecutor(8, thread_name_prefix="wfl-io")
         self._global_slots: asyncio.Semaphore | None = None
@@ -130,11 +139,16 @@ class Worker:
         self._loop = loop
         self._wakeup = asyncio.Event()
         self._global_slots = asyncio.Semaphore(self.max_parallelism)
-        self.store.ensure()
-        if self.listen:
-            self._open_socket(loop)
-        self.scan()
-        self.look_at_schedules()
+        try:
+            self.store.ensure()
+            if self.listen:
+                self._open_listener()
+            self.scan()
+            self.look_at_schedules()
+        except StoreUnavailable as exc:
+            if once:
+                raise  # nothing to drain from a store we cannot reach: say so
+            self.store_lost(exc)  # retried with backoff; nothing runs meanwhile
         last_scan = self.clock.now()
         try:
             while True:
@@ -151,7 +165,11 @@ class Worker:
                         break
                     continue
                 if self.listen and self.clock.now() - last_scan > RESCAN_EVERY:
-                    self.rescan()
+                    if self.offline is None:
+                        try:
+                            self.rescan()
+                        except StoreUnavailable as exc:
+                            self.store_lost(exc)
                     last_scan = self.clock.now()
                 deadline = self._next_deadline()
                 if settled and stop_when_idle and self._only_schedules_ahead():
@@ -175,9 +193,7 @@ class Worker:
     def scan(self) -> None:
         """Schedule every unfinished run at its wake time (journals that did not change since
         the index last saw them are not read)."""
-        from .index import summaries
-
-        for s in summaries(self.store):
+        for s in self.store.summaries():
             if s.broken:
                 self._report_broken(s.id, str(s.status["error"]))
             elif self.only is not None and s.id not in self.only:
@@ -189,15 +205,14 @@ class Worker:
                 self.waits[s.id] = (str(s.status["workflow"]), None, None)
 
     def rescan(self) -> None:
-        for run_id in self.store.run_ids():
+        """Look again at every run that changed since the last rescan (lost wake-ups)."""
+        versions = self.store.versions()
+        for run_id, version in versions.items():
             if run_id in self.drivers or run_id in self._waking:
                 continue
-            try:
-                mtime = os.stat(self.store.journal_path(run_id)).st_mtime_ns
-            except OSError:
-                continue
-            if self._mtimes.get(run_id) != mtime:
+            if self._versions.get(run_id) != version:
                 self._consider(run_id)
+        self._versions = versions
         self.look_at_schedules()  # the safety net for schedule news, too
 
     def _consider(self, run_id: str) -> None:
@@ -205,11 +220,9 @@ class Worker:
         if run_id in self.drivers:
             self.drivers[run_id].poll()
             return
-        path = self.store.journal_path(run_id)
         try:
-            self._mtimes[run_id] = os.stat(path).st_mtime_ns
-            state = RunState.from_records(journal.read(path).records)
-        except FileNotFoundError:
+            state = RunState.from_records(self.store.read(run_id))
+        except RunNotFound:
             return
         except JournalCorrupt as exc:
             self._report_broken(run_id, str(exc))
@@ -247,6 +260,8 @@ class Worker:
             timer.cancel()
         if run_id in self.drivers or self.draining or run_id in self.broken:
             return
+        if self.offline is not None:
+            return  # the store is unreachable: everything is rescanned once it is back
         if len(self.drivers) >= self.max_live:  # bounded memory and file descriptors
             if run_id not in self._admitting:
                 self._admitting.add(run_id)
@@ -275,13 +290,15 @@ class Worker:
         driver.start()
 
     def _open_driver(self, run_id: str) -> RunDriver | None:
-        path = self.store.journal_path(run_id)
         try:
-            writer = journal.JournalWriter(path)
-        except FileNotFoundError:
+            writer = self.store.writer(run_id)
+        except (RunNotFound, LeaseLost):
             return None
         try:
             history = writer.read_all()
+        except StoreUnavailable:
+            writer.close()
+            raise
         except (JournalCorrupt, WflError) as exc:
             writer.close()
             self._report_broken(run_id, str(exc))
@@ -291,7 +308,7 @@ class Worker:
             writer.close()
             return None  # finished, or waits for an event that has not come
         try:
-            wf = codestate.load_for_run(self.store.dir, state, self.clock.now())
+            wf = codestate.load_for_run(self.store.notes_dir, state, self.clock.now())
         except FlowLoadError as exc:
             # A half-saved edit must not kill live runs: the run waits (and is retried) until
             # its code imports again. Only a cancellation is finished without the code.
@@ -299,7 +316,7 @@ class Worker:
             if state.cancel_requested or state.end is not None:
                 finish = [] if state.end is not None else [records.end("canceled", now)]
                 oc = records.on_complete_done(now, f"FlowLoadError: {exc}")
-                writer.append([*finish, oc])
+                writer.append_frames(b"".join(journal.frame(r) for r in [*finish, oc]))
             else:
                 log.error("run %s paused: %s", run_id, exc)
                 self._emit_raw(
@@ -333,6 +350,8 @@ class Worker:
                 timer.canceled = True
                 try:
                     timer.fn()
+                except StoreUnavailable as exc:
+                    self.store_lost(exc)
                 except Exception:
                     log.exception("internal error in a timer")
 
@@ -351,8 +370,8 @@ class Worker:
 
     @property
     def listening(self) -> bool:
-        """Whether other processes' news reach this worker as datagrams."""
-        return self._sock is not None
+        """Whether other processes' news reach this worker (else it rescans)."""
+        return self._listener is not None
 
     def _busy(self) -> bool:
         """Something is executing or about to: the clock must not skip ahead."""
@@ -398,7 +417,12 @@ class Worker:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             exc = task.exception()
-            log.error("internal error: %s", describe(exc) if exc else "?", exc_info=exc)
+            if isinstance(exc, StoreUnavailable):
+                self.store_lost(exc)
+            elif isinstance(exc, LeaseLost):
+                log.info("%s", exc)  # the run was dropped; its next holder carries on
+            else:
+                log.error("internal error: %s", describe(exc) if exc else "?", exc_info=exc)
         self.activity()
 
     async def io(self, fn: Callable[..., Any], *args: Any) -> Any:
@@ -446,6 +470,14 @@ class Worker:
 
     def driver_failed(self, driver: RunDriver, exc: BaseException) -> None:
         """The run's journal could not be written (disk full...): drop it and retry later."""
+        if isinstance(exc, StoreUnavailable):
+            self.store_lost(exc)  # drops every run
+            return
+        if isinstance(exc, LeaseLost):
+            log.info("%s", exc)
+            driver.evict()
+            self._wake_at(driver.run_id, self.clock.now() + LEASE_RETRY * (0.5 + _jitter()))
+            return
         if isinstance(exc, WflError):
             log.info("run %s paused: %s", driver.run_id, exc)  # the "paused" event says it too
         else:
@@ -470,9 +502,11 @@ class Worker:
     _news_threadsafe = channel._news_threadsafe
     emit = channel.emit
     _emit_raw = channel._emit_raw
-    _open_socket = channel._open_socket
-    _on_datagram = channel._on_datagram
-    _close_socket = channel._close_socket
+    _open_listener = channel._open_listener
+    _on_news = channel._on_news
+    _close_listener = channel._close_listener
+    store_lost = channel.store_lost
+    _reconnect = channel._reconnect
     _shutdown = channel._shutdown
     install_signal_handlers = channel.install_signal_handlers
 

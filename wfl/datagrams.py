@@ -1,0 +1,103 @@
+"""Wake-ups for the journal directory store: each listener (a worker, or a watcher such as
+the web view) binds an abstract unix datagram socket named after a marker file in
+`<dir>/workers/` (or `<dir>/watchers/`); notifiers send the run id to every marker's socket.
+An idle worker so blocks on its socket instead of polling the directory."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import socket
+
+log = logging.getLogger(__name__)
+
+NOTIFY_TIMEOUT = 0.5  # seconds to wait for a busy worker's wake-up queue
+DIR_MODE = 0o700
+
+
+def socket_address(token: str) -> str:
+    return "\0wfl-worker-" + token
+
+
+def listen(directory: Path, *, worker: bool = True) -> tuple[str, DatagramListener] | None:
+    """Bind a wake-up socket and publish its marker; None where abstract sockets are missing
+    (callers then rescan)."""
+    import socket
+
+    token = f"{os.getpid()}-{os.urandom(4).hex()}"
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sock.bind(socket_address(token))
+    except OSError as exc:
+        log.warning("no wake-up socket (%s); new work is found by rescanning", exc)
+        sock.close()
+        return None
+    sock.setblocking(False)
+    sub = directory / ("workers" if worker else "watchers")
+    sub.mkdir(mode=DIR_MODE, exist_ok=True)
+    marker = sub / token
+    marker.touch(mode=0o600)
+    return token, DatagramListener(sock, marker)
+
+
+def _markers(directory: Path) -> Iterator[Path]:
+    for sub in ("workers", "watchers"):
+        try:
+            names = os.listdir(directory / sub)
+        except FileNotFoundError:
+            continue
+        yield from (directory / sub / name for name in names)
+
+
+def notify(directory: Path, run_id: str, *, skip: str = "") -> None:
+    """Send `run_id` to every listener of `directory` but `skip`."""
+    markers = [m for m in _markers(directory) if m.name != skip]
+    if not markers:
+        return
+    import _socket  # the C module: `socket` adds ~4 ms of enum set-up to `wfl start`
+
+    message = run_id.encode()
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+    try:
+        # A worker's queue holds only ~10 datagrams: when a burst of starts fills it, wait
+        # briefly for it to drain rather than drop the news (the run would wait for the
+        # next rescan).
+        sock.settimeout(NOTIFY_TIMEOUT)
+        for marker in markers:
+            try:
+                sock.sendto(message, socket_address(marker.name))
+            except (ConnectionRefusedError, FileNotFoundError):
+                marker.unlink(missing_ok=True)  # its listener is gone
+            except OSError:
+                pass  # stuck: it will find the run at its next rescan
+    finally:
+        sock.close()
+
+
+class DatagramListener:
+    """A bound wake-up socket and the marker file that lets notifiers find it."""
+
+    def __init__(self, sock: socket.socket, marker: Path) -> None:
+        self._sock = sock
+        self._marker = marker
+
+    def fileno(self) -> int:
+        return self._sock.fileno()
+
+    def drain(self) -> list[str]:
+        news: list[str] = []
+        while True:
+            try:
+                data = self._sock.recv(256)
+            except (BlockingIOError, InterruptedError):
+                return news
+            news.append(data.decode(errors="replace"))
+
+    def close(self) -> None:
+        self._sock.close()
+        self._marker.unlink(missing_ok=True)

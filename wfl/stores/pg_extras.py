@@ -1,0 +1,119 @@
+"""Idempotency keys and schedules in PostgreSQL (SPEC §8), the same contract as the journal
+directory's (wfl/store.py): one run per key across every process and machine (the key row
+and the run are inserted in one transaction, so a key never names a run that cannot appear),
+and schedules read-modified-written under a row lock."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, Any
+
+from wfl import journal
+from wfl.errors import ScheduleExists, ScheduleNotFound
+from wfl.store import SCHEDULES_NEWS, check_schedule_name
+
+if TYPE_CHECKING:
+    import psycopg
+
+
+class KeysAndSchedules:
+    """Mixed into PostgresStore; needs its session() and create_run()."""
+
+    def session(self) -> AbstractContextManager[psycopg.Connection[Any]]:
+        raise NotImplementedError
+
+    def notify(self, run_id: str, *, skip: str = "") -> None:
+        raise NotImplementedError
+
+    # -- keys -------------------------------------------------------------------------------
+
+    def claim_key(self, conn: psycopg.Connection[Any], key: str, run_id: str) -> str | None:
+        """(Inside the creating transaction) take `key` for `run_id`; or the run that holds
+        it already. A key whose run was deleted by hand is taken over."""
+        row = conn.execute(
+            "INSERT INTO wfl_keys (key, run_id) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING "
+            "RETURNING run_id",
+            (key, run_id),
+        ).fetchone()
+        if row is not None:
+            return None
+        held = conn.execute(
+            "SELECT k.run_id, r.id FROM wfl_keys k LEFT JOIN wfl_runs r ON r.id = k.run_id "
+            "WHERE k.key = %s FOR UPDATE OF k",
+            (key,),
+        ).fetchone()
+        if held is not None and held[1] is not None:
+            return str(held[0])
+        conn.execute("UPDATE wfl_keys SET run_id = %s WHERE key = %s", (run_id, key))
+        return None
+
+    def run_for_key(self, key: str) -> str | None:
+        with self.session() as conn:
+            row = conn.execute(
+                "SELECT k.run_id FROM wfl_keys k JOIN wfl_runs r ON r.id = k.run_id "
+                "WHERE k.key = %s",
+                (key,),
+            ).fetchone()
+        return str(row[0]) if row else None
+
+    def free_key(self, key: str, run_id: str) -> None:
+        with self.session() as conn:
+            conn.execute("DELETE FROM wfl_keys WHERE key = %s AND run_id = %s", (key, run_id))
+
+    # -- schedules --------------------------------------------------------------------------
+
+    def add_schedule(self, data: dict[str, Any]) -> None:
+        name = check_schedule_name(str(data["name"]))
+        with self.session() as conn:
+            row = conn.execute(
+                "INSERT INTO wfl_schedules (name, data) VALUES (%s, %s) "
+                "ON CONFLICT (name) DO NOTHING RETURNING name",
+                (name, journal.encode(data)),
+            ).fetchone()
+        if row is None:
+            raise ScheduleExists(name)
+
+    def schedules(self) -> list[dict[str, Any]]:
+        with self.session() as conn:
+            rows = conn.execute("SELECT data FROM wfl_schedules ORDER BY name").fetchall()
+        return [dict(journal.decode(bytes(r[0]))) for r in rows]
+
+    def schedule(self, name: str) -> dict[str, Any]:
+        check_schedule_name(name)
+        with self.session() as conn:
+            row = conn.execute("SELECT data FROM wfl_schedules WHERE name = %s", (name,)).fetchone()
+        if row is None:
+            raise ScheduleNotFound(name)
+        return dict(journal.decode(bytes(row[0])))
+
+    def update_schedule(
+        self, name: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
+    ) -> dict[str, Any]:
+        check_schedule_name(name)
+        with self.session() as conn, conn.transaction():
+            row = conn.execute(
+                "SELECT data FROM wfl_schedules WHERE name = %s FOR UPDATE", (name,)
+            ).fetchone()
+            if row is None:
+                raise ScheduleNotFound(name)
+            current = dict(journal.decode(bytes(row[0])))
+            new = change(dict(current))
+            if new is None or new == current:
+                return current
+            conn.execute(
+                "UPDATE wfl_schedules SET data = %s WHERE name = %s", (journal.encode(new), name)
+            )
+            return new
+
+    def remove_schedule(self, name: str) -> None:
+        check_schedule_name(name)
+        with self.session() as conn:
+            row = conn.execute(
+                "DELETE FROM wfl_schedules WHERE name = %s RETURNING name", (name,)
+            ).fetchone()
+        if row is None:
+            raise ScheduleNotFound(name)
+
+    def notify_schedules(self) -> None:
+        self.notify(SCHEDULES_NEWS)

@@ -1,0 +1,97 @@
+"""The PostgreSQL store's tables, created on first use and versioned.
+
+  wfl_meta     key -> value; "schema" holds the layout's version
+  wfl_runs     one row per run: the summary a listing needs (so listing 100k runs reads no
+               records), maintained in the same transaction as every append; `seq` counts
+               the run's records, `size` is what they would take as a journal file
+  wfl_records  the append-only records of every run: (run id, seq) -> the msgpack map, the
+               same bytes a journal frame holds
+  wfl_keys     idempotency key -> the run holding it (SPEC §8)
+  wfl_schedules  schedule name -> its msgpack document (SPEC §8)
+
+A newer wfl migrates an older schema (MIGRATIONS, applied in order under a lock); an older
+wfl refuses a newer schema with one line.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from wfl.errors import StoreVersionError
+
+SCHEMA_VERSION = 1
+SCHEMA_LOCK = 0x77666C5F736368  # advisory lock key held while creating or migrating
+
+CREATE = """
+CREATE TABLE IF NOT EXISTS wfl_runs (
+    id          text COLLATE "C" PRIMARY KEY,
+    seq         integer NOT NULL,
+    size        bigint NOT NULL,
+    created_at  double precision NOT NULL,
+    updated_at  double precision NOT NULL,
+    state       text NOT NULL,
+    workflow    text NOT NULL,
+    wake_at     double precision,
+    summary     bytea NOT NULL
+);
+CREATE INDEX IF NOT EXISTS wfl_runs_created ON wfl_runs (created_at DESC);
+CREATE INDEX IF NOT EXISTS wfl_runs_wake ON wfl_runs (wake_at) WHERE wake_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS wfl_keys (
+    key     text PRIMARY KEY,
+    run_id  text COLLATE "C" NOT NULL
+);
+CREATE TABLE IF NOT EXISTS wfl_schedules (
+    name    text PRIMARY KEY,
+    data    bytea NOT NULL
+);
+CREATE TABLE IF NOT EXISTS wfl_records (
+    run_id  text COLLATE "C" NOT NULL,
+    seq     integer NOT NULL,
+    data    bytea NOT NULL,
+    PRIMARY KEY (run_id, seq)
+);
+"""
+
+# version -> statements taking a schema of that version to the next one
+MIGRATIONS: dict[int, str] = {}
+
+
+def ensure(conn: Any, where: str) -> None:
+    """Create or migrate the schema on `conn` (autocommit), or refuse a newer one."""
+    version = _version(conn)
+    if version == SCHEMA_VERSION:
+        return
+    if version is not None and version > SCHEMA_VERSION:
+        raise_newer(version, where)
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+        conn.execute("CREATE TABLE IF NOT EXISTS wfl_meta (key text PRIMARY KEY, value text)")
+        version = _version(conn)  # another process may have done it while we waited
+        if version is None:
+            conn.execute(CREATE)
+        elif version > SCHEMA_VERSION:
+            raise_newer(version, where)
+        else:
+            while version < SCHEMA_VERSION:
+                conn.execute(MIGRATIONS[version])
+                version += 1
+        conn.execute(
+            "INSERT INTO wfl_meta VALUES ('schema', %s) "
+            "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+            (str(SCHEMA_VERSION),),
+        )
+
+
+def _version(conn: Any) -> int | None:
+    row = conn.execute("SELECT to_regclass('wfl_meta') IS NOT NULL").fetchone()
+    if not row[0]:
+        return None
+    row = conn.execute("SELECT value FROM wfl_meta WHERE key = 'schema'").fetchone()
+    return int(row[0]) if row else None
+
+
+def raise_newer(version: int, where: str) -> None:
+    raise StoreVersionError(
+        f"store {where} has schema version {version}, newer than this wfl knows "
+        f"({SCHEMA_VERSION}): upgrade wfl to use it"
+    )

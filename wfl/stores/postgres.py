@@ -1,0 +1,459 @@
+"""The PostgreSQL store: runs as rows, leases as session advisory locks, news by LISTEN/NOTIFY.
+
+One session connection per process carries reads, writes and leases. Leases are session
+advisory locks, so they end when the worker's connection does (a SIGKILLed worker's backend
+exits and PostgreSQL releases them). Because the writes go over the very session that holds
+the locks, a write that commits proves the lease was held when it committed; after a
+reconnect (a new session, holding nothing) every writer of the old session refuses to write
+(LeaseLost) until its run is leased again.
+
+Group commit: appends from all the runs a worker drives are queued; whichever thread gets the
+connection writes every queued append in one transaction (one WAL flush for many runs), as
+the journal store shares one fsync among a run's records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING, Any
+
+from wfl import journal
+from wfl.errors import (
+    AmbiguousRunId,
+    InvalidArguments,
+    JournalCorrupt,
+    LeaseLost,
+    RunNotFound,
+    StoreUnavailable,
+)
+from wfl.records import Record
+from wfl.state import RunState
+from wfl.store import check_id, new_run_id
+from wfl.stores import mask, pg_schema
+from wfl.stores.pg_extras import KeysAndSchedules
+from wfl.stores.pg_write import (
+    HEADER,
+    PgWriter,
+    _Append,
+    insert_records,
+    journal_size,
+    save_summary,
+)
+
+if TYPE_CHECKING:
+    import psycopg
+
+    from wfl.index import RunSummary
+
+CHANNEL = "wfl"
+WORKER_APP = "wfl-worker"
+CONNECT_TIMEOUT = 5
+
+
+def lock_key(run_id: str) -> int:
+    """The advisory lock key of a run (64 bits of a hash: collisions are negligible)."""
+    digest = hashlib.blake2b(run_id.encode(), digest_size=8, person=b"wfl-lease").digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class PostgresStore(KeysAndSchedules):
+    """Runs in a PostgreSQL database; see the module docstring."""
+
+    def __init__(self, url: str, *, application_name: str = "wfl") -> None:
+        self.url = url
+        self.application_name = application_name
+        self._spec = mask(url)
+        self._lock = threading.RLock()  # the session connection, one user at a time
+        self._conn: psycopg.Connection[Any] | None = None
+        self.generation = 0  # bumped at each new session: leases of older ones are gone
+        self._leases: dict[str, int] = {}  # run id -> generation it was leased in
+        self._queue: list[_Append] = []
+        self._queue_lock = threading.Lock()
+
+    @property
+    def spec(self) -> str:
+        return self._spec
+
+    @property
+    def notes_dir(self) -> None:
+        return None  # workers' notes on unloadable code are kept only in a directory
+
+    def __repr__(self) -> str:
+        return f"PostgresStore({self._spec!r})"
+
+    # -- the session ------------------------------------------------------------------------
+
+    def connect(self, *, application_name: str | None = None) -> psycopg.Connection[Any]:
+        """A new autocommit connection with the schema in place."""
+        import psycopg
+
+        try:
+            conn = psycopg.connect(
+                self.url,
+                autocommit=True,
+                connect_timeout=CONNECT_TIMEOUT,
+                application_name=application_name or self.application_name,
+            )
+        except psycopg.ProgrammingError as exc:  # a malformed URL or parameter
+            raise InvalidArguments(f"bad store {self._spec}: {_one_line(exc)}") from None
+        except psycopg.Error as exc:
+            raise self.unavailable(exc) from None
+        try:
+            pg_schema.ensure(conn, self._spec)
+        except psycopg.Error as exc:
+            conn.close()
+            raise self.unavailable(exc) from None
+        except BaseException:
+            conn.close()
+            raise
+        return conn
+
+    def unavailable(self, exc: BaseException) -> StoreUnavailable:
+        return StoreUnavailable(f"store {self._spec} is unavailable: {_one_line(exc)}")
+
+    @contextmanager
+    def session(self) -> Iterator[psycopg.Connection[Any]]:
+        """The session connection (reconnecting if it broke), for one user at a time."""
+        import psycopg
+
+        with self._lock:
+            if self._conn is None or self._conn.broken or self._conn.closed:
+                self._drop()
+                self._conn = self.connect()
+            try:
+                yield self._conn
+            except psycopg.Error as exc:
+                if self._conn is None or self._conn.broken or self._conn.closed:
+                    self._drop()
+                    raise self.unavailable(exc) from None
+                if isinstance(exc, psycopg.OperationalError):
+                    raise self.unavailable(exc) from None
+                raise
+
+    def _drop(self) -> None:
+        """Forget the session: its leases died with it."""
+        if self._conn is not None:
+            with suppress(Exception):
+                self._conn.close()
+            self._conn = None
+            self.generation += 1
+            self._leases.clear()
+
+    def ensure(self) -> None:
+        with self.session():
+            pass
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    # -- runs -------------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        make_records: Callable[[str], list[Record]],
+        *,
+        run_id: str | None = None,
+        key: str | None = None,
+    ) -> str:
+        """As the protocol says; with `key`, the key row and the run are inserted in one
+        transaction (or the run already holding the key is returned)."""
+        with self.session() as conn:
+            while True:
+                new_id = run_id if run_id is not None else new_run_id()
+                check_id(new_id)
+                records = make_records(new_id)
+                data = [journal.encode(r) for r in records]
+                state = RunState.from_records(records)
+                try:
+                    with conn.transaction():
+                        if key is not None:
+                            held = self.claim_key(conn, key, new_id)
+                            if held is not None:
+                                return held
+                        row = conn.execute(
+                            "INSERT INTO wfl_runs (id, seq, size, created_at, updated_at, "
+                            "state, workflow, wake_at, summary) "
+                            "VALUES (%s, 0, 0, 0, 0, '', '', NULL, '') "
+                            "ON CONFLICT (id) DO NOTHING RETURNING id",
+                            (new_id,),
+                        ).fetchone()
+                        if row is None:
+                            if run_id is not None:
+                                return run_id  # a child created twice: the first one stands
+                            raise _Collision  # 48 random bits collided: roll back, draw again
+                        insert_records(conn, new_id, 0, data)
+                        save_summary(conn, new_id, len(data), journal_size(data), state)
+                        return new_id
+                except _Collision:
+                    continue
+
+    def exists(self, run_id: str) -> bool:
+        check_id(run_id)
+        with self.session() as conn:
+            return (
+                conn.execute("SELECT 1 FROM wfl_runs WHERE id = %s", (run_id,)).fetchone()
+                is not None
+            )
+
+    def run_ids(self) -> list[str]:
+        with self.session() as conn:
+            return [r[0] for r in conn.execute("SELECT id FROM wfl_runs")]
+
+    def stray_files(self) -> list[str]:
+        return []  # rows are keyed by valid run ids only
+
+    def resolve(self, prefix: str) -> str:
+        check_id(prefix)
+        with self.session() as conn:
+            # ids are [0-9a-z] in the "C" collation: a prefix is a range of the primary key
+            rows = conn.execute(
+                "SELECT id FROM wfl_runs WHERE id >= %s AND id < %s ORDER BY id LIMIT 6",
+                (prefix, prefix + "~"),
+            ).fetchall()
+        matches = [r[0] for r in rows]
+        if prefix in matches:
+            return prefix
+        if not matches:
+            raise RunNotFound(prefix)
+        if len(matches) > 1:
+            raise AmbiguousRunId(prefix, matches)
+        return str(matches[0])
+
+    def read(self, run_id: str) -> list[Record]:
+        records, damage = self.read_damaged(run_id)
+        if damage is not None:
+            raise damage
+        return records
+
+    def read_damaged(self, run_id: str) -> tuple[list[Record], JournalCorrupt | None]:
+        check_id(run_id)
+        with self.session() as conn:
+            rows = conn.execute(
+                "SELECT seq, data FROM wfl_records WHERE run_id = %s ORDER BY seq", (run_id,)
+            ).fetchall()
+        if not rows:
+            raise RunNotFound(run_id)
+        return self._decode(run_id, rows)
+
+    def _decode(
+        self, run_id: str, rows: list[tuple[int, bytes]]
+    ) -> tuple[list[Record], JournalCorrupt | None]:
+        records: list[Record] = []
+        for seq, data in rows:
+            try:
+                record = journal.decode(bytes(data))
+            except Exception as exc:
+                where = f"{self._spec} run {run_id}"
+                return records, JournalCorrupt(where, seq, f"record {seq} does not decode ({exc})")
+            if not isinstance(record, dict) or "t" not in record:
+                where = f"{self._spec} run {run_id}"
+                return records, JournalCorrupt(where, seq, f"record {seq} is not a record")
+            records.append(record)
+        return records, None
+
+    def update(self, run_id: str, decide: Callable[[list[Record]], list[Record]]) -> list[Record]:
+        check_id(run_id)
+        with self.session() as conn, conn.transaction():
+            row = conn.execute(
+                "SELECT seq FROM wfl_runs WHERE id = %s FOR UPDATE", (run_id,)
+            ).fetchone()
+            if row is None:
+                raise RunNotFound(run_id)
+            rows = conn.execute(
+                "SELECT seq, data FROM wfl_records WHERE run_id = %s ORDER BY seq", (run_id,)
+            ).fetchall()
+            existing, damage = self._decode(run_id, rows)
+            if damage is not None:
+                raise damage
+            new = decide(existing)
+            if new:
+                data = [journal.encode(r) for r in new]
+                insert_records(conn, run_id, len(existing), data)
+                state = RunState.from_records(existing + new)
+                size = journal_size([bytes(d) for _, d in rows]) + journal_size(data) - HEADER
+                save_summary(conn, run_id, len(existing) + len(new), size, state)
+            return new
+
+    def delete(self, run_id: str) -> None:
+        check_id(run_id)
+        with self.session() as conn, conn.transaction():
+            conn.execute("DELETE FROM wfl_records WHERE run_id = %s", (run_id,))
+            conn.execute("DELETE FROM wfl_runs WHERE id = %s", (run_id,))
+
+    def writer(self, run_id: str) -> PgWriter:
+        check_id(run_id)
+        generation = self._leases.get(run_id)
+        if generation is None:
+            raise LeaseLost(f"run {run_id} is not leased by this worker")
+        return PgWriter(self, run_id, generation)
+
+    def summaries(self, *, newest: int | None = None, save: bool = True) -> list[RunSummary]:
+        from wfl.index import RunSummary
+
+        sql = "SELECT id, summary FROM wfl_runs WHERE seq > 0 ORDER BY created_at DESC"
+        with self.session() as conn:
+            if newest is not None:
+                rows = conn.execute(sql + " LIMIT %s", (newest,)).fetchall()
+            else:
+                rows = conn.execute(sql).fetchall()
+        return [
+            RunSummary.from_record(run_id, journal.decode(bytes(data), refuse_timestamps=False))
+            for run_id, data in rows
+        ]
+
+    def versions(self) -> dict[str, object]:
+        with self.session() as conn:
+            return {r[0]: r[1] for r in conn.execute("SELECT id, seq FROM wfl_runs")}
+
+    def modified_at(self, run_id: str) -> float:
+        with self.session() as conn:
+            row = conn.execute(
+                "SELECT updated_at FROM wfl_runs WHERE id = %s", (run_id,)
+            ).fetchone()
+        if row is None:
+            raise RunNotFound(run_id)
+        return float(row[0])
+
+    # -- leases -----------------------------------------------------------------------------
+
+    def try_lease(self, run_id: str) -> PgLease | None:
+        with self.session() as conn:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(run_id),)).fetchone()
+            if not row or not row[0]:
+                return None
+            if run_id in self._leases:  # session locks nest: keep one level only
+                conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(run_id),))
+                return None
+            self._leases[run_id] = self.generation
+            return PgLease(self, run_id, self.generation)
+
+    def release(self, run_id: str, generation: int) -> None:
+        with self._lock:
+            if self._leases.get(run_id) != generation or generation != self.generation:
+                return  # that session is gone, and its locks with it
+            del self._leases[run_id]
+            with suppress(StoreUnavailable), self.session() as conn:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(run_id),))
+
+    def is_leased(self, run_id: str) -> bool:
+        if run_id in self._leases:
+            return True
+        lease = self.try_lease(run_id)
+        if lease is None:
+            return True
+        lease.release()
+        return False
+
+    def workers_alive(self) -> bool:
+        with self.session() as conn:
+            row = conn.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = %s "
+                "AND datname = current_database())",
+                (WORKER_APP,),
+            ).fetchone()
+        return bool(row and row[0])
+
+    # -- news -------------------------------------------------------------------------------
+
+    def notify(self, run_id: str, *, skip: str = "") -> None:
+        with self.session() as conn:
+            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, run_id))
+
+    def listen(self, *, worker: bool = True) -> tuple[str, PgListener] | None:
+        import psycopg
+
+        conn = self.connect(application_name=WORKER_APP if worker else "wfl-watcher")
+        try:
+            conn.execute(f"LISTEN {CHANNEL}")
+        except psycopg.Error as exc:
+            conn.close()
+            raise self.unavailable(exc) from None
+        return f"pg-{conn.info.backend_pid}", PgListener(self, conn)
+
+    # -- group commit -----------------------------------------------------------------------
+
+    def commit_append(self, request: _Append) -> list[Record]:
+        with self._queue_lock:
+            self._queue.append(request)
+        with self.session() as conn:
+            if not request.done:
+                with self._queue_lock:
+                    batch, self._queue = self._queue, []
+                self._write(conn, batch)
+        return request.outcome()
+
+    def _write(self, conn: psycopg.Connection[Any], batch: list[_Append]) -> None:
+        live = []
+        for request in batch:
+            w = request.writer
+            if w.generation != self.generation or self._leases.get(w.run_id) != w.generation:
+                request.fail(LeaseLost(f"run {w.run_id}: this worker's lease ended"))
+            elif w.broken:
+                request.fail(LeaseLost(f"run {w.run_id}: reload it (an earlier write failed)"))
+            else:
+                live.append(request)
+        live.sort(key=lambda r: r.writer.run_id)  # one lock order: no deadlocks
+        for request in live:
+            request.writer.broken = True  # until the commit says otherwise
+        try:
+            with conn.transaction():
+                for request in live:
+                    request.prepare(conn)
+        except BaseException as exc:
+            for request in live:
+                request.fail(exc)
+            raise
+        for request in live:
+            request.succeed()
+
+
+class PgLease:
+    def __init__(self, store: PostgresStore, run_id: str, generation: int) -> None:
+        self.store = store
+        self.run_id = run_id
+        self.generation = generation
+
+    def release(self) -> None:
+        self.store.release(self.run_id, self.generation)
+
+
+class PgListener:
+    """A connection that LISTENs; its socket turns readable when a NOTIFY (or EOF) comes."""
+
+    def __init__(self, store: PostgresStore, conn: psycopg.Connection[Any]) -> None:
+        self.store = store
+        self.conn = conn
+
+    def fileno(self) -> int:
+        return int(self.conn.pgconn.socket)
+
+    def drain(self) -> list[str]:
+        import psycopg
+
+        pgconn = self.conn.pgconn
+        try:
+            pgconn.consume_input()
+        except psycopg.Error as exc:
+            raise self.store.unavailable(exc) from None
+        if pgconn.status != 0:  # CONNECTION_OK
+            raise self.store.unavailable(RuntimeError("the connection was closed"))
+        news = []
+        while (n := pgconn.notifies()) is not None:
+            news.append(n.extra.decode(errors="replace"))
+        return news
+
+    def close(self) -> None:
+        with suppress(Exception):
+            self.conn.close()
+
+
+class _Collision(Exception):
+    pass
+
+
+def _one_line(exc: BaseException) -> str:
+    return mask(" ".join(str(exc).split())) or type(exc).__name__
