@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from . import ops
 from .clock import iso
-from .errors import StoreUnavailable, WflError
+from .errors import LeaseLost, StoreUnavailable, WflError
 from .state import RunState
 from .store import SCHEDULES_NEWS
 
@@ -197,6 +197,25 @@ def _close_listener(self: Worker) -> None:
         with contextlib.suppress(Exception):
             self._loop.remove_reader(listener.fileno())
     listener.close()
+
+
+def driver_failed(self: Worker, driver: RunDriver, exc: BaseException) -> None:
+    """The run's journal could not be written (disk full...): drop it and retry later."""
+    if isinstance(exc, StoreUnavailable):
+        self.store_lost(exc)  # drops every run
+        return
+    if isinstance(exc, LeaseLost):
+        log.info("%s", exc)
+        driver.evict()
+        self._wake_at(driver.run_id, self.clock.now() + self.lease_retry())
+        return
+    if isinstance(exc, WflError):
+        log.info("run %s paused: %s", driver.run_id, exc)  # the "paused" event says it too
+    else:
+        log.error("internal error in run %s; paused", driver.run_id, exc_info=exc)
+    self.emit("paused", driver, detail=str(exc))
+    driver.evict()
+    self._wake_at(driver.run_id, self.clock.now() + 5.0)
 
 
 RECONNECT_FIRST = 0.5  # seconds before the first retry; doubles up to RECONNECT_MAX

@@ -215,6 +215,9 @@ class Worker:
         self._versions = versions
         self.look_at_schedules()  # the safety net for schedule news, too
 
+    def lease_retry(self) -> float:  # another worker holds the run; it may die: look again
+        return LEASE_RETRY * (0.5 + _jitter())
+
     def _consider(self, run_id: str) -> None:
         """Look at a run from its journal alone and schedule a wake-up if it needs one."""
         if run_id in self.drivers:
@@ -273,7 +276,7 @@ class Worker:
             log.error("cannot lock run %s: %s", run_id, exc)
             return
         if lease is None:  # another worker drives it; it may die, so look again soon
-            self._wake_at(run_id, self.clock.now() + LEASE_RETRY * (0.5 + _jitter()))
+            self._wake_at(run_id, self.clock.now() + self.lease_retry())
             return
         try:
             driver = self._open_driver(run_id)
@@ -468,24 +471,6 @@ class Worker:
             admitted = True
         return admitted
 
-    def driver_failed(self, driver: RunDriver, exc: BaseException) -> None:
-        """The run's journal could not be written (disk full...): drop it and retry later."""
-        if isinstance(exc, StoreUnavailable):
-            self.store_lost(exc)  # drops every run
-            return
-        if isinstance(exc, LeaseLost):
-            log.info("%s", exc)
-            driver.evict()
-            self._wake_at(driver.run_id, self.clock.now() + LEASE_RETRY * (0.5 + _jitter()))
-            return
-        if isinstance(exc, WflError):
-            log.info("run %s paused: %s", driver.run_id, exc)  # the "paused" event says it too
-        else:
-            log.error("internal error in run %s; paused", driver.run_id, exc_info=exc)
-        self.emit("paused", driver, detail=str(exc))
-        driver.evict()
-        self._wake_at(driver.run_id, self.clock.now() + 5.0)
-
     def load_function(self, path: str, name: str, module: str = "") -> Any:
         return load_function(path, name, module)
 
@@ -506,6 +491,7 @@ class Worker:
     _on_news = channel._on_news
     _close_listener = channel._close_listener
     store_lost = channel.store_lost
+    driver_failed = channel.driver_failed
     _reconnect = channel._reconnect
     _shutdown = channel._shutdown
     install_signal_handlers = channel.install_signal_handlers
