@@ -205,12 +205,11 @@ class Worker:
                 self.waits[s.id] = (str(s.status["workflow"]), None, None)
 
     def rescan(self) -> None:
-        """Look again at every run that changed since the last rescan (lost wake-ups)."""
+        # the safety net for lost wake-ups: look again at every run that changed
         versions = self.store.versions()
         for run_id, version in versions.items():
-            if run_id in self.drivers or run_id in self._waking:
-                continue
-            if self._versions.get(run_id) != version:
+            live = run_id in self.drivers or run_id in self._waking
+            if not live and self._versions.get(run_id) != version:
                 self._consider(run_id)
         self._versions = versions
         self.look_at_schedules()  # the safety net for schedule news, too
