@@ -378,3 +378,41 @@ def test_workflow_failed_carries_the_runs_traceback(env: WorkflowTestEnv) -> Non
     assert info.value.traceback is not None
     assert info.value.traceback.endswith("ValueError: total is negative: -1\n")
     assert f"line {df.line_of('check-total')}, in _check_total" in info.value.traceback
+
+
+# --------------------------------------------------------------------------------------------
+# what the worker's live table is fed
+
+
+def test_the_worker_notes_what_runs_it_does_not_hold_wait_for(env: WorkflowTestEnv) -> None:
+    from rich.console import Console
+
+    from wfl.live import WorkerView
+
+    waiting = env.start(df.review)  # will wait for an event
+    sleeping = env.start(df.typed_event)  # will wait for an event, then sleep
+    env.run_until_idle()
+    env.send_event(sleeping, "count", 3)  # now asleep for 60 s
+    worker = Worker(env.dir, clock=env.clock, listen=False)
+    asyncio.run(worker.run(once=True))
+    # known from the index alone: what they wait for is looked up by the view when shown
+    assert worker.waits[waiting] == ("review", None, None)
+    workflow, what, wake = worker.waits[sleeping]
+    assert (workflow, what, wake) == ("typed_event", None, pytest.approx(env.now() + 60, abs=1))
+    screen = Console(record=True, width=200)
+    screen.print(WorkerView(worker, live=False).render())
+    lines = screen.export_text().splitlines()
+    rows = [line for line in lines if sleeping in line or waiting in line]
+    assert sleeping in rows[0]  # the soonest wake first, the event-only wait last
+    assert "timer: step 1 sleep" in rows[0]
+    assert "in 60s" in rows[0] or "in 1m" in rows[0]
+    assert "event 'approved'" in rows[1]
+    assert "on event" in rows[1]
+    assert any("0 executing · 2 waiting" in line for line in lines)
+    # another worker finishes both: this one drops them when it next looks
+    env.send_event(waiting, "approved", True)
+    env.run_until_idle()
+    assert worker._open_driver(sleeping) is None  # as when its timer fires: the run is over
+    assert sleeping not in worker.waits
+    worker.scan()
+    assert worker.waits == {}

@@ -203,6 +203,8 @@ class Worker:
                 self.waits[s.id] = (str(s.status["workflow"]), None, s.wake_at)
             elif s.status["state"] == "in_progress":  # waits for an event
                 self.waits[s.id] = (str(s.status["workflow"]), None, None)
+            else:
+                self.waits.pop(s.id, None)  # finished meanwhile (another worker drove it)
 
     def rescan(self) -> None:
         # the safety net for lost wake-ups: look again at every run that changed
@@ -308,6 +310,7 @@ class Worker:
         state = RunState.from_records(history)
         if state.next_wake_at() is None:
             writer.close()
+            self._note_wait(state, None)  # finished (by another worker?): off the live table
             return None  # finished, or waits for an event that has not come
         try:
             wf = codestate.load_for_run(self.store.notes_dir, state, self.clock.now())
