@@ -293,3 +293,25 @@ def test_rows_follow_runs_that_vanish(tmp_path: Path) -> None:
     client.cleanup(run_id)
     assert rows.apply(model.read_rows(client, [run_id])) == {run_id}
     assert rows.page()["all"] == 0
+
+
+def test_a_run_page_shows_the_current_generation_and_the_newest_steps(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with WorkflowTestEnv(tmp_path) as env:
+        run_id = env.start(PIPELINE, {"batches": 3})
+        env.run_until_idle()
+        env.client.restart(run_id, 2)  # batch[1] runs again: fails once, then succeeds
+        env.run_until_idle()
+        detail = model.run_detail(env.client, run_id)
+        assert detail["state"] == "completed"
+        retried = detail["timeline"][2]
+        assert retried["name"] == "batch[1]"
+        assert [a["outcome"] for a in retried["attempt_log"]] == ["failed", "done"]
+        assert [j["t"] for j in detail["journal"]].count("restart") == 1
+        monkeypatch.setattr(model, "STEPS_SHOWN", 2)
+        monkeypatch.setattr(model, "JOURNAL_SHOWN", 3)
+        cut = model.run_detail(env.client, run_id)
+        assert [s["name"] for s in cut["timeline"]] == ["batch[2]", "load"]
+        assert cut["total"] == 5
+        assert [j["i"] for j in cut["journal"]] == [cut["journal_total"] - 3 + i for i in range(3)]

@@ -16,7 +16,10 @@ from wfl.errors import InvalidRunId, JournalCorrupt, RunNotFound
 STATES = ("in_progress", "completed", "failed", "canceled")
 PER_PAGE = 50
 MAX_PER_PAGE = 500
-JOURNAL_SHOWN = 2000  # records sent to the page; the rest is a `wfl show` away
+# What one push of a run page carries at most (it is re-sent as the run changes): the
+# newest records and steps; the rest is a `wfl show` / `wfl status RUN` away.
+JOURNAL_SHOWN = 500
+STEPS_SHOWN = 300
 
 Row = dict[str, Any]
 
@@ -150,7 +153,7 @@ def run_detail(client: Client, run_id: str) -> dict[str, Any]:
         total=total,
         current=current,
         why=views.explain_run(client, run_id),
-        timeline=step_timeline(st, records),
+        timeline=step_timeline(st, records)[-STEPS_SHOWN:],
         events=_events(st),
         children=_children(st),
         journal_total=len(records),

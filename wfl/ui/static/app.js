@@ -33,6 +33,26 @@ function h(tag, attrs, ...children) {
   return el;
 }
 
+// Reuse a node while its key is unchanged: a live page redraws often, and a node that is
+// replaced under the pointer loses the click a person was making.
+function keep(memo, name, key, build) {
+  const old = memo.get(name);
+  if (old && old.key === key) return old.node;
+  const node = build();
+  memo.set(name, { key, node });
+  return node;
+}
+
+// Make `container`'s children exactly `nodes`, touching only those that differ.
+function patch(container, nodes) {
+  nodes = nodes.filter(Boolean);
+  nodes.forEach((node, i) => {
+    const at = container.childNodes[i];
+    if (at !== node) container.insertBefore(node, at || null);
+  });
+  while (container.childNodes.length > nodes.length) container.lastChild.remove();
+}
+
 function link(href, ...children) {
   return h("a", { href, "data-link": true }, ...children);
 }
@@ -158,6 +178,7 @@ function runsPage() {
     for (const [k, v] of Object.entries(filters)) if (v && !(k === "page" && v === "1")) params.set(k, v);
     const url = "/" + (params.toString() ? "?" + params : "");
     history.replaceState(null, "", url);
+    drawn = false; // a new filter is a new list: nothing to flash
     listen({ view: "runs", ...filters }, draw);
   };
 
@@ -181,51 +202,61 @@ function runsPage() {
       footer),
   );
 
-  const seen = new Map(); // id -> JSON of the row last drawn, to flash the rows that changed
+  const seen = new Map(); // id -> the row last drawn and its data: reused, or redrawn and flashed
+  let drawn = false;
+  let chipsKey = "";
+  let namesKey = "";
   function draw(data) {
-    const all = data.all;
-    chips.replaceChildren(
-      ...[["", "All", Object.values(data.counts).reduce((a, b) => a + b, 0)],
-        ...STATES.map((s) => [s, STATE_LABEL[s], data.counts[s] || 0])].map(([value, label, n]) =>
-        h("button", {
-          class: `chip ${value ? "s-" + value : ""} ${filters.state === value ? "on" : ""}`, role: "tab",
-          "aria-selected": filters.state === value ? "true" : "false", dataset: { state: value },
-          onclick: () => setFilter({ state: value }),
-        }, value ? h("i") : null, label, h("b", { text: n.toLocaleString() }))));
+    const key = JSON.stringify([data.counts, filters.state]);
+    if (key !== chipsKey) {  // rebuilt only when they change: a click is never lost
+      chipsKey = key;
+      chips.replaceChildren(...chipButtons(data.counts));
+    }
     const names = data.workflows;
     if (filters.workflow && !names.includes(filters.workflow)) names.push(filters.workflow);
-    workflowSelect.replaceChildren(h("option", { value: "", text: "All workflows" }),
-      ...names.map((n) => h("option", { value: n, text: n, selected: n === filters.workflow })));
-
+    if (JSON.stringify(names) !== namesKey) {
+      namesKey = JSON.stringify(names);
+      workflowSelect.replaceChildren(h("option", { value: "", text: "All workflows" }),
+        ...names.map((n) => h("option", { value: n, text: n, selected: n === filters.workflow })));
+    }
     const rows = data.runs.map((r) => {
       const key = JSON.stringify(r);
-      const changed = seen.has(r.id) && seen.get(r.id) !== key;
-      const fresh = seen.size > 0 && !seen.has(r.id);
-      seen.set(r.id, key);
-      const pct = r.total ? Math.round((100 * r.done) / r.total) : (r.state === "completed" ? 100 : 0);
-      return h("tr", { class: changed || fresh ? "flash" : "", dataset: { id: r.id, state: r.state } },
-        h("td", { class: "id" }, link(`/runs/${r.id}`, r.id), r.parent ? h("span", { class: "tag", title: `child of ${r.parent}` }, "child") : null),
-        h("td", { class: "wf", text: r.workflow || "?" }),
-        h("td", {}, badge(r.state)),
-        h("td", {}, h("div", { class: "progress" },
-          h("span", { class: `meter s-${r.state}` }, h("span", { style: `width:${pct}%` })),
-          h("span", { class: "num", text: `${r.done}/${r.total}` }))),
-        h("td", { class: "current", title: r.error || r.current || "" }, r.error ? h("span", { class: "err", text: short(r.error, 70) }) : (r.current || h("span", { class: "muted", text: "–" }))),
-        h("td", { class: "time" }, r.state === "in_progress" && r.next_wake_at ? when(r.next_wake_at, "until") : h("span", { class: "muted", text: "–" })),
-        h("td", { class: "time" }, when(r.created_at)),
-        h("td", { class: "time" }, when(r.updated_at)));
+      const kept = seen.get(r.id);
+      if (kept && kept.key === key) return kept.node;
+      const node = runRow(r, drawn); // flash what changed or arrived since the first draw
+      seen.set(r.id, { key, node });
+      return node;
     });
-    if (!rows.length) {
-      const empty = all === 0
+    drawn = true;
+    if (rows.length) {
+      patch(tbody, rows);
+    } else {
+      const empty = data.all === 0
         ? h("div", { class: "empty" }, h("strong", { text: "No runs yet." }), " Start one and it appears here at once: ", h("code", { text: "wfl start flow.py" }))
         : h("div", { class: "empty" }, h("strong", { text: "No run matches these filters." }));
       tbody.replaceChildren(h("tr", {}, h("td", { colspan: 8 }, empty)));
-    } else {
-      tbody.replaceChildren(...rows);
     }
+    drawFooter(data);
+  }
+
+  function chipButtons(counts) {
+    const all = Object.values(counts).reduce((a, b) => a + b, 0);
+    return [["", "All", all], ...STATES.map((s) => [s, STATE_LABEL[s], counts[s] || 0])].map(([value, label, n]) =>
+      h("button", {
+        class: `chip ${value ? "s-" + value : ""} ${filters.state === value ? "on" : ""}`, role: "tab",
+        "aria-selected": filters.state === value ? "true" : "false", dataset: { state: value },
+        onclick: () => setFilter({ state: value }),
+      }, value ? h("i") : null, label, h("b", { text: n.toLocaleString() })));
+  }
+
+  function drawFooter(data) {
+    const all = data.all;
     const first = data.total ? (data.page - 1) * data.per_page + 1 : 0;
     const last = Math.min(data.total, data.page * data.per_page);
     summary.textContent = `${first.toLocaleString()}–${last.toLocaleString()} of ${data.total.toLocaleString()} run${data.total === 1 ? "" : "s"}` + (data.total !== all ? ` (${all.toLocaleString()} in the store)` : "");
+    const key = `${data.page} ${data.pages}`;
+    if (footer.dataset.key === key) return;
+    footer.dataset.key = key;
     footer.replaceChildren(summary, h("span", { class: "spacer" }),
       h("button", { class: "btn", disabled: data.page <= 1, onclick: () => setFilter({ page: String(data.page - 1) }) }, "← Newer"),
       h("span", { class: "muted", text: `page ${data.page} of ${data.pages}` }),
@@ -234,12 +265,28 @@ function runsPage() {
   listen({ view: "runs", ...filters }, draw);
 }
 
+function runRow(r, flash) {
+  const pct = r.total ? Math.round((100 * r.done) / r.total) : (r.state === "completed" ? 100 : 0);
+  return h("tr", { class: flash ? "flash" : "", dataset: { id: r.id, state: r.state } },
+    h("td", { class: "id" }, link(`/runs/${r.id}`, r.id), r.parent ? h("span", { class: "tag", title: `child of ${r.parent}` }, "child") : null),
+    h("td", { class: "wf", text: r.workflow || "?" }),
+    h("td", {}, badge(r.state)),
+    h("td", {}, h("div", { class: "progress" },
+      h("span", { class: `meter s-${r.state}` }, h("span", { style: `width:${pct}%` })),
+      h("span", { class: "num", text: `${r.done}/${r.total}` }))),
+    h("td", { class: "current", title: r.error || r.current || "" }, r.error ? h("span", { class: "err", text: short(r.error, 70) }) : (r.current || h("span", { class: "muted", text: "–" }))),
+    h("td", { class: "time" }, r.state === "in_progress" && r.next_wake_at ? when(r.next_wake_at, "until") : h("span", { class: "muted", text: "–" })),
+    h("td", { class: "time" }, when(r.created_at)),
+    h("td", { class: "time" }, when(r.updated_at)));
+}
+
 // -- one run ---------------------------------------------------------------------------------
 
 function runPage(runId) {
   document.title = `${runId} · wfl`;
   main.replaceChildren(h("p", { class: "muted", text: "loading…" }));
   const open = new Set(); // steps whose details are unfolded survive redraws
+  const memo = new Map(); // sections that did not change keep their nodes (and clicks)
   let showJournal = true;
   listen({ view: "run", id: runId }, (run) => {
     if (run.missing) {
@@ -252,16 +299,17 @@ function runPage(runId) {
     const old = main.querySelector(".journal .scroll");
     const atBottom = !old || old.scrollTop + old.clientHeight >= old.scrollHeight - 4;
     const top = old ? old.scrollTop : 0;
-    main.replaceChildren(...[
-      h("nav", { class: "crumbs" }, link("/", "Runs"), h("span", { text: "/" }), h("span", { class: "mono", text: run.id })),
-      runHeader(run),
-      h("div", { class: `why s-${run.state}` }, h("span", { class: "why-label", text: run.state === "in_progress" ? "Waiting for" : "Outcome" }), h("span", { text: whyText(run.why) })),
-      h("div", { class: "grid" }, overview(run), values(run)),
+    const { timeline, journal, events, why, ...head } = run;
+    patch(main, [
+      keep(memo, "crumbs", run.id, () => h("nav", { class: "crumbs" }, link("/", "Runs"), h("span", { text: "/" }), h("span", { class: "mono", text: run.id }))),
+      keep(memo, "head", [run.id, run.state, run.workflow, run.restarts, run.created_at].join(" "), () => runHeader(run)),
+      keep(memo, "why", run.state + why, () => h("div", { class: `why s-${run.state}` }, h("span", { class: "why-label", text: run.state === "in_progress" ? "Waiting for" : "Outcome" }), h("span", { text: whyText(why) }))),
+      keep(memo, "grid", JSON.stringify(head), () => h("div", { class: "grid" }, overview(run), values(run))),
       stepsCard(run, open),
-      run.children.length ? childrenCard(run) : null,
-      eventsCard(run),
-      journalCard(run, () => showJournal, (v) => { showJournal = v; }),
-    ].filter(Boolean));
+      run.children.length ? keep(memo, "children", JSON.stringify(run.children), () => childrenCard(run)) : null,
+      keep(memo, "events", JSON.stringify(events), () => eventsCard(run)),
+      keep(memo, "journal", `${run.journal_total} ${journal.length && journal[journal.length - 1].i}`, () => journalCard(run, () => showJournal, (v) => { showJournal = v; })),
+    ]);
     const box = main.querySelector(".journal .scroll");
     if (box) box.scrollTop = atBottom ? box.scrollHeight : top;
     window.scrollTo(0, y);
@@ -277,10 +325,10 @@ function runHeader(run) {
   const actions = h("div", { class: "actions" });
   if (run.state === "in_progress") {
     actions.append(
-      h("button", { class: "btn", onclick: () => sendEventDialog(run) }, "Send event…"),
-      h("button", { class: "btn danger", onclick: () => cancelDialog(run) }, "Cancel run…"));
+      h("button", { class: "btn", onclick: () => sendEventDialog(current) }, "Send event…"),
+      h("button", { class: "btn danger", onclick: () => cancelDialog(current) }, "Cancel run…"));
   } else {
-    actions.append(h("button", { class: "btn", onclick: () => restartDialog(run) }, "Restart…"));
+    actions.append(h("button", { class: "btn", onclick: () => restartDialog(current) }, "Restart…"));
   }
   return h("header", { class: "run-head" },
     h("div", {},
@@ -378,6 +426,7 @@ function stepsCard(run, open) {
       .map(([cls, label]) => h("span", {}, h("i", { class: `seg ${cls}` }), label)));
   return h("section", { class: "card" },
     h("div", { class: "card-head" }, h("h2", {}, "Steps ", h("span", { class: "muted", text: `${run.done}/${run.total}` })), legend),
+    run.total > steps.length ? h("p", { class: "muted", text: `The first ${run.total - steps.length} steps are not shown: wfl status ${run.id}` }) : null,
     steps.length ? h("div", { class: "timeline" }, lanes, axis) : h("p", { class: "muted", text: run.state === "in_progress" ? "No steps yet: a worker has not run this workflow's code so far." : "No steps." }));
 }
 
