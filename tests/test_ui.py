@@ -170,6 +170,38 @@ def test_send_event_and_restart_from_the_api(server: UiServer, store: Path) -> N
     assert server.post("/api/runs/zzzz/cancel", headers=csrf).status == 404
 
 
+def test_schedules_are_listed_and_paused_resumed_triggered_live(
+    server: UiServer, store: Path
+) -> None:
+    client = Client(store)
+    client.add_schedule("nightly", PIPELINE, cron="0 3 * * *", tz="Europe/Berlin")
+    stream = server.stream("view=schedules")
+    try:
+        listed = stream.until(lambda s: len(s["schedules"]) == 1)
+        nightly = listed["schedules"][0]
+        assert (nightly["name"], nightly["cron"], nightly["paused"]) == (
+            "nightly", "0 3 * * *", False,
+        )  # fmt: skip
+        assert nightly["next_fire_at"] is not None
+        csrf = {"X-Wfl-Csrf": server.csrf()}
+        assert server.post("/api/schedules/nightly/pause").status == 403  # the guard
+        assert server.post("/api/schedules/nightly/pause", headers=csrf).status == 200
+        paused = stream.until(lambda s: s["schedules"][0]["paused"])
+        assert paused["schedules"][0]["next_fire_at"] is None
+        assert server.post("/api/schedules/nightly/resume", headers=csrf).status == 200
+        stream.until(lambda s: not s["schedules"][0]["paused"])
+        assert server.post("/api/schedules/nightly/trigger", headers=csrf).status == 200
+        fired = stream.until(lambda s: s["schedules"][0]["last_run"] is not None)
+        run_id = fired["schedules"][0]["last_run"]
+        assert client.status(run_id).workflow == "pipeline"
+        client.cancel(run_id)  # the last run's state is pushed as it changes
+        stream.until(lambda s: s["schedules"][0]["last_run_state"] == "canceled")
+        unknown = server.post("/api/schedules/nope/pause", headers=csrf)
+        assert unknown.status == 409
+    finally:
+        stream.close()
+
+
 def test_the_host_header_must_name_this_server(server: UiServer) -> None:
     # a DNS-rebinding page reaches 127.0.0.1 under its own name: refused
     rebound = server.request("GET", "/api/runs", headers={"Host": f"evil.example:{server.port}"})

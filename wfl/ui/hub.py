@@ -22,7 +22,7 @@ from wfl.client import Client
 from wfl.errors import InvalidRunId, RunNotFound
 
 from . import model
-from .changes import change_feed
+from .changes import SCHEDULES, change_feed
 
 log = logging.getLogger(__name__)
 
@@ -94,6 +94,7 @@ class Hub:
         self._lock = asyncio.Lock()  # one batch applied at a time
         self._listening = asyncio.Event()  # the feed has yielded once: it is watching
         self.batches = 0  # how many change batches were applied (for tests and logs)
+        self._schedule_runs: set[str] = set()  # the last runs the schedules view shows
 
     # -- life ------------------------------------------------------------------------------
 
@@ -147,6 +148,9 @@ class Hub:
     async def apply(self, run_ids: set[str] | None) -> None:
         """Bring the rows up to date for `run_ids` (None: every run) and push what changed."""
         async with self._lock:
+            schedules_changed = run_ids is None or SCHEDULES in (run_ids or ())
+            if run_ids is not None:
+                run_ids = run_ids - {SCHEDULES}
             if run_ids is None or len(run_ids) > BIG_BATCH:
                 rows = await asyncio.to_thread(_load_rows, self.client)
                 changed = self.rows.replace(rows)
@@ -155,10 +159,14 @@ class Hub:
                 found = await asyncio.to_thread(_read_rows, self.client, run_ids)
                 changed = self.rows.apply(found)
                 run_views_changed = run_ids  # a run page shows more than its row
+            # the schedules view shows each schedule's last run and its state
+            schedules_changed = schedules_changed or bool(changed & self._schedule_runs)
             self.batches += 1
-            await self._publish(changed, run_views_changed)
+            await self._publish(changed, run_views_changed, schedules_changed)
 
-    async def _publish(self, changed: set[str], runs_changed: set[str] | None) -> None:
+    async def _publish(
+        self, changed: set[str], runs_changed: set[str] | None, schedules_changed: bool
+    ) -> None:
         snapshots: dict[View, str] = {}
         for sub in list(self.subscribers):
             view = sub.view
@@ -166,8 +174,8 @@ class Hub:
                 continue
             if view.kind == "run" and runs_changed is not None and view.run_id not in runs_changed:
                 continue
-            if view.kind == "schedules":
-                continue  # schedules have no change signal yet: the page refreshes them
+            if view.kind == "schedules" and not schedules_changed:
+                continue
             if view not in snapshots:
                 snapshots[view] = await self.snapshot(view)
             sub.offer(snapshots[view])
@@ -195,6 +203,7 @@ class Hub:
             from .schedules import list_schedules
 
             data = await asyncio.to_thread(list_schedules, self.client)
+            self._schedule_runs = {s["last_run"] for s in data["schedules"] if s.get("last_run")}
         else:
             data = self.runs_page(view)
         return dumps(data)

@@ -32,8 +32,18 @@ def row(st: RunStatus) -> Row:
     data.pop("flow", None)
     data.pop("args", None)  # can be large; the run page has them
     data.pop("result", None)
+    data.pop("traceback", None)
+    if data.get("progress") is not None:  # up to 64 KiB: the table shows its beginning
+        data["progress"] = _short(data["progress"], 120)
     data.update(done=done, total=total, current=current, created_ts=_created(st))
     return data
+
+
+def _short(value: Any, limit: int) -> str:
+    import json
+
+    text = value if isinstance(value, str) else json.dumps(value, default=repr)
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _created(st: RunStatus) -> float:

@@ -274,7 +274,7 @@ function runRow(r, flash) {
     h("td", {}, h("div", { class: "progress" },
       h("span", { class: `meter s-${r.state}` }, h("span", { style: `width:${pct}%` })),
       h("span", { class: "num", text: `${r.done}/${r.total}` }))),
-    h("td", { class: "current", title: r.error || r.current || "" }, r.error ? h("span", { class: "err", text: short(r.error, 70) }) : (r.current || h("span", { class: "muted", text: "–" }))),
+    h("td", { class: "current", title: r.error || [r.current, r.progress].filter(Boolean).join(" · ") }, r.error ? h("span", { class: "err", text: short(r.error, 70) }) : (r.current || (r.progress ? "" : h("span", { class: "muted", text: "–" }))), r.progress && !r.error ? h("span", { class: "progress-note", text: short(r.progress, 40) }) : null),
     h("td", { class: "time" }, r.state === "in_progress" && r.next_wake_at ? when(r.next_wake_at, "until") : h("span", { class: "muted", text: "–" })),
     h("td", { class: "time" }, when(r.created_at)),
     h("td", { class: "time" }, when(r.updated_at)));
@@ -363,7 +363,7 @@ function overview(run) {
     run.parent ? ["Parent run", link(`/runs/${run.parent}`, run.parent)] : null,
     ...chain,
     run.key ? ["Key", h("code", { class: "inline", text: run.key })] : null,
-    run.schedule ? ["Schedule", run.schedule] : null,
+    run.schedule ? ["Schedule", h("span", {}, link("/schedules", run.schedule), run.scheduled_at ? h("span", { class: "muted", text: `  slot ${absolute(run.scheduled_at)}` }) : null)] : null,
     run.on_complete ? ["on_complete", h("span", {}, h("code", { class: "inline", text: run.on_complete.function }), run.on_complete.error ? h("span", { class: "err", text: ` raised ${run.on_complete.error}` }) : (run.on_complete.ran ? " ran" : " pending"))] : null,
     ["Flow", h("span", { class: "mono small", text: run.flow || "?" }, run.flow_changed ? h("span", { class: "warn", text: " · changed since this run started" }) : null)],
     ["Version", String(run.version ?? 0)],
@@ -374,6 +374,7 @@ function values(run) {
   const parts = [h("h2", { text: "Arguments" }), h("pre", { class: "code", text: json(run.args) })];
   if (run.state === "completed") parts.push(h("h2", { text: "Result" }), h("pre", { class: "code ok", text: json(run.result) }));
   if (run.error) parts.push(h("h2", { text: "Error" }), h("pre", { class: "code bad", text: run.error }));
+  if (run.traceback) parts.push(h("details", { class: "tb" }, h("summary", { text: "Traceback" }), h("pre", { class: "code", text: run.traceback })));
   if (run.damage) parts.push(h("h2", { text: "Journal damage" }), h("pre", { class: "code bad", text: run.damage }));
   return h("section", { class: "card" }, ...parts);
 }
@@ -439,6 +440,7 @@ function stepDetail(s) {
     s.result !== undefined && s.result !== null ? ["Result", h("code", { class: "inline", text: short(s.result, 400) })] : null,
     s.child ? ["Child run", h("span", {}, link(`/runs/${s.child}`, s.child), s.child_state ? badge(s.child_state) : null)] : null,
     s.error ? ["Error", h("span", { class: "err", text: s.error })] : null,
+    s.traceback ? ["Traceback", h("pre", { class: "code small", text: s.traceback })] : null,
   ];
   const attempts = s.attempt_log.filter((a) => a.started_at || a.error).map((a) =>
     h("tr", {},
@@ -588,11 +590,11 @@ function schedulesPage() {
       h("td", {}, h("code", { class: "inline", text: s.cron }), s.tz ? h("span", { class: "muted", text: " " + s.tz }) : null),
       h("td", { class: "time" }, s.paused ? h("span", { class: "tag warn", text: "paused" }) : when(s.next_fire_at || s.next_fire, "until")),
       h("td", {}, s.last_run ? link(`/runs/${s.last_run}`, s.last_run) : h("span", { class: "muted", text: "–" }), " ", s.last_run_state ? badge(s.last_run_state) : null),
-      h("td", { class: "actions" },
+      h("td", {}, h("div", { class: "actions" },
         s.paused
           ? h("button", { class: "btn", onclick: () => scheduleDialog(s, "resume") }, "Resume…")
           : h("button", { class: "btn", onclick: () => scheduleDialog(s, "pause") }, "Pause…"),
-        h("button", { class: "btn", onclick: () => scheduleDialog(s, "trigger") }, "Trigger now…"))));
+        h("button", { class: "btn", onclick: () => scheduleDialog(s, "trigger") }, "Trigger now…")))));
     main.replaceChildren(h("section", { class: "card table-card" },
       h("table", { class: "runs" }, h("thead", {}, h("tr", {}, ["Name", "Workflow", "Cron", "Next fire", "Last run", ""].map((c) => h("th", { text: c })))),
         h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 6 }, h("div", { class: "empty", text: "No schedules: wfl schedule add NAME FLOW.py --cron \"…\"" })))))));
@@ -605,7 +607,7 @@ function scheduleDialog(s, action) {
     title: `${words[action]} schedule ${s.name}?`,
     body: [h("p", { text: action === "trigger" ? "Starts one run of it now." : action === "pause" ? "No slot fires while it is paused." : "Slots fire again from the next one." })],
     ok: words[action],
-    act: async () => { const r = await post(`/api/schedules/${encodeURIComponent(s.name)}/${action}`); schedulesPage(); return r; },
+    act: () => post(`/api/schedules/${encodeURIComponent(s.name)}/${action}`), // the push shows it
   });
 }
 
