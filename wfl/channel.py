@@ -290,3 +290,13 @@ def install_signal_handlers(self: Worker) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, self.stop)
+
+
+def _note_wait(self: Worker, state: RunState, wake: float | None) -> None:
+    """Remember what a run that is not held live waits for (shown by the live view)."""
+    from .why import waits_for
+
+    if state.finished and wake is None:
+        self.waits.pop(state.id, None)
+    else:
+        self.waits[state.id] = (state.workflow, waits_for(state), wake)

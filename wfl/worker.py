@@ -41,7 +41,6 @@ from .replay import RunDriver
 from .state import RunState
 from .stores import open_store
 from .stores.base import Lease, Listener, Store
-from .why import waits_for
 
 log = logging.getLogger(__name__)
 
@@ -242,13 +241,6 @@ class Worker:
         self._note_wait(state, wake)
         if wake is not None:
             self._wake_at(run_id, wake)
-
-    def _note_wait(self, state: RunState, wake: float | None) -> None:
-        """Remember what a run that is not held live waits for (shown by the live view)."""
-        if state.finished and wake is None:
-            self.waits.pop(state.id, None)
-        else:
-            self.waits[state.id] = (state.workflow, waits_for(state), wake)
 
     def _wake_at(self, run_id: str, when: float) -> None:
         old = self._waking.get(run_id)
@@ -488,6 +480,7 @@ class Worker:
     _news = channel._news
     _news_threadsafe = channel._news_threadsafe
     emit = channel.emit
+    _note_wait = channel._note_wait
     _emit_raw = channel._emit_raw
     _open_listener = channel._open_listener
     _on_news = channel._on_news
