@@ -122,3 +122,21 @@ def test_locate_prefers_the_recorded_path_without_an_app_dir_and_finds_moved_mod
     finally:
         sys.path.remove(str(tmp_path / "new"))
     assert found == str(tmp_path / "new" / pkg / "flows.py")
+
+
+def test_an_app_dir_wins_for_a_package_module_but_not_over_a_loose_file_that_exists(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wfl import loader
+
+    app = tmp_path / "app"
+    write(app / "myapp" / "__init__.py", "")
+    packaged = write(app / "myapp" / "flows.py", "")
+    loose_here = write(app / "flow.py", "")
+    monkeypatch.setattr(loader, "_app_dirs", [str(app)])
+    old_package = write(tmp_path / "old" / "myapp" / "flows.py", "")
+    assert locate(str(old_package), "myapp.flows") == str(packaged)  # the release it serves
+    other = write(tmp_path / "elsewhere" / "flow.py", "")
+    assert locate(str(other), "flow") == str(other)  # a same-named loose file is not it
+    other.unlink()
+    assert locate(str(other), "flow") == str(loose_here)  # gone: the module is all there is

@@ -52,15 +52,18 @@ def add_app_dir(path: str) -> None:
 
 def locate(flow: str, module: str) -> str:
     """The file to load a run's workflow from: its module in an app directory, else the
-    recorded file, else its module wherever this process's import path finds it."""
-    for folder in _app_dirs:
-        found = importer.module_file(folder, module) if module else None
-        if found is not None:
-            return found
+    recorded file, else its module wherever this process's import path finds it.
+
+    A loose file's module name (`flow` for some folder's flow.py) says little about which
+    code it is, so for those the recorded file wins while it exists."""
+    packaged = "." in module
+    if packaged and (found := _in_app_dirs(module)) is not None:
+        return found
     if os.path.exists(flow):
         return flow
     if module:
-        origin = _find_module(module)
+        origin = _in_app_dirs(module) if not packaged else None
+        origin = origin or _find_module(module)
         if origin is not None:
             return origin
     where = f"module {module} is not importable here and " if module else ""
@@ -69,6 +72,14 @@ def locate(flow: str, module: str) -> str:
         f"{where}its flow file {flow} is missing (app directories: {dirs}): restore the file, "
         "or run the worker where the module imports (wfl worker --app-dir DIR)"
     )
+
+
+def _in_app_dirs(module: str) -> str | None:
+    for folder in _app_dirs:
+        found = importer.module_file(folder, module)
+        if found is not None:
+            return found
+    return None
 
 
 def _find_module(module: str) -> str | None:
