@@ -9,7 +9,7 @@ from typing import Any
 
 from flows import calls, count, workflow
 
-from wfl import NonRetryableError, Step
+from wfl import NonRetryableError, RetryPolicy, Step
 
 # set by a test in the worker's own event loop: an async step waits for it
 gates: dict[str, asyncio.Event] = {}
@@ -66,3 +66,17 @@ async def sibling_outlives_failure(step: Step, key: str) -> None:
         step.run_action(gated, {"key": key}),
         step.run_action(gives_up, {"key": key + ".fails"}),
     )
+
+
+@workflow.define
+async def action_then_more(step: Step, key: str) -> Any:
+    first = await step.run_action(gated, {"key": key}, retry=RetryPolicy(max_attempts=3))
+    return await step.run_action(count, {"key": key + ".after", "value": [first, "after"]})
+
+
+@workflow.define
+async def approval(step: Step, key: str) -> Any:
+    await step.run_action(count, {"key": key + ".asked"})
+    answer = await step.await_event("approved")
+    await step.run_action(count, {"key": key + ".acted"})
+    return answer

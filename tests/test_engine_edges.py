@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import edge_flows
 import flows
 import pytest
 
-from wfl import WorkflowFailed, journal, records
+from wfl import WorkflowFailed, journal, ops, records
 from wfl.testing import WorkflowTestEnv
+from wfl.worker import Worker
 
 
 @pytest.fixture
@@ -75,3 +79,126 @@ def test_status_of_a_journal_holding_an_impossible_wake_time_is_readable(
         journal.update(path, lambda _existing, r=sched: [r])
     st = env.client.status(run_id).to_dict()
     assert [s["run_at"] for s in st["steps"]] == [None, None, None]
+
+
+# -- cancel and restart ---------------------------------------------------------------------
+
+
+async def poll_until(cond: Callable[[], bool], what: str, *, within: float = 20.0) -> None:
+    """Let the worker's loop (and its step threads) run until `cond()` holds."""
+    deadline = time.monotonic() + within
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting until {what}")
+        await asyncio.sleep(0.002)
+
+
+def in_worker(
+    env: WorkflowTestEnv, run_id: str, scenario: Any, worker: Worker | None = None
+) -> None:
+    """Drive `run_id` with an in-process worker while `scenario(worker)` acts on it."""
+
+    async def main() -> None:
+        w = worker or Worker(env.client.store, clock=env.clock, listen=False)
+        done = asyncio.create_task(w.run(until=lambda: env.client.status(run_id).finished))
+        await scenario(w)
+        await asyncio.wait_for(done, 30)
+
+    asyncio.run(main())
+
+
+def cancel_now(env: WorkflowTestEnv, worker: Worker, run_id: str) -> None:
+    """`wfl cancel`, and its wake-up datagram arriving."""
+    ops.cancel(env.client.store, env.clock, run_id)
+    worker._news(run_id)
+
+
+def test_cancel_while_a_failed_run_waits_for_a_running_sibling_lets_it_finish(
+    env: WorkflowTestEnv,
+) -> None:
+    run_id = env.start(edge_flows.sibling_outlives_failure, {"key": "g"})
+
+    async def scenario(worker: Worker) -> None:
+        edge_flows.gates["g"] = asyncio.Event()
+        await poll_until(
+            lambda: run_id in worker.drivers and worker.drivers[run_id].finishing,
+            "the workflow failed and waits for its sibling",
+        )
+        driver = worker.drivers[run_id]
+        cancel_now(env, worker, run_id)
+        await poll_until(lambda: driver.task is not None and driver.task.done(), "cancel seen")
+        edge_flows.gates["g"].set()
+
+    in_worker(env, run_id, scenario)
+    assert flows.calls["g.started"] == 1
+    assert flows.calls["g.finished"] == 1  # not interrupted mid-flight
+    assert env.status(run_id).state == "canceled"
+
+
+def test_restart_keeping_an_action_that_finished_after_the_cancel_uses_its_result(
+    env: WorkflowTestEnv,
+) -> None:
+    run_id = env.start(edge_flows.action_then_more, {"key": "k"})
+
+    async def scenario(worker: Worker) -> None:
+        edge_flows.gates["k"] = asyncio.Event()
+        await poll_until(lambda: flows.calls["k.started"] == 1, "the action runs")
+        cancel_now(env, worker, run_id)
+        edge_flows.gates["k"].set()  # it finishes after the cancel
+
+    in_worker(env, run_id, scenario)
+    assert env.status(run_id).state == "canceled"
+    assert env.status(run_id).to_dict()["steps"][0]["state"] == "canceled"  # result dropped
+
+    env.client.restart(run_id, from_step=1)
+    env.run_until_idle()
+    assert env.result(run_id) == ["k", "after"]
+    assert flows.calls["k.started"] == 1  # not run again, and not "Interrupted"
+
+
+def test_restart_does_not_deliver_again_an_event_the_first_pass_consumed(
+    env: WorkflowTestEnv,
+) -> None:
+    run_id = env.start(edge_flows.approval, {"key": "ap"})
+    env.run_until_idle()
+    env.send_event(run_id, "approved", "yes")
+    env.run_until_idle()
+    assert env.result(run_id) == "yes"
+
+    env.client.restart(run_id, from_step=1)  # ask again: wait for a new answer
+    env.run_until_idle()
+    assert env.status(run_id).state == "in_progress"
+    assert flows.calls["ap.acted"] == 1
+    env.send_event(run_id, "approved", "again")
+    env.run_until_idle()
+    assert env.result(run_id) == "again"
+    assert flows.calls["ap.acted"] == 2
+
+
+def test_cancel_right_after_a_child_is_created_cancels_the_child(env: WorkflowTestEnv) -> None:
+    """The parent's cancel is seen while its child's journal is being created."""
+    parent_id = env.start(flows.parent, {"n": 7})
+    created: list[str] = []
+
+    class CancelDuringCreate(Worker):
+        def create_child(self, *args: Any) -> str:
+            # (I/O thread) `wfl cancel PARENT` lands now, and the worker sees it
+            ops.cancel(self.store, self.clock, parent_id)
+            assert self._loop is not None
+            self._loop.call_soon_threadsafe(self._news, parent_id)
+            deadline = time.monotonic() + 20
+            while not self.drivers[parent_id].state.cancel_requested:
+                assert time.monotonic() < deadline, "the worker never saw the cancel"
+                time.sleep(0.002)
+            created.append(args[3])  # (workflow, args, parent, run_id, ...)
+            return super().create_child(*args)
+
+    async def scenario(worker: Worker) -> None:
+        await poll_until(lambda: bool(created), "the child was created")
+
+    worker = CancelDuringCreate(env.client.store, clock=env.clock, listen=False)
+    in_worker(env, parent_id, scenario, worker)
+    env.run_until_idle()  # a later worker finds the child, if it was left running
+    assert env.status(parent_id).state == "canceled"
+    assert env.status(created[0]).state == "canceled"
+    assert flows.calls["child7"] == 0

@@ -36,6 +36,7 @@ log = logging.getLogger(__name__)
 
 INTERRUPTED = "the worker stopped during this attempt"
 CUT_OFF = "the worker shut down and its grace period ended during this attempt"
+NOT_STARTED = "the run was canceled before this attempt started"
 
 
 async def _call_on_complete(
@@ -134,6 +135,11 @@ async def _execute(self: RunDriver, p: Pending) -> None:
             # a recorded attempt runs even if the worker began stopping meanwhile (its
             # shutdown waits for it): skipped, it would count as a failed attempt
             if self._halted():
+                if self.state.cancel_requested and not self.finished:
+                    # canceled while the attempt was being recorded: say it never ran, so a
+                    # restart that keeps this step runs it rather than calling it interrupted
+                    self._append(records.fail(p.n, attempt, "Canceled", NOT_STARTED,
+                                              self.clock.now(), self.clock.now()))  # fmt: skip
                 return
             self.host.emit("step_started", self, step=p.n, name=s.name, attempt=attempt)
             ok, value = await self._call(p, attempt)
@@ -145,8 +151,11 @@ async def _execute(self: RunDriver, p: Pending) -> None:
             self.host.activity()
     if not self.host.listening:
         self.poll()  # a cancel may have come while the step ran (no datagram to tell us)
-    if self.state.cancel_requested or self.finished or self.state.end is not None:
-        return  # canceled or past its deadline meanwhile: the result is dropped
+    if self.finished or self.state.end is not None:
+        return  # past its deadline (or evicted) meanwhile: the result is dropped
+    if self.state.cancel_requested:
+        self._record_dropped(p, attempt, ok, value)
+        return
     if ok:
         self._append(records.done(p.n, attempt, value, self.clock.now()))
         self.host.emit("step_done", self, step=p.n, name=s.name, attempt=attempt)
@@ -157,6 +166,22 @@ async def _execute(self: RunDriver, p: Pending) -> None:
     self._attempt_failed(
         p, attempt, type(error).__name__, str(error), retryable=retryable, tb=capture(error)
     )
+
+
+def _record_dropped(self: RunDriver, p: Pending, attempt: int, ok: bool, value: Any) -> None:
+    """The run was canceled while this attempt ran: the workflow never sees its outcome, but
+    the journal keeps it (state.py folds it aside), so that a restart which keeps this step
+    neither runs it again nor takes it for interrupted."""
+    now = self.clock.now()
+    if ok:
+        self._append(records.done(p.n, attempt, value, now))
+        return
+    retry_at = None
+    retryable = not isinstance(value, NonRetryableError | SerializationError)
+    if retryable and attempt < p.policy.max_attempts:
+        retry_at = now + p.policy.backoff(attempt, self.rng)
+    self._append(records.fail(p.n, attempt, type(value).__name__, str(value), retry_at, now,
+                              tb=capture(value)))  # fmt: skip
 
 
 def _halted(self: RunDriver) -> bool:
@@ -295,8 +320,16 @@ async def _start_child(self: RunDriver, p: Pending) -> None:
         self.state.deadline,
     )  # fmt: skip
     p.extra["child"] = child_id
+    if self.finished:  # (cannot happen while _cancel waits for this task; kept as a guard)
+        await self.host.io(self.host.cancel_child, child_id)
+        return
     self._append(records.att(p.n, 1, self.clock.now(), child=child_id))
     await self.flush()
+    if self.state.cancel_requested:
+        # canceled while the child was being created: _cancel did not see it (it was not
+        # recorded yet), and waits for this task, so the child is canceled here
+        await self.host.io(self.host.cancel_child, child_id)
+        return
     self.host.notify(child_id)
     self.host.check_child(self, p, child_id)  # it may have ended before we recorded it
 

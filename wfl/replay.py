@@ -89,6 +89,7 @@ class RunDriver:
         self.closing = False  # finishing, canceled or evicted: no new work starts
         self.finishing = False  # the workflow returned or raised: started steps still run
         self.finished = False
+        self.canceling = False  # _cancel is winding the run up (it runs once)
         self.inflight = 0  # attempts and on_complete calls executing now
         self.rng = random.Random()
         self.deadline_timer: Any = None
@@ -179,9 +180,11 @@ class RunDriver:
         await self._after_end()
 
     async def _await_inflight_attempts(self) -> None:
-        tasks = [p.task for p in self.pending.values() if p.task is not None]
+        # asyncio.wait, not gather: when the waiting task is canceled (a cancel of the run
+        # cancels the main task), the attempts must go on, not be canceled with it
+        tasks = {p.task for p in self.pending.values() if p.task is not None}
         if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await asyncio.wait(tasks)
 
     async def _after_end(self) -> None:
         """Tell a parent run, then call on_complete once; both are redone after a crash only
@@ -221,15 +224,19 @@ class RunDriver:
                 p.timer = None
 
     async def _cancel(self) -> None:
-        if self.closing and self.state.end is not None:
+        if (self.closing and self.state.end is not None) or self.canceling:
             return
-        self.closing = True
+        self.closing = self.canceling = True
         self._cancel_timers()
         if self.task is not None:
             self.task.cancel()
         for s in self.state.steps.values():
             if s.kind == "workflow" and s.child_id and not s.finished:
                 await self.host.io(self.host.cancel_child, s.child_id)
+        # In-flight steps finish (their outcome is recorded, and dropped) before the run ends:
+        # the lease stays held meanwhile, so a restart cannot run them a second time. A child
+        # being created now is canceled by _start_child, which this waits for too.
+        await self._await_inflight_attempts()
         if self.state.end is None:
             self._append(records.end("canceled", self.clock.now()))
             await self.flush()
@@ -433,6 +440,7 @@ class RunDriver:
     _attempt_failed = execute._attempt_failed
     _settle = execute._settle
     _execute = execute._execute
+    _record_dropped = execute._record_dropped
     _halted = execute._halted
     _call = execute._call
     _wake_sleep = execute._wake_sleep

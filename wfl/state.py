@@ -104,6 +104,9 @@ class RunState:
     on_complete_tb: dict[str, Any] | None = None
     children_done: dict[int, Record] = field(default_factory=dict)
     restarts: int = 0
+    # outcomes of steps that finished after a cancel, by step: kept for a restart
+    dropped: dict[int, Record] = field(default_factory=dict)
+    spent_events: set[str] = field(default_factory=set)  # consumed by steps a restart voided
     key: str | None = None
     deadline: float | None = None
     chain_deadline: float | None = None
@@ -162,7 +165,9 @@ class RunState:
             if "child" in r:
                 s.child_id = r["child"]
         elif t in ("done", "fail") and self.cancel_requested:
-            pass  # an in-flight step finished after the cancel: its outcome is dropped
+            # an in-flight step finished after the cancel: the run drops its outcome, but a
+            # restart that keeps the step applies it (the step did run)
+            self.dropped[r["n"]] = r
         elif t == "done":
             s = self.steps[r["n"]]
             s.running = False
@@ -208,6 +213,11 @@ class RunState:
             self.on_complete_tb = r.get("tb")
         elif t == "restart":
             cut = int(r["from_step"])
+            # events consumed by the steps thrown away stay consumed: the steps that run anew
+            # wait for new ones
+            self.spent_events |= {
+                s.event_id for n, s in self.steps.items() if n >= cut and s.event_id is not None
+            }
             if self.deadline is not None:  # a restart gives the run its time again
                 self.deadline = float(r["at"]) + (self.deadline - self.created_at)
             self.steps = {n: s for n, s in self.steps.items() if n < cut}
@@ -220,6 +230,10 @@ class RunState:
             self.cancel_requested = False
             self.on_complete_ran = False
             self.restarts += 1
+            dropped, self.dropped = self.dropped, {}
+            for n, d in sorted(dropped.items()):
+                if n in self.steps:
+                    self.apply(d)
         elif t == "child":
             self.children_done[r["n"]] = r
         elif t == "progress":
@@ -263,7 +277,8 @@ class RunState:
         return self.end.get("continued_as") if self.end is not None else None
 
     def consumed_events(self) -> set[str]:
-        return {s.event_id for s in self.steps.values() if s.event_id is not None}
+        consumed = {s.event_id for s in self.steps.values() if s.event_id is not None}
+        return consumed | self.spent_events
 
     def pending_event(self, name: str) -> Record | None:
         """The oldest delivered, unconsumed event called `name`."""
