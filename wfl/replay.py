@@ -185,6 +185,9 @@ class RunDriver:
         tasks = {p.task for p in self.pending.values() if p.task is not None}
         if tasks:
             await asyncio.wait(tasks)
+            for task in tasks:  # retrieved: an attempt cut short by a full journal raises
+                if not task.cancelled():
+                    task.exception()
 
     async def _after_end(self) -> None:
         """Tell a parent run, then call on_complete once; both are redone after a crash only
