@@ -218,6 +218,7 @@ def test_why_names_the_error_of_a_flow_that_does_not_import(cli: Wfl) -> None:
     assert "SyntaxError" in why
     assert f"{flow}:" in why
     write(flow, source)  # fixed: the next worker runs it
+    assert "has changed since" in cli.why(run_id)
     cli.drive()
     assert cli.peek(run_id)["state"] == "completed"
     assert "cannot load" not in cli.why(run_id)

@@ -134,9 +134,16 @@ def explain_code(directory: Path | None, state: RunState, sentence: str) -> str:
     which = f"workflow {state.workflow!r} ({module}file {state.flow})"
     note = codestate.unloadable(directory, state.flow, state.workflow)
     if note is not None:
-        return (
+        sentence = (
             f"a worker that can load its code: the worker cannot load {which}: {note.get('reason')}"
         )
+        try:
+            edited = os.path.getmtime(state.flow) > float(note.get("at") or 0)
+        except OSError:
+            edited = False
+        if edited:  # perhaps fixed: the note is only as new as the worker's last try
+            sentence += f" (the file has changed since {iso(note.get('at'))}; a worker tries again)"
+        return sentence
     if not os.path.exists(state.flow):
         where = f"where module {state.module} imports " if state.module else ""
         missing = (
