@@ -273,3 +273,19 @@ def test_three_real_workers_start_one_run_for_a_due_slot(tmp_path: Path) -> None
             w.terminate()
         for w in workers:
             w.wait(timeout=30)
+
+
+def test_a_schedules_last_run_is_its_chain_and_overlap_waits_for_the_chains_end() -> None:
+    with WorkflowTestEnv(start=at(2026, 5, 4, 11)) as env:
+        env.client.add_schedule("poll", pf.poller, cron="0 12 * * *", args={"until": 30})
+        env.advance(26 * 3600)  # 12:00 fired; its run continued as new at 12:00 the next day
+        (row,) = env.client.list_schedules()
+        first = row["last_run"]
+        assert env.status(first).continued_as is not None
+        assert row["last_run_state"] == "in_progress"  # the chain goes on
+        slots = [r.scheduled_at for r in env.client.list() if r.continued_from is None]
+        assert slots == ["2026-05-04T12:00:00.000+00:00"]  # 05-05 12:00 skipped: still going
+        env.advance(86400)  # the chain ended at 05-05 18:00: the 05-06 slot fires
+        slots = [r.scheduled_at for r in env.client.list() if r.continued_from is None]
+        assert sorted(slots)[1:] == ["2026-05-06T12:00:00.000+00:00"]
+        assert sch._chain_state(env.client.store, first) == "completed"

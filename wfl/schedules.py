@@ -193,19 +193,23 @@ def start(
 
 def _running(store: Store, run_id: str | None) -> bool:
     """Whether the schedule's last run (or the run its chain continued as) is unfinished."""
+    return _chain_state(store, run_id) == "in_progress"
+
+
+def _chain_state(store: Store, run_id: str | None) -> str | None:
+    """The state of the last run of `run_id`'s continue-as-new chain ("deleted" if gone)."""
     from . import ops
 
-    seen = 0
-    while run_id is not None and seen < 10_000:
+    state = None
+    for _ in range(10_000):
+        if run_id is None:
+            break
         try:
             state = ops.read_state(store, run_id)
         except (RunNotFound, WflError):
-            return False  # cleaned up or unreadable: it is not running
-        if not state.finished:
-            return True
+            return "deleted"  # cleaned up or unreadable: it is not running
         run_id = state.continued_as
-        seen += 1
-    return False
+    return state.state if state is not None else None
 
 
 def new_schedule(
@@ -245,16 +249,10 @@ def new_schedule(
 
 def describe(store: Store, sched: dict[str, Any], now: float) -> dict[str, Any]:
     """A schedule as `wfl schedule list --json` shows it."""
-    from . import ops
     from .clock import iso
 
     last_run = sched.get("last_run")
-    last_state = None
-    if last_run is not None:
-        try:
-            last_state = ops.read_state(store, last_run).state
-        except WflError:
-            last_state = "deleted"
+    last_state = _chain_state(store, last_run)  # a chain's state is its last run's
     nxt = None
     if not sched.get("paused"):
         nxt = iso(next_slot(sched["cron"], sched["tz"], max(float(sched["cursor"]), now)))
