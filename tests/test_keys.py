@@ -75,25 +75,6 @@ def test_key_files_are_private(tmp_path: Path) -> None:
     assert key_file.stat().st_mode & 0o777 == 0o600
 
 
-@pytest.mark.slow
-def test_ten_processes_starting_one_key_at_once_get_one_run(tmp_path: Path) -> None:
-    procs = [
-        subprocess.Popen(
-            [WFL, "start", f"{FLOWS}:report", "--key", "order-42", "--dir", str(tmp_path)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        for _ in range(10)
-    ]
-    outs = [p.communicate(timeout=60) for p in procs]
-    assert [p.returncode for p in procs] == [0] * 10, [o[1] for o in outs]
-    ids = {o[0].strip() for o in outs}
-    assert len(ids) == 1
-    assert [p.stem for p in tmp_path.glob("*.journal")] == list(ids)
-    assert list((tmp_path / "keys").glob("*.pending")) == []
-
-
 @pytest.mark.parametrize(
     ("argv", "message"),
     [

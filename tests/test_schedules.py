@@ -5,7 +5,6 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -163,27 +162,7 @@ def test_pause_resume_remove_and_trigger_from_python() -> None:
         assert len(c.list()) == 2
 
 
-def test_workers_firing_the_same_slot_at_once_start_one_run(tmp_path: Path) -> None:
-    clock = FakeClock(at(2026, 5, 4, 10, 30))
-    Client(tmp_path, clock=clock).add_schedule("hourly", pf.report, cron="0 * * * *")
-    clock.advance(3600)
-    barrier = threading.Barrier(3)
-    results: list[list[sch.Fired]] = []
-
-    def fire() -> None:
-        store = Client(tmp_path, clock=clock).store
-        barrier.wait()
-        results.append(sch.fire_due(store, clock)[0])
-
-    threads = [threading.Thread(target=fire) for _ in range(3)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    ids = {f.run_id for fired in results for f in fired}
-    assert len(ids) == 1
-    assert None not in ids
-    assert len(Client(tmp_path).list()) == 1
+# (several workers firing one slot at once: tests/test_patterns_stores.py, on both stores)
 
 
 # -- the command line, and real workers ---------------------------------------------------------
@@ -212,8 +191,8 @@ def test_wfl_schedule_add_bad_input_is_one_line_and_exit_2(
     assert Client(tmp_path).list_schedules() == []
 
 
-def test_wfl_schedule_commands(tmp_path: Path) -> None:
-    d = ["--dir", str(tmp_path)]
+def test_wfl_schedule_commands(store_spec: str) -> None:
+    d = ["--store", store_spec]
     add = wfl("schedule", "add", "nightly", f"{FLOWS}:report", "--cron", "0 2 * * *",
               "--tz", "Europe/Berlin", "--arg", "kind=nightly", *d, check=True)  # fmt: skip
     assert add.stdout.startswith("added schedule nightly: next run 20")
@@ -234,7 +213,7 @@ def test_wfl_schedule_commands(tmp_path: Path) -> None:
     assert wfl("schedule", "pause", "nightly", *d, check=True).stdout == "paused schedule nightly\n"
     assert wfl("schedule", "resume", "nightly", *d, check=True).stdout.startswith("resumed")
     run_id = wfl("schedule", "trigger", "nightly", *d, check=True).stdout.strip()
-    assert Client(tmp_path).status(run_id).schedule == "nightly"
+    assert Client(store=store_spec).status(run_id).schedule == "nightly"
     assert wfl("schedule", "remove", "nightly", *d, check=True).stdout.startswith("removed")
     gone = wfl("schedule", "pause", "nightly", *d)
     assert gone.returncode == 2
@@ -242,13 +221,13 @@ def test_wfl_schedule_commands(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-def test_three_real_workers_start_one_run_for_a_due_slot(tmp_path: Path) -> None:
+def test_three_real_workers_start_one_run_for_a_due_slot(store_spec: str) -> None:
     # the schedule was added two minutes "ago", so one slot is due as the workers come up
     past = FakeClock(time.time() - 120)
-    Client(tmp_path, clock=past).add_schedule("minutely", pf.report, cron="* * * * *")
+    Client(store=store_spec, clock=past).add_schedule("minutely", pf.report, cron="* * * * *")
     workers = [
         subprocess.Popen(
-            [WFL, "worker", "--dir", str(tmp_path)],
+            [WFL, "worker", "--store", store_spec],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -256,7 +235,7 @@ def test_three_real_workers_start_one_run_for_a_due_slot(tmp_path: Path) -> None
         for _ in range(3)
     ]
     try:
-        client = Client(tmp_path)
+        client = Client(store=store_spec)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             runs = client.list()

@@ -21,11 +21,19 @@ DirOption = Annotated[
     Path | None,
     typer.Option("--dir", help="Journal directory (default: $WFL_DIR, else ./.wfl)."),
 ]
+StoreOption = Annotated[
+    str | None,
+    typer.Option(
+        "--store",
+        help="Store: a directory, file:PATH or postgresql://USER@HOST/DB "
+        "(default: $WFL_STORE, else $WFL_DIR, else ./.wfl).",
+    ),
+]
 NameArg = Annotated[str, typer.Argument(help="schedule name")]
 
 
-def _client(directory: Path | None) -> Client:
-    return Client(directory)
+def _client(directory: Path | None, store: str | None) -> Client:
+    return Client(directory, store=store)
 
 
 @schedule_app.command("add")
@@ -44,6 +52,7 @@ def add(
         typer.Option("--catch-up", help="slots missed while no worker ran: last, all or none"),
     ] = "last",
     dir: DirOption = None,
+    store: StoreOption = None,
 ) -> None:
     """Add a schedule; prints its next fire time."""
     from . import schedules
@@ -51,7 +60,7 @@ def add(
     # the cheap checks first: a typo in --cron costs no import of the flow
     schedules.check_cron(cron)
     schedules.zone(tz)
-    added = _client(dir).add_schedule(
+    added = _client(dir, store).add_schedule(
         name, flow, cron=cron, tz=tz, args=parse_args(arg or [], args_json), overlap=overlap,
         catch_up=catch_up,
     )  # fmt: skip
@@ -65,9 +74,10 @@ def add(
 def list_(
     json_: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
     dir: DirOption = None,
+    store: StoreOption = None,
 ) -> None:
     """Every schedule: workflow, cron, zone, next fire time, last run and its state, paused."""
-    rows = _client(dir).list_schedules()
+    rows = _client(dir, store).list_schedules()
     if json_:
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
         return
@@ -80,27 +90,27 @@ def list_(
 
 
 @schedule_app.command("pause")
-def pause(name: NameArg, dir: DirOption = None) -> None:
+def pause(name: NameArg, dir: DirOption = None, store: StoreOption = None) -> None:
     """Stop firing (until resumed)."""
-    _client(dir).pause_schedule(name)
+    _client(dir, store).pause_schedule(name)
     sys.stdout.write(f"paused schedule {name}\n")
 
 
 @schedule_app.command("resume")
-def resume(name: NameArg, dir: DirOption = None) -> None:
+def resume(name: NameArg, dir: DirOption = None, store: StoreOption = None) -> None:
     """Fire again from the next slot on (slots passed while paused are not fired)."""
-    _client(dir).resume_schedule(name)
+    _client(dir, store).resume_schedule(name)
     sys.stdout.write(f"resumed schedule {name}\n")
 
 
 @schedule_app.command("remove")
-def remove(name: NameArg, dir: DirOption = None) -> None:
+def remove(name: NameArg, dir: DirOption = None, store: StoreOption = None) -> None:
     """Delete the schedule (the runs it started stay)."""
-    _client(dir).remove_schedule(name)
+    _client(dir, store).remove_schedule(name)
     sys.stdout.write(f"removed schedule {name}\n")
 
 
 @schedule_app.command("trigger")
-def trigger(name: NameArg, dir: DirOption = None) -> None:
+def trigger(name: NameArg, dir: DirOption = None, store: StoreOption = None) -> None:
     """Start the schedule's workflow now; prints the run id."""
-    sys.stdout.write(_client(dir).trigger_schedule(name) + "\n")
+    sys.stdout.write(_client(dir, store).trigger_schedule(name) + "\n")
