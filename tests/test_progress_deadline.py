@@ -166,3 +166,26 @@ def test_a_restarted_run_gets_its_deadlines_duration_again(wfl_env: WorkflowTest
     st = wfl_env.status(run_id)
     assert st.state == "failed"
     assert wfl_env.now() == pytest.approx(restarted_at + 1800)  # not at once
+
+
+def test_a_journal_written_before_progress_existed_replays_under_code_that_reports_it(
+    wfl_env: WorkflowTestEnv,
+) -> None:
+    """tests/journals/batch_before_progress.journal was written by wfl before §8 (commit
+    2038334) running `batch` without set_progress calls: one item done, a sleep pending."""
+    from pathlib import Path
+
+    from wfl import journal
+
+    golden = Path(__file__).parent / "journals" / "batch_before_progress.journal"
+    records = journal.read(golden).records
+    assert all(r["t"] != "progress" for r in records)
+    run_id = records[0]["id"]
+    records[0]["flow"] = pf.__file__  # where the workflow lives here, with progress calls
+    journal.create(wfl_env.client.store.journal_path(run_id), records)
+    wfl_env.run_until_idle()
+    st = wfl_env.status(run_id)
+    assert st.state == "completed", st.error
+    assert st.result == 3
+    marks = [r["value"] for r in records_of(wfl_env, run_id, "progress")]
+    assert marks == [{"done": 2, "total": 3}, {"done": 3, "total": 3}]  # none for replayed item0
