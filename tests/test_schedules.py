@@ -191,6 +191,20 @@ def test_wfl_schedule_add_bad_input_is_one_line_and_exit_2(
     assert Client(tmp_path).list_schedules() == []
 
 
+@pytest.mark.parametrize("name", ["a/b", "../x", ".hidden", "x" * 101, "tab\there"])
+def test_a_bad_schedule_name_is_one_line_exit_2_and_writes_nothing(
+    tmp_path: Path, name: str
+) -> None:
+    proc = wfl("schedule", "add", name, f"{FLOWS}:report", "--cron", "0 2 * * *",
+               "--dir", str(tmp_path))  # fmt: skip
+    assert proc.returncode == 2
+    assert proc.stderr.count("\n") == 1
+    assert "invalid schedule name" in proc.stderr
+    assert not (tmp_path / "schedules").exists() or list((tmp_path / "schedules").iterdir()) == []
+    with pytest.raises(WflError, match="invalid schedule name"):
+        Client(tmp_path).add_schedule(name, pf.report, cron="0 2 * * *")
+
+
 def test_wfl_schedule_commands(store_spec: str) -> None:
     d = ["--store", store_spec]
     add = wfl("schedule", "add", "nightly", f"{FLOWS}:report", "--cron", "0 2 * * *",

@@ -56,8 +56,10 @@ def add(
 ) -> None:
     """Add a schedule; prints its next fire time."""
     from . import schedules
+    from .store import check_schedule_name
 
     # the cheap checks first: a typo in --cron costs no import of the flow
+    check_schedule_name(name)
     schedules.check_cron(cron)
     schedules.zone(tz)
     added = _client(dir, store).add_schedule(

@@ -225,6 +225,9 @@ def new_schedule(
     now: float,
 ) -> dict[str, Any]:
     """A schedule's stored form, validated; its first slot is the first after `now`."""
+    from .store import check_schedule_name
+
+    check_schedule_name(name)
     check_cron(cron)
     zone(tz)
     if overlap not in OVERLAP:

@@ -232,8 +232,8 @@ class FileStore:
 
     def add_schedule(self, data: dict[str, Any]) -> None:
         """Store a new schedule; ScheduleExists if the name is taken."""
+        name = check_schedule_name(data["name"])  # before the name goes into any path
         self.ensure()
-        name = str(data["name"])
         tmp = self.dir / "schedules" / f".{name}.{os.getpid()}.tmp"
         _write_new(tmp, journal.encode(data))
         try:
