@@ -189,3 +189,16 @@ def test_a_journal_written_before_progress_existed_replays_under_code_that_repor
     assert st.result == 3
     marks = [r["value"] for r in records_of(wfl_env, run_id, "progress")]
     assert marks == [{"done": 2, "total": 3}, {"done": 3, "total": 3}]  # none for replayed item0
+
+
+@pytest.mark.parametrize("bad", [0, -5, float("nan"), float("inf"), "30m", True])
+def test_a_deadline_that_is_no_positive_duration_is_refused(
+    wfl_env: WorkflowTestEnv, bad: object
+) -> None:
+    from wfl import WflError, WorkflowManager
+
+    with pytest.raises(WflError, match="deadline"):
+        wfl_env.start(pf.slow, deadline=bad)
+    with pytest.raises(WflError, match="deadline"):
+        WorkflowManager().define(deadline=bad)
+    assert wfl_env.client.list() == []
