@@ -121,8 +121,10 @@ def test_runs_appear_advance_and_cancel_live_in_two_browsers(
         one.wait_for_selector("text=Cancel run…", state="visible").dispatch_event("click")
         dialog = one.locator("dialog[open]")
         assert "Cancel run" in dialog.inner_text()
-        dialog.locator("#dialog-yes").dispatch_event("click")
-        one.wait_for_selector(".run-head .badge.s-canceled", timeout=5000)
+        with one.expect_response(lambda r: r.url.endswith("/cancel")) as answer:
+            dialog.locator("#dialog-yes").dispatch_event("click")
+        assert answer.value.status == 200, answer.value.text()
+        one.wait_for_selector(".run-head .badge.s-canceled", timeout=10000)
         assert Client(store).status(run_id).state == "canceled"
         # and the worker winds it up: the page says so when the end is recorded
         one.wait_for_selector(".why.s-canceled >> text=It was canceled at", timeout=10000)

@@ -51,12 +51,16 @@ class Response:
 class UiServer:
     """`wfl ui --port 0` in a subprocess; stopped with SIGINT (Ctrl-C), as a person would."""
 
-    def __init__(self, directory: Path, *, host: str = "127.0.0.1") -> None:
-        # its log goes to a file beside the store (a pipe nobody reads could fill and block it)
-        self.log = directory.parent / f"ui-{host}.log"
+    def __init__(
+        self, directory: Path | None = None, *, host: str = "127.0.0.1",
+        store: str | None = None, log_dir: Path | None = None,
+    ) -> None:  # fmt: skip
+        where = ["--dir", str(directory)] if directory is not None else ["--store", str(store)]
+        # its log goes to a file (a pipe nobody reads could fill up and block the server)
+        self.log = (log_dir or (directory or Path(".")).parent) / f"ui-{host}.log"
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [WFL, "ui", "--dir", str(directory), "--host", host, "--port", "0"],
+                [WFL, "ui", *where, "--host", host, "--port", "0"],
                 stdout=subprocess.PIPE, stderr=log, text=True, env=wfl_env(),
             )  # fmt: skip
         assert self.proc.stdout is not None

@@ -290,13 +290,13 @@ def ui(
         "127.0.0.1"
     ),
     port: Annotated[int, typer.Option("--port", help="port (0: any free one)", min=0)] = 8484,
-    store: Annotated[str | None, typer.Option("--store", help="PATH or file:PATH")] = None,
+    store: StoreOption = None,
     dir: DirOption = None,
 ) -> None:
     """Serve a live web view of the runs (needs: pip install 'wfl[ui]')."""
-    from .ui import serve, store_dir
+    from .ui import serve
 
-    serve(store_dir(store, dir), host=host, port=port)
+    serve(store, dir, host=host, port=port)
 
 
 from .cli_schedule import schedule_app  # noqa: E402 (it needs DirOption from above)

@@ -17,7 +17,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from wfl.store import SUFFIX
+from wfl.store import SCHEDULES_NEWS, SUFFIX
 
 # Changes are grouped: yielded once none came for STEP ms, or after DEBOUNCE ms at most
 # (a busy worker appends without pause). This bounds both latency and the rate of pushes.
@@ -34,7 +34,46 @@ def change_feed(store: Any, *, stop: asyncio.Event) -> AsyncIterator[set[str]]:
     if callable(own):
         feed: AsyncIterator[set[str]] = own(stop=stop)
         return feed
-    return directory_changes(Path(store.dir), stop=stop)
+    from wfl.store import FileStore
+
+    if isinstance(store, FileStore):
+        return directory_changes(store.dir, stop=stop)
+    return store_news(store, stop=stop)
+
+
+def pushes_appends(store: Any) -> bool:
+    """Whether the feed tells of every record appended (a journal directory's does); a
+    store's news only tells of starts, cancels and events, so progress needs a re-listing."""
+    from wfl.store import FileStore
+
+    return isinstance(store, FileStore) or callable(getattr(store, "changes", None))
+
+
+async def store_news(store: Any, *, stop: asyncio.Event) -> AsyncIterator[set[str]]:
+    """The store's own news channel (PostgreSQL: LISTEN/NOTIFY), listened to without
+    counting as a worker: woken by the socket, never polled."""
+    found = store.listen(worker=False)
+    if found is None:
+        raise RuntimeError("this store pushes no news")
+    _, listener = found
+    loop = asyncio.get_running_loop()
+    readable = asyncio.Event()
+    loop.add_reader(listener.fileno(), readable.set)
+    try:
+        yield set()  # listening
+        while not stop.is_set():
+            try:
+                await asyncio.wait_for(readable.wait(), IDLE_MS / 1000)
+            except TimeoutError:
+                continue
+            readable.clear()
+            news = set(await asyncio.to_thread(listener.drain))
+            if SCHEDULES_NEWS in news:
+                news = (news - {SCHEDULES_NEWS}) | {SCHEDULES}
+            yield news
+    finally:
+        loop.remove_reader(listener.fileno())
+        listener.close()
 
 
 def _is_watched(change: Any, path: str) -> bool:

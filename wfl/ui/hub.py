@@ -22,7 +22,7 @@ from wfl.client import Client
 from wfl.errors import InvalidRunId, RunNotFound
 
 from . import model
-from .changes import SCHEDULES, change_feed
+from .changes import SCHEDULES, change_feed, pushes_appends
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +89,9 @@ class Hub:
         self.subscribers: set[Subscriber] = set()
         self._feed = feed
         self._resync_every = resync_every
+        if feed is _default_feed and not pushes_appends(client.store):
+            # its news tells of starts and cancels, not of steps: re-list to show progress
+            self._resync_every = min(resync_every, FALLBACK_RESYNC)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._lock = asyncio.Lock()  # one batch applied at a time

@@ -20,14 +20,14 @@ if TYPE_CHECKING:
     from .hub import Hub
 
 
-def run_server(directory: Path | None, *, host: str, port: int) -> None:
+def run_server(store: str | None, directory: Path | None, *, host: str, port: int) -> None:
     import uvicorn
 
     from .app import create_app
     from .hub import Hub
 
-    client = Client(directory)
-    client.store.ensure()  # the watcher needs the directory; runs will land there
+    client = Client(directory, store=store)
+    client.store.ensure()  # the watcher needs the directory (or schema); runs will land there
     sock = _listen(host, port)
     port = sock.getsockname()[1]
     token = None if is_loopback(host) else os.urandom(16).hex()

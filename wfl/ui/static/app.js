@@ -46,7 +46,9 @@ function keep(memo, name, key, build) {
 // Make `container`'s children exactly `nodes`, touching only those that differ.
 function patch(container, nodes) {
   nodes = nodes.filter(Boolean);
-  nodes.forEach((node, i) => {
+  const wanted = new Set(nodes);
+  for (const child of [...container.childNodes]) if (!wanted.has(child)) child.remove();
+  nodes.forEach((node, i) => { // what stays is in order already: only new nodes move in
     const at = container.childNodes[i];
     if (at !== node) container.insertBefore(node, at || null);
   });
@@ -127,11 +129,21 @@ function listen(params, draw) {
   stream = source;
   source.onopen = () => setLive("live", "live");
   source.onerror = () => { if (stream === source) setLive("down", "reconnecting…"); };
+  // Draw at most once a frame, and only the newest snapshot: a page that falls behind (a
+  // busy machine, a run writing many records a second) skips the ones already outdated.
+  let pending = null;
   source.onmessage = (event) => {
     if (stream !== source) return;
-    current = JSON.parse(event.data);
-    setLive("live", "live");
-    draw(current);
+    const first = pending === null;
+    pending = event.data;
+    if (!first) return;
+    requestAnimationFrame(() => {
+      if (stream !== source || pending === null) return;
+      current = JSON.parse(pending);
+      pending = null;
+      setLive("live", "live");
+      draw(current);
+    });
   };
 }
 
@@ -305,10 +317,10 @@ function runPage(runId) {
       keep(memo, "head", [run.id, run.state, run.workflow, run.restarts, run.created_at].join(" "), () => runHeader(run)),
       keep(memo, "why", run.state + why, () => h("div", { class: `why s-${run.state}` }, h("span", { class: "why-label", text: run.state === "in_progress" ? "Waiting for" : "Outcome" }), h("span", { text: whyText(why) }))),
       keep(memo, "grid", JSON.stringify(head), () => h("div", { class: "grid" }, overview(run), values(run))),
-      stepsCard(run, open),
+      stepsCard(run, open, memo),
       run.children.length ? keep(memo, "children", JSON.stringify(run.children), () => childrenCard(run)) : null,
       keep(memo, "events", JSON.stringify(events), () => eventsCard(run)),
-      keep(memo, "journal", `${run.journal_total} ${journal.length && journal[journal.length - 1].i}`, () => journalCard(run, () => showJournal, (v) => { showJournal = v; })),
+      journalCard(run, () => showJournal, (v) => { showJournal = v; }, memo),
     ]);
     const box = main.querySelector(".journal .scroll");
     if (box) box.scrollTop = atBottom ? box.scrollHeight : top;
@@ -381,54 +393,93 @@ function values(run) {
 
 // The steps as a timeline: one lane per step on a shared time axis, from the run's start to
 // now (or its last update once finished). Hatched: waiting (timer, backoff); solid: attempts.
-function stepsCard(run, open) {
+// Segments are placed in milliseconds since the start against the card's --span, so a lane
+// whose step did not change keeps its nodes while the axis grows (a run of hundreds of
+// steps redraws only what moved).
+function stepsCard(run, open, memo) {
   const steps = run.timeline;
   const start = ts(run.created_at);
   const finished = run.state !== "in_progress";
   let end = finished ? ts(run.updated_at) : Date.now();
   for (const s of steps) for (const t of [s.run_at, s.finished_at]) if (t && ts(t) > end) end = ts(t);
   const total = Math.max(end - start, 1);
-  const pos = (iso, fallback) => Math.max(0, Math.min(100, (((iso ? ts(iso) : fallback) - start) / total) * 100));
+  let card = memo.get("steps-card");
+  if (!card) {
+    card = {
+      head: h("span", { class: "muted" }),
+      note: h("p", { class: "muted" }),
+      lanes: h("div", { class: "timeline" }),
+      axis: h("div", { class: "axis" }, h("span", { text: "0" }), h("span"), h("span")),
+      empty: h("p", { class: "muted" }),
+      lane: new Map(),
+    };
+    const legend = h("div", { class: "legend" },
+      [["att done", "attempt"], ["att failed", "failed attempt"], ["att running", "running"], ["wait", "waiting"], ["wait backoff", "retry backoff"], ["wait event", "awaiting an event"]]
+        .map(([cls, label]) => h("span", {}, h("i", { class: `seg ${cls}` }), label)));
+    card.node = h("section", { class: "card" },
+      h("div", { class: "card-head" }, h("h2", {}, "Steps ", card.head), legend), card.note, card.empty, card.lanes);
+    memo.set("steps-card", card);
+  }
+  card.head.textContent = `${run.done}/${run.total}`;
+  card.note.hidden = !(run.total > steps.length);
+  card.note.textContent = `The first ${run.total - steps.length} steps are not shown: wfl status ${run.id}`;
+  card.empty.hidden = steps.length > 0;
+  card.empty.textContent = run.state === "in_progress" ? "No steps yet: a worker has not run this workflow's code so far." : "No steps.";
+  card.lanes.style.setProperty("--span", String(total));
+  card.axis.children[1].textContent = span(total / 2);
+  card.axis.children[2].textContent = span(total) + (finished ? "" : " · now");
   const lanes = steps.map((s) => {
-    const segs = [];
-    const called = s.called_at ? ts(s.called_at) : start;
-    const firstStart = s.attempt_log.length && s.attempt_log[0].started_at ? ts(s.attempt_log[0].started_at) : null;
-    const due = ts(s.run_at);
-    const waitEnd = firstStart ?? (s.finished_at ? ts(s.finished_at) : (s.state === "scheduled" && !finished ? Math.max(due, Date.now()) : due));
-    if (waitEnd - called > total * 0.002 || s.kind === "sleep" || s.kind === "event") {
-      segs.push(h("span", { class: `seg wait ${s.kind}`, style: `left:${pos(null, called)}%;width:${Math.max(pos(null, waitEnd) - pos(null, called), 0.4)}%`, title: `${s.kind === "event" ? "waiting for event" : "waiting"} ${span(waitEnd - called)}` }));
-    }
-    for (const a of s.attempt_log) {
-      if (!a.started_at) continue;
-      const a0 = ts(a.started_at);
-      const a1 = a.ended_at ? ts(a.ended_at) : (finished ? ts(run.updated_at) : Date.now());
-      segs.push(h("span", { class: `seg att ${a.outcome}`, style: `left:${pos(null, a0)}%;width:${Math.max(pos(null, a1) - pos(null, a0), 0.6)}%`, title: `attempt ${a.attempt}: ${a.outcome} in ${span(a1 - a0)}${a.error ? " — " + a.error : ""}` }));
-      if (a.retry_at) {
-        const r1 = ts(a.retry_at);
-        segs.push(h("span", { class: "seg wait backoff", style: `left:${pos(null, a1)}%;width:${Math.max(pos(null, Math.min(r1, Math.max(end, a1))) - pos(null, a1), 0.4)}%`, title: `backoff until ${absolute(a.retry_at)}` }));
-      }
-    }
-    const dur = s.started_at && s.finished_at ? span(ts(s.finished_at) - ts(s.started_at)) : (s.state === "running" && s.started_at ? span(Date.now() - ts(s.started_at)) + "…" : "");
-    const isOpen = open.has(s.step);
-    const lane = h("div", { class: `lane s-${s.state} ${isOpen ? "open" : ""}`, dataset: { step: s.step, state: s.state } },
-      h("button", { class: "lane-head", "aria-expanded": isOpen ? "true" : "false", onclick: () => { if (open.has(s.step)) open.delete(s.step); else open.add(s.step); lane.classList.toggle("open"); } },
-        h("span", { class: "n", text: s.step }),
-        h("span", { class: "name", title: s.name }, s.name, s.attempts > 1 ? h("span", { class: "tag warn", text: `${s.attempts} attempts` }) : null),
-        h("span", { class: `kind k-${s.kind}`, text: s.kind }),
-        badge(s.state),
-        h("span", { class: "track" }, segs),
-        h("span", { class: "dur", text: dur })),
-      stepDetail(s));
-    return lane;
+    const key = JSON.stringify(s) + finished;
+    const kept = card.lane.get(s.step);
+    if (kept && kept.key === key) return kept.node;
+    const node = lane(s, start, finished, open);
+    card.lane.set(s.step, { key, node });
+    return node;
   });
-  const axis = h("div", { class: "axis" }, h("span", { text: "0" }), h("span", { text: span(total / 2) }), h("span", { text: span(total) + (finished ? "" : " · now") }));
-  const legend = h("div", { class: "legend" },
-    [["att done", "attempt"], ["att failed", "failed attempt"], ["att running", "running"], ["wait", "waiting"], ["wait backoff", "retry backoff"], ["wait event", "awaiting an event"]]
-      .map(([cls, label]) => h("span", {}, h("i", { class: `seg ${cls}` }), label)));
-  return h("section", { class: "card" },
-    h("div", { class: "card-head" }, h("h2", {}, "Steps ", h("span", { class: "muted", text: `${run.done}/${run.total}` })), legend),
-    run.total > steps.length ? h("p", { class: "muted", text: `The first ${run.total - steps.length} steps are not shown: wfl status ${run.id}` }) : null,
-    steps.length ? h("div", { class: "timeline" }, lanes, axis) : h("p", { class: "muted", text: run.state === "in_progress" ? "No steps yet: a worker has not run this workflow's code so far." : "No steps." }));
+  patch(card.lanes, steps.length ? [...lanes, card.axis] : []);
+  return card.node;
+}
+
+// One step's lane. Offsets are ms since the run's start; an open end runs to the axis's end.
+function lane(s, start, finished, open) {
+  const segs = [];
+  const seg = (cls, t0, t1, title) => {
+    const style = t1 === null
+      ? `--t0:${t0 - start}` : `--t0:${t0 - start};--t1:${t1 - start}`;
+    segs.push(h("span", { class: `seg ${cls} ${t1 === null ? "open-end" : ""}`, style, title }));
+  };
+  const called = s.called_at ? ts(s.called_at) : start;
+  const first = s.attempt_log.length && s.attempt_log[0].started_at ? ts(s.attempt_log[0].started_at) : null;
+  const due = ts(s.run_at);
+  const waiting = first === null && !s.finished_at && !finished;
+  const waitEnd = first ?? (s.finished_at ? ts(s.finished_at) : (waiting && s.kind !== "event" ? Math.max(due, called) : null));
+  if (waitEnd === null || waitEnd > called || s.kind === "sleep" || s.kind === "event") {
+    seg(`wait ${s.kind}`, called, waitEnd, s.kind === "event" ? `waits for event ${s.event || ""}` : "waiting");
+  }
+  for (const a of s.attempt_log) {
+    if (!a.started_at) continue;
+    const a0 = ts(a.started_at);
+    const a1 = a.ended_at ? ts(a.ended_at) : null;
+    seg(`att ${a.outcome}`, a0, a1, `attempt ${a.attempt}: ${a.outcome}${a1 ? " in " + span(a1 - a0) : ""}${a.error ? " — " + a.error : ""}`);
+    if (a.retry_at && a1) seg("wait backoff", a1, ts(a.retry_at), `backoff until ${absolute(a.retry_at)}`);
+  }
+  const dur = s.started_at && s.finished_at ? span(ts(s.finished_at) - ts(s.started_at))
+    : (s.state === "running" && s.started_at ? h("time", { datetime: s.started_at, dataset: { rel: "for" } }, relative(s.started_at, "for")) : "");
+  const node = h("div", { class: `lane s-${s.state} ${open.has(s.step) ? "open" : ""}`, dataset: { step: s.step, state: s.state } });
+  const toggle = () => {
+    if (open.has(s.step)) open.delete(s.step); else open.add(s.step);
+    node.classList.toggle("open", open.has(s.step));
+    if (open.has(s.step) && !node.querySelector(".lane-detail")) node.append(stepDetail(s));
+  };
+  node.append(h("button", { class: "lane-head", "aria-expanded": open.has(s.step) ? "true" : "false", onclick: toggle },
+    h("span", { class: "n", text: s.step }),
+    h("span", { class: "name", title: s.name }, s.name, s.attempts > 1 ? h("span", { class: "tag warn", text: `${s.attempts} attempts` }) : null),
+    h("span", { class: `kind k-${s.kind}`, text: s.kind }),
+    badge(s.state),
+    h("span", { class: "track" }, segs),
+    h("span", { class: "dur" }, dur)));
+  if (open.has(s.step)) node.append(stepDetail(s)); // details are built when first opened
+  return node;
 }
 
 function stepDetail(s) {
@@ -468,14 +519,31 @@ function eventsCard(run) {
       : h("p", { class: "muted", text: "No events delivered." }));
 }
 
-function journalCard(run, isOpen, setOpen) {
-  const details = h("details", { class: "card journal", open: isOpen(), ontoggle: (e) => setOpen(e.target.open) },
-    h("summary", {}, h("h2", {}, "Journal ", h("span", { class: "muted", text: `${run.journal_total} records · as wfl show` }))),
-    run.journal_total > run.journal.length ? h("p", { class: "muted", text: `The first ${run.journal_total - run.journal.length} records are not shown: wfl show ${run.id}` }) : null,
-    h("div", { class: "scroll" }, h("table", { class: "plain records" }, h("tbody", {}, run.journal.map((r) => h("tr", { class: `st-${(r.style || "").replace(/\W/g, "")}` },
+function journalCard(run, isOpen, setOpen, memo) {
+  let card = memo.get("journal-card");
+  if (!card) {
+    card = { head: h("span", { class: "muted" }), note: h("p", { class: "muted" }), body: h("tbody"), rows: new Map() };
+    card.node = h("details", { class: "card journal", open: isOpen(), ontoggle: (e) => setOpen(e.target.open) },
+      h("summary", {}, h("h2", {}, "Journal ", card.head)), card.note,
+      h("div", { class: "scroll" }, h("table", { class: "plain records" }, card.body)));
+    memo.set("journal-card", card);
+  }
+  card.head.textContent = `${run.journal_total} records · as wfl show`;
+  card.note.hidden = !(run.journal_total > run.journal.length);
+  card.note.textContent = `The first ${run.journal_total - run.journal.length} records are not shown: wfl show ${run.id}`;
+  const rows = run.journal.map((r) => {
+    const key = JSON.stringify(r); // a restart or a torn tail can change what a number holds
+    const kept = card.rows.get(r.i);
+    if (kept && kept.key === key) return kept.node;
+    const node = h("tr", { class: `st-${(r.style || "").replace(/\W/g, "")}` },
       h("td", { class: "num", text: r.i }), h("td", { class: "mono small", text: r.at ? r.at.replace("T", " ").replace("+00:00", "") : "–" }),
-      h("td", {}, h("span", { class: `rec r-${r.t}`, text: r.t })), h("td", { class: "what", text: r.text })))))));
-  return details;
+      h("td", {}, h("span", { class: `rec r-${r.t}`, text: r.t })), h("td", { class: "what", text: r.text }));
+    card.rows.set(r.i, { key, node });
+    return node;
+  });
+  for (const i of card.rows.keys()) if (i < (run.journal.length ? run.journal[0].i : 0) || i >= run.journal_total) card.rows.delete(i);
+  patch(card.body, rows);
+  return card.node;
 }
 
 // -- actions ---------------------------------------------------------------------------------
