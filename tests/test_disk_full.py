@@ -32,8 +32,8 @@ def tiny_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
-def wfl(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([WFL, *args], capture_output=True, text=True, timeout=60)
+def wfl(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([WFL, *args], capture_output=True, text=True, timeout=timeout)
 
 
 def fill(path: Path) -> None:
@@ -76,3 +76,37 @@ def test_disk_full_pauses_the_run_and_loses_nothing(tiny_disk: Path) -> None:
     assert worker.returncode == 0, worker.stderr
     status = wfl("status", run_id, "--json", "--dir", str(runs))
     assert '"state": "completed"' in status.stdout
+
+
+@pytest.mark.parametrize("last", ["end", "oc"])
+def test_disk_full_at_the_last_record_pauses_the_run_and_the_worker_exits(
+    tiny_disk: Path, last: str
+) -> None:
+    """The end record (a big result) or the on_complete record (a big error) does not fit:
+    the run is paused, its lease released, and `worker --once` exits; later it completes."""
+    runs = tiny_disk / "runs"
+    flow = str(FLOWS / "big_end.py")
+    args = ["--arg", "big=true"] if last == "end" else ["--on-complete", f"{flow}:complains"]
+    started = wfl("start", flow, *args, "--dir", str(runs))
+    assert started.returncode == 0, started.stderr
+    run_id = started.stdout.strip()
+
+    filler = tiny_disk / "filler"
+    fill(filler)
+    os.truncate(filler, os.path.getsize(filler) - 64 * 1024)  # room for small records only
+    try:
+        worker = wfl("worker", "--once", "--dir", str(runs), timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail("wfl worker --once did not exit after disk full at the last record")
+    assert "Traceback" not in worker.stdout + worker.stderr
+    assert "disk full" in worker.stdout + worker.stderr
+    assert journal.read(runs / f"{run_id}.journal").torn == 0
+
+    os.unlink(filler)
+    worker = wfl("worker", "--once", "--dir", str(runs))
+    assert worker.returncode == 0, worker.stderr
+    status = wfl("status", run_id, "--json", "--dir", str(runs))
+    assert '"state": "completed"' in status.stdout
+    records = [r["t"] for r in journal.read(runs / f"{run_id}.journal").records]
+    assert records.count("end") == 1
+    assert records[-1] == ("end" if last == "end" else "oc")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -13,6 +14,8 @@ import flows
 import pytest
 
 from wfl import WorkflowFailed, journal, ops, records
+from wfl.errors import RunNotFound
+from wfl.state import RunState
 from wfl.testing import WorkflowTestEnv
 from wfl.worker import Worker
 
@@ -202,3 +205,101 @@ def test_cancel_right_after_a_child_is_created_cancels_the_child(env: WorkflowTe
     assert env.status(parent_id).state == "canceled"
     assert env.status(created[0]).state == "canceled"
     assert flows.calls["child7"] == 0
+
+
+# -- wake-ups and clocks ----------------------------------------------------------------------
+
+
+def test_cancel_whose_wake_up_was_dropped_is_found_by_the_rescan(env: WorkflowTestEnv) -> None:
+    """A full datagram queue drops the news; the rescan must look at a sleeping run too."""
+    run_id = env.start(flows.long_sleep, {"days": 30})
+
+    async def main() -> None:
+        worker = Worker(env.client.store, clock=env.clock, listen=True)
+        done = asyncio.create_task(worker.run())
+        await poll_until(
+            lambda: run_id in worker._waking and run_id not in worker.drivers,
+            "the run sleeps, evicted",
+        )
+        # `wfl cancel` whose datagram was dropped: the journal changes, nobody is told
+        path = env.client.store.journal_path(run_id)
+        journal.update(path, lambda _existing: [records.cancel(env.now())])
+        env.clock.advance(11)  # past the rescan interval (seconds, not the 30 days)
+        worker.activity()
+        try:
+            await poll_until(
+                lambda: ops.read_state(env.client.store, run_id).end is not None,
+                "a worker wound the canceled run up",
+                within=10,
+            )
+        finally:
+            worker.stop()
+            await asyncio.wait_for(done, 20)
+
+    asyncio.run(main())
+    assert env.status(run_id).state == "canceled"
+
+
+def test_run_due_now_is_driven_after_the_clock_stepped_back(env: WorkflowTestEnv) -> None:
+    """An NTP step or a VM restore: records were written while the clock was an hour ahead."""
+    run_id = env.start(edge_flows.approval, {"key": "b"})
+    env.run_until_idle()
+    env.clock.advance(3600)
+    env.client.send_event(run_id, "approved", "yes")  # recorded at the clock's +1 h
+    env.clock.jump(env.now() - 3500)  # the clock is corrected: back by almost an hour
+    env.advance(0)  # one pass of a worker, as `wfl worker --once`
+    assert env.result(run_id) == "yes"
+
+
+def test_step_scheduled_before_the_clock_stepped_back_runs_now(env: WorkflowTestEnv) -> None:
+    run_id = env.start(flows.one_action, {"key": "c"})
+    ahead = env.now() + 3600  # a worker with its clock an hour ahead scheduled step 0, then died
+    sched = records.sched(0, "action", "count", {"key": "c"}, ahead, ahead)
+    journal.update(env.client.store.journal_path(run_id), lambda _existing: [sched])
+    env.advance(0)
+    assert env.result(run_id) == "c"
+    assert flows.calls["c"] == 1
+
+
+# -- cleanup against a concurrent restart ---------------------------------------------------
+
+
+def test_cleanup_racing_a_restart_never_loses_the_restarted_run(
+    env: WorkflowTestEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`wfl restart` lands just after `wfl cleanup` found the run finished: either the
+    restart is refused (the run is gone) or the run stays, restarted; never a restart that
+    says it worked on a run that is then deleted."""
+    run_id = env.start(flows.one_action, {"key": "r"})
+    env.run_until_idle()
+    outcome: dict[str, Any] = {}
+
+    def restart() -> None:
+        try:
+            outcome["restarted"] = ops.restart(env.client.store, env.clock, run_id, 0)
+        except Exception as exc:
+            outcome["refused"] = exc
+
+    fold = RunState.from_records
+    main = threading.current_thread()
+
+    def looked(records: list[dict[str, Any]]) -> RunState:
+        state = fold(records)
+        if threading.current_thread() is main and state.finished and not outcome:
+            racer = threading.Thread(target=restart)
+            racer.start()
+            racer.join(timeout=0.5)  # it lands now, unless cleanup holds the journal's lock
+            outcome.setdefault("racer", racer)
+        return state
+
+    monkeypatch.setattr(RunState, "from_records", staticmethod(looked))
+    deleted = ops.cleanup(env.client.store, run_id)
+    outcome["racer"].join(timeout=20)
+    monkeypatch.undo()
+
+    if "restarted" in outcome:
+        assert env.client.store.exists(run_id), "restart said it worked, but the run is gone"
+        assert run_id not in deleted
+    else:
+        assert isinstance(outcome["refused"], RunNotFound)
+        assert not env.client.store.exists(run_id)

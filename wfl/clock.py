@@ -60,6 +60,10 @@ class FakeClock:
     def set(self, when: float) -> None:
         self._now = max(self._now, when)
 
+    def jump(self, when: float) -> None:
+        """Set the time to `when`, backwards too: an NTP step, a VM restored from a snapshot."""
+        self._now = when
+
     async def wait(self, until: float | None, wakeup: asyncio.Event, *, idle: bool) -> None:
         if until is not None and until <= self._now:
             return

@@ -57,8 +57,22 @@ def _journal_full(self: RunDriver, limit: int) -> None:
 
 async def _flush_then_after_end(self: RunDriver) -> None:
     await self._await_inflight_attempts()
-    await self.flush()
-    await self._after_end()
+    if await self._flush_or_pause():
+        await self._after_end()
+
+
+async def flush_or_pause(self: RunDriver) -> bool:
+    """Flush; if the journal cannot be written (disk full...), pause the run and return
+    False: the worker drops it, releases its lease and retries it later. For the records
+    that end a run, which no attempt or workflow code is left to report a failure to."""
+    try:
+        await self.flush()
+    except JournalLimitExceeded:
+        raise
+    except Exception as exc:
+        self.host.driver_failed(self, exc)
+        return False
+    return True
 
 
 async def flush(self: RunDriver) -> None:

@@ -348,6 +348,25 @@ class JournalWriter:
         return _Flock(self, self._mutex)
 
 
+def delete(path: Path, check: Callable[[list[Record]], None]) -> None:
+    """Under the journal's lock, let `check` look at the records (it raises to refuse), then
+    delete the file. A writer that waited for the lock meanwhile finds it deleted (update()
+    raises FileNotFoundError) instead of appending to a file no longer there."""
+    writer = JournalWriter(path)
+    try:
+        with writer._locked():
+            _check_not_deleted(writer)
+            check(writer._read_locked())
+            path.unlink()
+    finally:
+        writer.close()
+
+
+def _check_not_deleted(writer: JournalWriter) -> None:
+    if os.fstat(writer._fd).st_nlink == 0:
+        raise FileNotFoundError(errno.ENOENT, "journal deleted", str(writer.path))
+
+
 def _write_all_at(fd: int, data: bytes, offset: int, path: Path) -> None:
     view = memoryview(data)
     while view:
@@ -390,10 +409,12 @@ class _Flock:
 def update(path: Path, decide: Callable[[list[Record]], list[Record]]) -> list[Record]:
     """For one-off writers such as `wfl cancel`: under the journal's lock, read every record,
     let `decide` look at them and return what to append (it may raise to refuse), append it
-    durably. Returns the appended records."""
+    durably. Returns the appended records. FileNotFoundError if the journal is (or, while
+    this waited for the lock, was) deleted."""
     writer = JournalWriter(path)
     try:
         with writer._locked():
+            _check_not_deleted(writer)
             existing = writer._read_locked()
             new = decide(existing)
             if new:

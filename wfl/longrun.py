@@ -63,7 +63,8 @@ async def _deadline_passed(self: RunDriver) -> None:
     deadline = self.state.deadline or self.clock.now()
     error = f"DeadlineExceeded: run {self.run_id} did not finish by its deadline {iso(deadline)}"
     self._append(records.end("failed", self.clock.now(), error=error))
-    await self.flush()
+    if not await self._flush_or_pause():
+        return
     self.host.emit("deadline_exceeded", self, detail=error)
     await self._after_end()
 

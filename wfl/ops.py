@@ -233,11 +233,35 @@ def send_event(
 def cleanup(store: Store, run_id: str, *, children: bool = True) -> list[str]:
     """Delete a finished run's journal (and its children's). Returns the ids deleted.
     A corrupt journal counts as a failed run: it can be deleted."""
+    looked: list[RunState] = []
+
+    def check(existing: list[Record]) -> None:
+        # (under the journal's lock: a concurrent restart waits, then finds the run gone)
+        state = RunState.from_records(existing)
+        _refuse_unless_wound_up(run_id, state)
+        if state.key is not None:
+            store.free_key(state.key, run_id)  # first: a crash here leaves a run, not a stale key
+        looked.append(state)
+
     try:
-        state = read_state(store, run_id)
+        store.delete(run_id, check=check)
     except JournalCorrupt:
         store.delete(run_id)
         return [run_id]
+    state = looked[0]
+    deleted = []
+    if children:
+        for s in state.steps.values():
+            if s.child_id and store.exists(s.child_id):
+                try:
+                    deleted += cleanup(store, s.child_id)
+                except (RefusedOperation, RunNotFound):
+                    pass  # a child still running outlives its parent's cleanup
+    deleted.append(run_id)
+    return deleted
+
+
+def _refuse_unless_wound_up(run_id: str, state: RunState) -> None:
     if not state.finished:
         raise RefusedOperation(
             f"run {run_id} is still in progress: cancel it first (wfl cancel {run_id})"
@@ -248,19 +272,6 @@ def cleanup(store: Store, run_id: str, *, children: bool = True) -> list[str]:
             f"run {run_id} is canceled but not wound up yet (on_complete pending): "
             "let a worker finish it (wfl worker --once), then clean it up"
         )
-    deleted = []
-    if children:
-        for s in state.steps.values():
-            if s.child_id and store.exists(s.child_id):
-                try:
-                    deleted += cleanup(store, s.child_id)
-                except RefusedOperation:
-                    pass  # a child still running outlives its parent's cleanup
-    if state.key is not None:
-        store.free_key(state.key, run_id)  # first: a crash here leaves a run, not a stale key
-    store.delete(run_id)
-    deleted.append(run_id)
-    return deleted
 
 
 def restart(store: Store, clock: Clock, run_id: str, from_step: int | str | None = None) -> int:

@@ -174,7 +174,8 @@ class RunDriver:
                           continued_as=continued_as)  # fmt: skip
         self._append(end)
         try:
-            await self.flush()
+            if not await self._flush_or_pause():
+                return
         except JournalLimitExceeded:
             pass  # _append made room for the end record by failing the run
         await self._after_end()
@@ -201,7 +202,8 @@ class RunDriver:
                 await self.host.io(self.host.report_to_parent, self.state)
             error, tb = await self._call_on_complete(ref) if ref else (None, None)
             self._append(records.on_complete_done(self.clock.now(), error, tb))
-            await self.flush()
+            if not await self._flush_or_pause():
+                return  # on_complete is called again when the run is retried (at least once)
         self._close()
 
     def _close(self) -> None:
@@ -242,7 +244,8 @@ class RunDriver:
         await self._await_inflight_attempts()
         if self.state.end is None:
             self._append(records.end("canceled", self.clock.now()))
-            await self.flush()
+            if not await self._flush_or_pause():
+                return
         await self._after_end()
 
     # -- step calls from workflow code ------------------------------------------------------
@@ -419,7 +422,7 @@ class RunDriver:
                 if inspect.iscoroutine(result):
                     p.task = self.loop.create_task(result)
 
-        if when <= self.clock.now():
+        if when <= self.clock.now() or when <= self.state.updated_at:  # (see due_now_or)
             p.timer = self.loop.call_soon(fire)  # due already: no trip through the timer heap
         else:
             p.timer = self.host.call_at(when, fire)
@@ -430,6 +433,7 @@ class RunDriver:
     _journal_full = commit._journal_full
     _flush_then_after_end = commit._flush_then_after_end
     flush = commit.flush
+    _flush_or_pause = commit.flush_or_pause
     poll = commit.poll
     _poll_after_flush = commit._poll_after_flush
     apply_foreign = commit.apply_foreign
@@ -466,7 +470,7 @@ class RunDriver:
         """If nothing is running or buffered, when this run next needs attention."""
         if self.inflight or self.buffer or self.flushing is not None or self.closing:
             return 0.0  # busy right now
-        return self.state.next_wake_at()
+        return self.state.wake_time(self.clock.now())
 
 
 def _unserializable(args: Any) -> str | None:

@@ -12,6 +12,13 @@ from .records import Record
 EXECUTED_KINDS = ("query", "mutation", "action")
 
 
+def due_now_or(wake: float, seen: float, now: float) -> float:
+    """A wake time the journal has already reached (a record was written at or after it) is
+    due now, whatever the clock says: after the clock stepped back (NTP, a VM restore) a run
+    due now must not wait for the clock to catch up with its records."""
+    return min(wake, now) if wake <= seen else wake
+
+
 @dataclass
 class StepState:
     n: int
@@ -311,6 +318,11 @@ class RunState:
             if wake is not None:
                 wakes.append(wake)
         return min(wakes) if wakes else None
+
+    def wake_time(self, now: float) -> float | None:
+        """next_wake_at() for a scheduler (see due_now_or)."""
+        wake = self.next_wake_at()
+        return None if wake is None else due_now_or(wake, self.updated_at, now)
 
     def current_step(self) -> StepState | None:
         return self.open[min(self.open)] if self.open else None

@@ -370,8 +370,21 @@ class FileStore:
         except FileNotFoundError:
             raise RunNotFound(run_id) from None
 
-    def delete(self, run_id: str) -> None:
-        self.journal_path(run_id).unlink(missing_ok=True)
+    def delete(self, run_id: str, *, check: Callable[[list[Record]], None] | None = None) -> None:
+        path = self.journal_path(run_id)
+        if check is None:
+            path.unlink(missing_ok=True)
+        else:
+            decide = check
+
+            def checked(records: list[Record]) -> None:
+                check_history(records, path)
+                decide(records)
+
+            try:
+                journal.delete(path, checked)
+            except FileNotFoundError:
+                raise RunNotFound(run_id) from None
         self.lock_path(run_id).unlink(missing_ok=True)
 
     def writer(self, run_id: str) -> journal.JournalWriter:

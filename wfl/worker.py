@@ -38,7 +38,7 @@ from .execute import describe
 from .loader import load_function
 from .manager import WorkflowDef
 from .replay import RunDriver
-from .state import RunState
+from .state import RunState, due_now_or
 from .stores import open_store
 from .stores.base import Lease, Listener, Store
 
@@ -192,13 +192,15 @@ class Worker:
     def scan(self) -> None:
         """Schedule every unfinished run at its wake time (journals that did not change since
         the index last saw them are not read)."""
+        self._versions = self.store.versions()  # before reading: a change meanwhile is seen
+        now = self.clock.now()
         for s in self.store.summaries():
             if s.broken:
                 self._report_broken(s.id, str(s.status["error"]))
             elif self.only is not None and s.id not in self.only:
                 continue
             elif s.wake_at is not None:
-                self._wake_at(s.id, s.wake_at)
+                self._wake_at(s.id, due_now_or(s.wake_at, s.updated_at, now))
                 self.waits[s.id] = (str(s.status["workflow"]), None, s.wake_at)
             elif s.status["state"] == "in_progress":  # waits for an event
                 self.waits[s.id] = (str(s.status["workflow"]), None, None)
@@ -206,11 +208,11 @@ class Worker:
                 self.waits.pop(s.id, None)  # finished meanwhile (another worker drove it)
 
     def rescan(self) -> None:
-        # the safety net for lost wake-ups: look again at every run that changed
+        # the safety net for lost wake-ups: look again at every run that changed, sleeping
+        # ones too (a dropped datagram must not strand a cancel until the run's own timer)
         versions = self.store.versions()
         for run_id, version in versions.items():
-            live = run_id in self.drivers or run_id in self._waking
-            if not live and self._versions.get(run_id) != version:
+            if run_id not in self.drivers and self._versions.get(run_id) != version:
                 self._consider(run_id)
         self._versions = versions
         self.look_at_schedules()  # the safety net for schedule news, too
@@ -240,7 +242,7 @@ class Worker:
         wake = state.next_wake_at()
         self._note_wait(state, wake)
         if wake is not None:
-            self._wake_at(run_id, wake)
+            self._wake_at(run_id, due_now_or(wake, state.updated_at, self.clock.now()))
 
     def _wake_at(self, run_id: str, when: float) -> None:
         old = self._waking.get(run_id)

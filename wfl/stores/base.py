@@ -169,7 +169,10 @@ class Store(Protocol):
         may raise to refuse), append that durably. Returns the appended records."""
         ...
 
-    def delete(self, run_id: str) -> None: ...
+    def delete(self, run_id: str, *, check: Callable[[list[Record]], None] | None = None) -> None:
+        """Delete the run. With `check`: only if check(records) does not raise, decided and
+        done under the run's lock (an update waiting for it then finds no run)."""
+        ...
 
     def writer(self, run_id: str) -> RunWriter:
         """A writer for a run this process leases (RunNotFound if it is gone)."""

@@ -278,9 +278,22 @@ class PostgresStore(KeysAndSchedules):
                 save_summary(conn, run_id, len(existing) + len(new), size, state)
             return new
 
-    def delete(self, run_id: str) -> None:
+    def delete(self, run_id: str, *, check: Callable[[list[Record]], None] | None = None) -> None:
         check_id(run_id)
         with self.session() as conn, conn.transaction():
+            if check is not None:  # decided under the row lock that update() takes too
+                row = conn.execute(
+                    "SELECT seq FROM wfl_runs WHERE id = %s FOR UPDATE", (run_id,)
+                ).fetchone()
+                if row is None:
+                    raise RunNotFound(run_id)
+                rows = conn.execute(
+                    "SELECT seq, data FROM wfl_records WHERE run_id = %s ORDER BY seq", (run_id,)
+                ).fetchall()
+                existing, damage = self._decode(run_id, rows)
+                if damage is not None:
+                    raise damage
+                check(existing)
             conn.execute("DELETE FROM wfl_records WHERE run_id = %s", (run_id,))
             conn.execute("DELETE FROM wfl_runs WHERE id = %s", (run_id,))
 
