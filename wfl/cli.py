@@ -246,17 +246,9 @@ def restart(
 def show(run: Annotated[str, typer.Argument()], json_: JsonOption = False,
          dir: DirOption = None, store: StoreOption = None) -> None:  # fmt: skip
     """The run's journal as a timeline, every record decoded."""
-    from . import views
+    from .views import show_command
 
-    client = _client(dir, store)
-    run_id = client.resolve(run)
-    records, damage = views.readable_records(client, run_id)
-    if json_:
-        _print_json(records)
-    else:
-        views.print_timeline(records)
-    if damage is not None:  # the good records are shown; then say where the damage starts
-        raise damage
+    show_command(str(dir) if dir is not None else None, run, json_=json_, store=store)
 
 
 @app.command()

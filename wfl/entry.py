@@ -1,9 +1,10 @@
-"""The `wfl` executable's entry point: a fast path for `wfl start` and `wfl status`, typer for
-everything else.
+"""The `wfl` executable's entry point: a fast path for `wfl start`, `wfl status` and `wfl show`,
+typer for everything else.
 
-These two are what scripts call in loops and people type most, and typer (which builds pydantic
-adapters for its options) costs more than the work itself. So they are parsed here, by the
-same table of options, and call the same functions as the typer commands. Anything unusual
+These are what scripts call in loops and people type most, and typer (which builds pydantic
+adapters for its options) costs more than the work itself (~0.4 s of `wfl show`). So they
+are parsed here, by the same table of options, and call the same functions as the typer
+commands. Anything unusual
 (`--help`, an unknown or malformed option) falls through to the typer app, which owns help
 and usage errors.
 """
@@ -23,6 +24,7 @@ _FAST = {
               (1, 1)),
     "status": ({"--state": False, "--workflow": False, "--limit": False, "--dir": False,
                 "--store": False}, {"--json", "--watch", "--why", "--all", "--traceback"}, (0, 1)),
+    "show": ({"--dir": False, "--store": False}, {"--json"}, (1, 1)),
 }  # fmt: skip
 
 
@@ -172,6 +174,17 @@ def _status(options: dict[str, Any]) -> None:
     )
 
 
+def _show(options: dict[str, Any]) -> None:
+    from .views import show_command
+
+    show_command(
+        options.get("--dir"),
+        options["positional"][0],
+        json_=bool(options.get("--json")),
+        store=options.get("--store"),
+    )
+
+
 _early_stop = False
 
 
@@ -199,6 +212,8 @@ def main() -> None:
         try:
             if command == "start":
                 _start(options)
+            elif command == "show":
+                _show(options)
             else:
                 _status(options)
             return

@@ -15,6 +15,7 @@ This is the only module that imports msgpack.
 
 from __future__ import annotations
 
+import bisect
 import errno
 import fcntl
 import os
@@ -138,6 +139,80 @@ class ReadResult:
 def parse(data: bytes, *, start: int, path: str, base: int = 0) -> ReadResult:
     """Decode frames of `data` from `start` (a frame boundary); `data[0]` is at file offset
     `base`, and the offsets in the result and in errors are file offsets."""
+    ends = _frame_ends(data, start)
+    records = _decode_frames(data, start, ends)
+    if records is None:  # a frame that passed its checksum does not decode: find which
+        return _parse_frame_by_frame(data, start=start, path=path, base=base)
+    pos = ends[-1] if ends else start
+    size = len(data)
+    if pos < size:
+        if _good_frame_after(data, pos + 1):
+            raise JournalCorrupt(path, base + pos, "bad record followed by good ones")
+        return ReadResult(records, base + pos, size - pos)
+    return ReadResult(records, base + pos, 0)
+
+
+def _frame_ends(data: bytes, pos: int) -> list[int]:
+    """End offsets of the frames from `pos` whose length and checksum are right, up to the
+    first one that is not. (Decoding is left to _decode_frames, which decodes them all in
+    one pass: a per-frame decode made reading 100,000 records cost ~0.4 s.)"""
+    ends: list[int] = []
+    size = len(data)
+    view = memoryview(data)
+    unpack_from, crc32, header = _FRAME.unpack_from, zlib.crc32, _FRAME.size
+    while pos + header <= size:
+        length, crc = unpack_from(data, pos)
+        body = pos + header
+        end = body + length
+        if length > MAX_RECORD or end > size or crc32(view[body:end]) != crc:
+            break
+        ends.append(end)
+        pos = end
+    return ends
+
+
+def _decode_frames(data: bytes, start: int, ends: list[int]) -> list[Record] | None:
+    """The records of the frames ending at `ends`, or None unless each payload is exactly
+    one record (a map with "t"), with no extension type and no Timestamp, as decode()
+    requires of each."""
+    if not ends:
+        return []
+    view = memoryview(data)
+    header = _FRAME.size
+    parts = []
+    bounds: list[int] = []  # where each payload ends within the joined payloads
+    total, pos = 0, start
+    for end in ends:
+        parts.append(view[pos + header : end])
+        total += end - pos - header
+        bounds.append(total)
+        pos = end
+    payloads = b"".join(parts)
+    unpacker = msgpack.Unpacker(
+        raw=False, strict_map_key=False, ext_hook=_refuse_ext, max_buffer_size=max(total, 1)
+    )
+    unpacker.feed(payloads)
+    records: list[Record] = []
+    tell = unpacker.tell
+    try:
+        for record, bound in zip(unpacker, bounds, strict=False):
+            if tell() != bound or type(record) is not dict or "t" not in record:
+                return None
+            records.append(record)
+    except Exception:
+        return None
+    if len(records) != len(bounds):
+        return None
+    for marker in _TIMESTAMP_MARKERS:  # rare: walk only the records holding the pattern
+        at = payloads.find(marker)
+        while at >= 0:
+            if _has_timestamp(records[bisect.bisect_right(bounds, at)]):
+                return None
+            at = payloads.find(marker, at + 1)
+    return records
+
+
+def _parse_frame_by_frame(data: bytes, *, start: int, path: str, base: int = 0) -> ReadResult:
     records: list[Record] = []
     pos = start
     size = len(data)

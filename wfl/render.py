@@ -13,7 +13,9 @@ from rich.table import Table
 from rich.text import Text
 
 from . import jsonout
+from .bigtable import BigTable, Cell, cell
 from .client import RunStatus
+from .clock import utc_text
 from .tracebacks import format_tb, is_traceback, where
 
 STATE_STYLE = {
@@ -56,6 +58,8 @@ def _span(seconds: float) -> str:
 def short_time(iso_time: str | None) -> str:
     if not iso_time:
         return "-"
+    if len(iso_time) == 29 and iso_time.endswith("+00:00"):  # as clock.iso writes them
+        return f"{iso_time[:10]} {iso_time[11:23]}"
     dt = datetime.fromisoformat(iso_time).astimezone(UTC)
     return dt.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
 
@@ -65,7 +69,7 @@ def styled(state: str) -> Text:
 
 
 def runs_table(runs: list[RunStatus]) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False)
+    table = BigTable(box=None, header_style="bold", pad_edge=False)
     for column in ("RUN", "WORKFLOW", "STATE", "STEPS", "CURRENT STEP", "NEXT WAKE", "AGE"):
         table.add_column(column, no_wrap=True)
     now = time.time()
@@ -169,7 +173,7 @@ def schedules_table(rows: list[dict[str, Any]]) -> Table:
 
 
 def steps_table(st: RunStatus) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False)
+    table = BigTable(box=None, header_style="bold", pad_edge=False)
     for column in ("#", "NAME", "KIND", "STATE", "ATTEMPTS", "RUN AT", "STARTED", "FINISHED"):
         table.add_column(column, no_wrap=True)
     table.add_column("ERROR")
@@ -184,12 +188,12 @@ def steps_table(st: RunStatus) -> Table:
             str(s["step"]),
             s["name"],
             s["kind"],
-            styled(s["state"]),
+            cell(s["state"], STATE_STYLE.get(s["state"], "")),
             str(s["attempts"]),
             short_time(s["run_at"]),
             short_time(s["started_at"]),
             short_time(s["finished_at"]),
-            Text(error, style="red"),
+            cell(error, "red"),
         )
     return table
 
@@ -224,21 +228,23 @@ def failure_tracebacks(records: list[dict[str, Any]]) -> Group:
 
 
 def timeline(records: list[dict[str, Any]]) -> Table:
-    table = Table(box=None, header_style="bold", pad_edge=False)
+    table = BigTable(box=None, header_style="bold", pad_edge=False)
     table.add_column("#", justify="right")
     table.add_column("TIME (UTC)", no_wrap=True)
     table.add_column("RECORD", no_wrap=True)
     table.add_column("WHAT")
+    add_row = table.add_row
     for i, r in enumerate(records):
-        at = r.get("at", r.get("created_at"))
-        when = datetime.fromtimestamp(at, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3] if at else "-"
-        what = describe_record(r)
+        at = r.get("at") or r.get("created_at")
+        when = utc_text(at) if at else "-"
+        sentence = describe_record(r)
+        what: Cell | Text = sentence
         tb = r.get("tb")
-        if tb is not None and is_traceback(
-            tb
-        ):  # the whole recorded traceback, under the record it explains
+        if tb is not None and is_traceback(tb):
+            # the whole recorded traceback, under the record it explains
+            what = Text(sentence, style=sentence.style)
             what.append("\n" + format_tb(tb).rstrip("\n"), style="dim")
-        table.add_row(str(i), when, r["t"], what)
+        add_row(str(i), when, r["t"], what)
     return table
 
 
@@ -248,13 +254,11 @@ def _short(value: Any, limit: int = 80) -> str:
 
 
 def _when(ts: float | None) -> str:
-    if ts is None:
-        return "-"
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+    return "-" if ts is None else utc_text(ts)
 
 
-def describe_record(r: dict[str, Any]) -> Text:
-    """One journal record as a sentence (the timeline of `wfl show`)."""
+def describe_record(r: dict[str, Any]) -> Cell:
+    """One journal record as a sentence (the timeline of `wfl show`), styled."""
     t = r["t"]
     n = r.get("n")
     if t == "run":
@@ -269,45 +273,45 @@ def describe_record(r: dict[str, Any]) -> Text:
             )
             if value is not None
         )
-        return Text(
+        return cell(
             f"run {r['id']} of {r['workflow']}({_short(r['args'])}) from {r['flow']}, "
             f"version {r.get('version', 0)}{parent}{extra}"
         )
     if t == "sched":
         due = f", due {_when(r['run_at'])}" if r.get("run_at", 0) > r.get("at", 0) else ""
-        return Text(f"step {n} called: {r['kind']} {r['name']} {_short(r['args'])}{due}")
+        return cell(f"step {n} called: {r['kind']} {r['name']} {_short(r['args'])}{due}")
     if t == "att":
         child = f" (child run {r['child']})" if r.get("child") else ""
-        return Text(f"step {n} attempt {r['attempt']} starts{child}", style="cyan")
+        return cell(f"step {n} attempt {r['attempt']} starts{child}", "cyan")
     if t == "done":
-        return Text(f"step {n} done: {_short(r['result'])}", style="green")
+        return cell(f"step {n} done: {_short(r['result'])}", "green")
     if t == "fail":
         then = f"; retry at {_when(r['retry_at'])}" if r.get("retry_at") else "; final"
         text = f"step {n} attempt {r['attempt']} failed: {r['error_type']}: {r['message']}{then}"
-        return Text(text, style="red")
+        return cell(text, "red")
     if t == "event":
-        return Text(f"event {r['name']!r} delivered: {_short(r['value'])}")
+        return cell(f"event {r['name']!r} delivered: {_short(r['value'])}")
     if t == "evfail":
-        return Text(f"event {r['name']!r} delivered as an error: {r.get('error')}", style="red")
+        return cell(f"event {r['name']!r} delivered as an error: {r.get('error')}", "red")
     if t == "cancel":
-        return Text("cancel requested", style="yellow")
+        return cell("cancel requested", "yellow")
     if t == "end":
         kind = r["kind"]
         if kind == "success" and r.get("continued_as"):
-            return Text(f"run completed: continued as run {r['continued_as']}", style="green")
+            return cell(f"run completed: continued as run {r['continued_as']}", "green")
         if kind == "success":
-            return Text(f"run completed: {_short(r.get('result'))}", style="green")
+            return cell(f"run completed: {_short(r.get('result'))}", "green")
         if kind == "failed":
-            return Text(f"run failed: {r.get('error')}", style="red")
-        return Text("run canceled", style="yellow")
+            return cell(f"run failed: {r.get('error')}", "red")
+        return cell("run canceled", "yellow")
     if t == "oc":
         if r.get("ok"):
-            return Text("on_complete done")
-        return Text(f"on_complete raised {r.get('error')}", style="red")
+            return cell("on_complete done")
+        return cell(f"on_complete raised {r.get('error')}", "red")
     if t == "restart":
-        return Text(f"restart from step {r['from_step']}", style="yellow")
+        return cell(f"restart from step {r['from_step']}", "yellow")
     if t == "child":
-        return Text(f"child run {r['child_id']} of step {n} ended: {r['kind']}")
+        return cell(f"child run {r['child_id']} of step {n} ended: {r['kind']}")
     if t == "progress":
-        return Text(f"progress: {_short(r.get('value'))}", style="dim")
-    return Text(_short({k: v for k, v in r.items() if k != "t"}, 200))
+        return cell(f"progress: {_short(r.get('value'))}", "dim")
+    return cell(_short({k: v for k, v in r.items() if k != "t"}, 200))

@@ -6,7 +6,8 @@
         with WorkflowTestEnv() as env:
             assert env.run(reminder, {"days": 30}) == "reminded"   # a month, in milliseconds
 
-Registered as a pytest plugin: the `wfl_env` fixture yields a WorkflowTestEnv.
+Registered as a pytest plugin: the `wfl_env` fixture yields a WorkflowTestEnv. Only that
+fixture needs pytest: without it, this module imports and the env works.
 """
 
 from __future__ import annotations
@@ -17,8 +18,6 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from .client import Client, RunStatus, result_of
 from .clock import FakeClock
@@ -63,8 +62,10 @@ class WorkflowTestEnv:
         return self.clock.now()
 
     def advance(self, seconds: float) -> None:
-        """Move the clock forward, running what becomes due on the way, in time order (a
-        timer or schedule slot in the middle fires at its own time), never past the end."""
+        """Move the clock forward by `seconds`, firing every timer due on the way in order,
+        each at its own time (the next step after a one-minute sleep runs at that minute,
+        and may set a timer that also falls within the interval), as a worker would in real
+        time; the clock ends at now + seconds."""
         target = self.clock.now() + seconds
         self.clock.limit = target
         try:
@@ -127,7 +128,13 @@ class WorkflowTestEnv:
             self.clock.skip = False
 
 
-@pytest.fixture
-def wfl_env() -> Iterator[WorkflowTestEnv]:
-    with WorkflowTestEnv() as env:
-        yield env
+try:
+    import pytest
+except ImportError:  # pytest is not installed: everything but the fixture works
+    pass
+else:
+
+    @pytest.fixture
+    def wfl_env() -> Iterator[WorkflowTestEnv]:
+        with WorkflowTestEnv() as env:
+            yield env

@@ -83,6 +83,21 @@ def status_command(
             print_tracebacks(client, run_id)
 
 
+def show_command(
+    directory: str | None, run: str, *, json_: bool = False, store: str | None = None
+) -> None:
+    """`wfl show`: the run's journal as a timeline (shared by typer and the fast path)."""
+    client = Client(directory, store=store)
+    run_id = client.resolve(run)
+    records, damage = readable_records(client, run_id)
+    if json_:
+        print_json(records)
+    else:
+        print_timeline(records)
+    if damage is not None:  # the good records are shown; then say where the damage starts
+        raise damage
+
+
 def newest_runs(
     client: Client, *, state: str | None, workflow: str | None, limit: int
 ) -> tuple[list[RunStatus], int]:
@@ -119,11 +134,12 @@ WATCH_INTERVAL = 0.25
 
 def print_runs(runs: list[RunStatus], *, more: int = 0) -> None:
     from . import render
+    from .bigtable import print_fast
 
     if not runs:
         render.console.print("no runs", style="dim")
         return
-    render.console.print(render.runs_table(runs))
+    print_fast(render.console, render.runs_table(runs))
     if more > 0:
         render.console.print(more_line(len(runs), more), style="dim", highlight=False)
 
@@ -135,8 +151,9 @@ def more_line(shown: int, more: int) -> str:
 
 def print_run(st: RunStatus) -> None:
     from . import render
+    from .bigtable import print_fast
 
-    render.console.print(render.run_detail(st, flow_changed=st.flow_changed))
+    print_fast(render.console, render.run_detail(st, flow_changed=st.flow_changed))
 
 
 def print_tracebacks(client: Client, run_id: str) -> None:
@@ -149,8 +166,9 @@ def print_tracebacks(client: Client, run_id: str) -> None:
 
 def print_timeline(records: list[dict[str, Any]]) -> None:
     from . import render
+    from .bigtable import print_fast
 
-    render.console.print(render.timeline(records))
+    print_fast(render.console, render.timeline(records))
 
 
 def explain_run(client: Client, run_id: str) -> str:
