@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -60,16 +61,19 @@ def many_runs(directory: Path, count: int) -> None:
                    check=True)  # fmt: skip
 
 
-def timed(args: list[str], reps: int) -> float:
-    """Median wall seconds of `wfl ARGS`."""
+def timed(args: list[str], reps: int) -> tuple[float, float]:
+    """Median wall seconds and median CPU seconds (user + system) of `wfl ARGS`. CPU time is
+    the figure to compare on a loaded machine."""
     env = {**os.environ, "COLUMNS": "200"}
-    times = []
+    walls, cpus = [], []
     for _ in range(reps):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         began = time.perf_counter()
-        subprocess.run([WFL, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                       check=True, env=env)  # fmt: skip
-        times.append(time.perf_counter() - began)
-    return statistics.median(times)
+        subprocess.run([WFL, *args], capture_output=True, check=True, env=env)
+        walls.append(time.perf_counter() - began)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return statistics.median(walls), statistics.median(cpus)
 
 
 def main() -> None:
@@ -87,16 +91,21 @@ def main() -> None:
             print(f"one journal of {opts.records:,} records ({size / 1e6:.1f} MB):")
             for args in (["show", run_id], ["show", run_id, "--json"], ["status", run_id],
                          ["status", run_id, "--json"]):  # fmt: skip
-                secs = timed([*args, "--dir", str(d)], opts.reps)
-                print(f"  wfl {' '.join(args):<32} {secs * 1000:8.0f} ms")
+                wall, cpu = timed([*args, "--dir", str(d)], opts.reps)
+                print(
+                    f"  wfl {' '.join(args):<32} {wall * 1000:8.0f} ms  (cpu {cpu * 1000:.0f} ms)"
+                )
         if opts.runs:
             d = tmp / "many"
             many_runs(d, opts.runs)
             timed(["status", "--json", "--dir", str(d)], 1)  # builds the index once
             print(f"{opts.runs:,} runs:")
             for args in (["status"], ["status", "--json"], ["status", "--all"]):
-                secs = timed([*args, "--dir", str(d)], opts.reps)
-                print(f"  wfl {' '.join(args):<32} {secs * 1000:8.0f} ms")
+                wall, cpu = timed([*args, "--dir", str(d)], opts.reps)
+                print(
+                    f"  wfl {' '.join(args):<32} {wall * 1000:8.0f} ms  (cpu {cpu * 1000:.0f} ms)"
+                )
+        print(f"load average: {os.getloadavg()[0]:.1f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -31,6 +31,11 @@ class Cell(str):
 
     style = ""
 
+    @property
+    def plain(self) -> str:
+        """The text, as rich's Text.plain (so a Cell reads like the Text it stands for)."""
+        return str(self)
+
 
 _STYLED: dict[str, type[Cell]] = {"": Cell}
 
