@@ -14,7 +14,7 @@ import pytest
 
 WFL = shutil.which("wfl", path=str(Path(sys.executable).parent)) or "wfl"
 
-FLOW = '''\
+FLOW = """\
 from wfl import Step, WorkflowManager
 
 workflow = WorkflowManager()
@@ -34,7 +34,7 @@ async def approval(step: Step, doc: str) -> str:
     # EDIT
     approved = await step.await_event("go")
     return await step.run_action(publish, {"doc": y["doc"]}) if approved else "no"
-'''
+"""
 
 
 def wfl(tmp: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
