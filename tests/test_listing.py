@@ -86,11 +86,16 @@ def test_a_worker_rescan_passes_over_stray_files(tmp_path: Path) -> None:
     run_id = client.start(QUICK)
     (tmp_path / "old-notes.journal").write_bytes(b"not mine")
     (tmp_path / "Backup.journal").write_bytes(b"")
+    (tmp_path / "x\nabcdef012345.journal").write_bytes(b"")  # no line of a name is a run
     worker = Worker(client.store, listen=False)
     worker.scan()
     worker.rescan()  # raised InvalidRunId: a live worker exited at its next rescan
     assert Store(tmp_path).run_ids() == [run_id]
-    assert Store(tmp_path).stray_files() == ["Backup.journal", "old-notes.journal"]
+    assert Store(tmp_path).stray_files() == [
+        "Backup.journal",
+        "old-notes.journal",
+        "x\nabcdef012345.journal",
+    ]
 
 
 # -- a journal left without its run record ------------------------------------------------

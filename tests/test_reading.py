@@ -164,3 +164,12 @@ def test_reading_all_frames_at_once_agrees_with_reading_each_frame() -> None:
             i = rng.randrange(9, len(data))
             data = data[:i] + bytes([data[i] ^ 0x41]) + data[i + 1 :]  # a flipped byte
         assert _outcome(journal.parse, data) == _outcome(journal._parse_frame_by_frame, data)
+
+
+def test_a_small_table_too_wide_for_the_console_is_left_to_rich() -> None:
+    """rich squeezes a table into a narrow console; for a few rows that is worth its time."""
+    rich_out, fast_out = io.StringIO(), io.StringIO()
+    Console(file=rich_out, width=25).print(_table(5, Table))
+    print_fast(Console(file=fast_out, width=25), _table(5, BigTable))
+    assert fast_out.getvalue() == rich_out.getvalue()
+    assert max(map(len, fast_out.getvalue().splitlines())) <= 25
