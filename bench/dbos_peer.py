@@ -45,7 +45,7 @@ HERE = os.path.abspath(__file__)
 # --------------------------------------------------------------------------
 
 
-def _setup_dbos(tmpdir: str):
+def _setup_dbos(tmpdir: str, database_url: str | None = None):
     import logging
 
     from dbos import DBOS
@@ -54,7 +54,8 @@ def _setup_dbos(tmpdir: str):
     DBOS(
         config={
             "name": "wflbench",
-            "system_database_url": f"sqlite:///{db_path}",
+            # --database-url: DBOS's system database on PostgreSQL (bench/pg.py)
+            "system_database_url": database_url or f"sqlite:///{db_path}",
             "log_level": "WARNING",
         }
     )
@@ -76,7 +77,7 @@ def _sqlite_pragmas(db_path: str) -> dict:
 
 def child(phase: str, args) -> dict:
     tmpdir = tempfile.mkdtemp(prefix=f"dbosbench-{phase}-", dir=args.tmp)
-    DBOS, db_path = _setup_dbos(tmpdir)
+    DBOS, db_path = _setup_dbos(tmpdir, args.database_url)
 
     step_times: list = []
 
@@ -239,7 +240,8 @@ def child(phase: str, args) -> dict:
     else:
         raise SystemExit(f"unknown phase {phase}")
 
-    out["sqlite"] = _sqlite_pragmas(db_path)
+    if not args.database_url:
+        out["sqlite"] = _sqlite_pragmas(db_path)
     DBOS.destroy()
     if not args.keep_db:
         import shutil
@@ -324,6 +326,9 @@ def main() -> None:
     ap.add_argument("--tmp", default="/tmp")
     ap.add_argument(
         "--keep-db", action="store_true", help="keep each phase's temp SQLite directory"
+    )
+    ap.add_argument(
+        "--database-url", default=None, help="DBOS system database on PostgreSQL (a URL)"
     )
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()

@@ -293,6 +293,30 @@ def ui(
 
 from .cli_schedule import schedule_app  # noqa: E402 (it needs DirOption from above)
 
+
+@app.command()
+def migrate(
+    from_: Annotated[str, typer.Option("--from", help="the store to copy runs from")],
+    to: Annotated[str, typer.Option("--to", help="the store to copy them to")],
+    finished: Annotated[bool, typer.Option("--finished", help="only finished runs")] = False,
+) -> None:
+    """Copy runs from one store to another and verify them; the source is left untouched."""
+    from .migrate import migrate as copy_runs
+    from .stores import mask, open_store
+
+    source, target = open_store(from_), open_store(to)
+    report = copy_runs(source, target, finished_only=finished)
+    for problem in report.problems:
+        sys.stderr.write(f"wfl: {mask(problem)}\n")
+    plural = "run" if report.copied == 1 else "runs"
+    sys.stdout.write(
+        f"copied {report.copied} {plural} ({report.in_progress} in progress) from "
+        f"{source.spec} to {target.spec}, verified; {report.already} already there\n"
+    )
+    if report.problems:
+        raise typer.Exit(1)
+
+
 app.add_typer(schedule_app, name="schedule")
 
 

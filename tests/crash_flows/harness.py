@@ -14,8 +14,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from wfl import journal
+from wfl.errors import RunNotFound
 from wfl.state import RunState
+from wfl.stores import open_store
+from wfl.stores.base import Store
 
 HERE = Path(__file__).resolve().parent
 CHAOS = str(HERE / "chaos.py")
@@ -45,17 +47,34 @@ def spawn_wfl(*args: str) -> subprocess.Popen[str]:
     )
 
 
+def is_url(where: Path | str) -> bool:
+    return str(where).startswith("postgresql://")
+
+
+_stores: dict[str, Store] = {}
+
+
+def store_at(where: Path | str) -> Store:
+    """One store object per spec for the test's own reads (a directory, or a URL)."""
+    spec = str(where)
+    if spec not in _stores:
+        _stores[spec] = open_store(spec)
+    return _stores[spec]
+
+
 class WorkerProc:
-    """One `wfl worker --dir DIR` process; its output goes to a file for post-mortems."""
+    """One `wfl worker --store STORE` process; its output goes to a file for post-mortems
+    (beside the directory, or in `out_dir` for a PostgreSQL store)."""
 
     count = 0
 
-    def __init__(self, directory: Path, *extra: str) -> None:
+    def __init__(self, where: Path | str, *extra: str, out_dir: Path | None = None) -> None:
         WorkerProc.count += 1
-        self.out_path = directory.parent / f"worker-{os.getpid()}-{WorkerProc.count}.out"
+        folder = out_dir or Path(where).parent
+        self.out_path = folder / f"worker-{os.getpid()}-{WorkerProc.count}.out"
         self._out = open(self.out_path, "w")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(
-            [*wfl_command(), "worker", "--dir", str(directory), *extra],
+            [*wfl_command(), "worker", "--store", str(where), *extra],
             stdout=self._out,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -99,16 +118,34 @@ def wait_for(cond: Callable[[], bool], timeout: float, what: str, every: float =
         time.sleep(every)
 
 
-def worker_listening(directory: Path, n: int = 1) -> Callable[[], bool]:
-    """True once `n` workers have bound their wake-up sockets in `directory`."""
+def worker_listening(where: Path | str, n: int = 1) -> Callable[[], bool]:
+    """True once `n` workers listen for news: their wake-up sockets bound in a directory,
+    or their LISTEN connections open on PostgreSQL."""
 
     def check() -> bool:
+        if is_url(where):
+            return len(pg_workers(str(where))) >= n
         try:
-            return len(os.listdir(directory / "workers")) >= n
+            return len(os.listdir(Path(where) / "workers")) >= n
         except FileNotFoundError:
             return False
 
     return check
+
+
+def pg_workers(url: str) -> list[int]:
+    """Backend pids of the workers' LISTEN connections on the database of `url`."""
+    import psycopg
+
+    from wfl.stores.postgres import WORKER_APP
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT pid FROM pg_stat_activity WHERE application_name = %s "
+            "AND datname = current_database()",
+            (WORKER_APP,),
+        ).fetchall()
+    return [r[0] for r in rows]
 
 
 # -- side-effect logs -------------------------------------------------------------------------
@@ -145,23 +182,21 @@ def oc_calls(path: Path) -> Counter[str]:
 # -- journals ---------------------------------------------------------------------------------
 
 
-def journals(directory: Path) -> dict[str, list[dict[str, Any]]]:
+def journals(where: Path | str) -> dict[str, list[dict[str, Any]]]:
     """Every run's records; raises JournalCorrupt if any journal is damaged."""
-    out = {}
-    for path in sorted(directory.glob("*.journal")):
-        out[path.name[: -len(".journal")]] = journal.read(path).records
-    return out
+    store = store_at(where)
+    return {run_id: store.read(run_id) for run_id in sorted(store.run_ids())}
 
 
-def state_of(directory: Path, run_id: str) -> RunState:
-    return RunState.from_records(journal.read(directory / f"{run_id}.journal").records)
+def state_of(where: Path | str, run_id: str) -> RunState:
+    return RunState.from_records(store_at(where).read(run_id))
 
 
-def settled(directory: Path, run_id: str) -> bool:
+def settled(where: Path | str, run_id: str) -> bool:
     """The run ended and its on_complete (if any) is recorded."""
     try:
-        st = state_of(directory, run_id)
-    except FileNotFoundError:
+        st = state_of(where, run_id)
+    except (FileNotFoundError, RunNotFound):
         return False
     return st.end is not None and (st.on_complete is None or st.on_complete_ran)
 
@@ -185,13 +220,13 @@ class Accounting:
         )
 
 
-def account(directory: Path, log: Path, run_ids: list[str] | None = None) -> Accounting:
+def account(where: Path | str, log: Path, run_ids: list[str] | None = None) -> Accounting:
     """Compare the side-effect log with the journals: every execution of a step is one
     recorded attempt (no attempt executed twice, none executed unrecorded), an attempt
     recorded as done or as a genuine failure executed exactly once, and nothing ran after a
     step's `done`."""
     acc = Accounting()
-    runs = journals(directory)
+    runs = journals(where)
     execs = executions(log)
     wanted = set(run_ids) if run_ids is not None else set(runs)
     by_run: dict[str, Counter[tuple[int, int]]] = defaultdict(Counter)

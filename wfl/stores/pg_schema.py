@@ -3,7 +3,9 @@
   wfl_meta     key -> value; "schema" holds the layout's version
   wfl_runs     one row per run: the summary a listing needs (so listing 100k runs reads no
                records), maintained in the same transaction as every append; `seq` counts
-               the run's records, `size` is what they would take as a journal file
+               the run's records, `size` is what they would take as a journal file,
+               `changed` the value of wfl_change_seq at its last write (a watcher asks
+               "what changed since N?" with one indexed query)
   wfl_records  the append-only records of every run: (run id, seq) -> the msgpack map, the
                same bytes a journal frame holds
   wfl_keys     idempotency key -> the run holding it (SPEC §8)
@@ -32,8 +34,11 @@ CREATE TABLE IF NOT EXISTS wfl_runs (
     state       text NOT NULL,
     workflow    text NOT NULL,
     wake_at     double precision,
-    summary     bytea NOT NULL
+    summary     bytea NOT NULL,
+    changed     bigint NOT NULL DEFAULT 0
 );
+CREATE SEQUENCE IF NOT EXISTS wfl_change_seq;
+CREATE INDEX IF NOT EXISTS wfl_runs_changed ON wfl_runs (changed);
 CREATE INDEX IF NOT EXISTS wfl_runs_created ON wfl_runs (created_at DESC);
 CREATE INDEX IF NOT EXISTS wfl_runs_wake ON wfl_runs (wake_at) WHERE wake_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS wfl_keys (

@@ -148,7 +148,8 @@ def save_summary(
     summary = RunSummary.of(state)
     conn.execute(
         "UPDATE wfl_runs SET seq = %s, size = %s, created_at = %s, updated_at = %s, "
-        "state = %s, workflow = %s, wake_at = %s, summary = %s WHERE id = %s",
+        "state = %s, workflow = %s, wake_at = %s, summary = %s, "
+        "changed = nextval('wfl_change_seq') WHERE id = %s",
         (seq, size, summary.created_at, summary.updated_at, summary.status["state"],
          state.workflow, summary.wake_at, journal.pack(summary.to_record()), run_id),
     )  # fmt: skip

@@ -14,9 +14,11 @@ the journal store shares one fsync among a run's records.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
@@ -48,7 +50,8 @@ if TYPE_CHECKING:
 
     from wfl.index import RunSummary
 
-CHANNEL = "wfl"
+CHANNEL = "wfl"  # news: new runs, cancels, events, children's ends, deletions, schedules
+WATCH_EVERY = 0.25  # seconds between a watcher's looks for changed runs
 WORKER_APP = "wfl-worker"
 CONNECT_TIMEOUT = 5
 
@@ -62,9 +65,10 @@ def lock_key(run_id: str) -> int:
 class PostgresStore(KeysAndSchedules):
     """Runs in a PostgreSQL database; see the module docstring."""
 
-    def __init__(self, url: str, *, application_name: str = "wfl") -> None:
+    def __init__(self, url: str, *, application_name: str | None = None) -> None:
         self.url = url
-        self.application_name = application_name
+        # "wfl <pid>": which process holds which leases shows in pg_locks/pg_stat_activity
+        self.application_name = application_name or f"wfl {os.getpid()}"
         self._spec = mask(url)
         self._lock = threading.RLock()  # the session connection, one user at a time
         self._conn: psycopg.Connection[Any] | None = None
@@ -296,6 +300,7 @@ class PostgresStore(KeysAndSchedules):
                 check(existing)
             conn.execute("DELETE FROM wfl_records WHERE run_id = %s", (run_id,))
             conn.execute("DELETE FROM wfl_runs WHERE id = %s", (run_id,))
+            conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, run_id))
 
     def writer(self, run_id: str) -> PgWriter:
         check_id(run_id)
@@ -371,6 +376,20 @@ class PostgresStore(KeysAndSchedules):
         return bool(row and row[0])
 
     # -- news -------------------------------------------------------------------------------
+
+    def changes(self, *, stop: asyncio.Event) -> AsyncIterator[set[str]]:
+        """For watchers (the web view): sets of ids of runs that changed (created, appended
+        to, deleted): NOTIFY, and one indexed look every WATCH_EVERY s for appends (a NOTIFY
+        per append would serialize every worker's commits on PostgreSQL's notify lock)."""
+        return _changes(self, stop)
+
+    def changed_since(self, mark: int) -> tuple[set[str], int]:
+        """Runs written after change mark `mark` (0: ever), and the new mark."""
+        with self.session() as conn:
+            rows = conn.execute(
+                "SELECT id, changed FROM wfl_runs WHERE changed > %s", (mark,)
+            ).fetchall()
+        return {r[0] for r in rows}, max((int(r[1]) for r in rows), default=mark)
 
     def notify(self, run_id: str, *, skip: str = "") -> None:
         with self.session() as conn:
@@ -462,6 +481,30 @@ class PgListener:
     def close(self) -> None:
         with suppress(Exception):
             self.conn.close()
+
+
+async def _changes(store: PostgresStore, stop: asyncio.Event) -> AsyncIterator[set[str]]:
+    loop = asyncio.get_running_loop()
+    opened = await loop.run_in_executor(None, lambda: store.listen(worker=False))
+    assert opened is not None
+    listener = opened[1]
+    _, mark = await loop.run_in_executor(None, store.changed_since, 0)
+    ready = asyncio.Event()
+    loop.add_reader(listener.fileno(), ready.set)
+    try:
+        while not stop.is_set():
+            waits = [asyncio.ensure_future(e.wait()) for e in (ready, stop)]
+            await asyncio.wait(waits, timeout=WATCH_EVERY, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+            ready.clear()
+            news = set(listener.drain())
+            written, mark = await loop.run_in_executor(None, store.changed_since, mark)
+            if news | written:
+                yield news | written
+    finally:
+        loop.remove_reader(listener.fileno())
+        listener.close()
 
 
 class _Collision(Exception):

@@ -1,0 +1,87 @@
+"""`wfl migrate --from STORE --to STORE [--finished]` (SPEC §7): runs move between a journal
+directory and PostgreSQL record for record, in progress ones included while no worker serves
+the source; the source is untouched; a run carries on in its new store."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import flows
+import pytest
+
+from wfl import Client
+from wfl.testing import WorkflowTestEnv
+
+WFL = str(Path(sys.executable).parent / "wfl")
+
+
+def wfl(*args: str) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k not in ("WFL_DIR", "WFL_STORE")}
+    return subprocess.run([WFL, *args], capture_output=True, text=True, env=env, timeout=120)
+
+
+def snapshot(spec: str) -> dict[str, list[dict[str, object]]]:
+    store = Client(store=spec).store
+    return {r: store.read(r) for r in sorted(store.run_ids())}
+
+
+@pytest.mark.slow
+def test_migrate_a_directory_to_postgresql_and_back(tmp_path: Path, pg_url: str) -> None:
+    directory = tmp_path / "runs"
+    with WorkflowTestEnv(directory) as env:
+        done = env.start(flows.three_steps)
+        env.run_until_idle()
+        waiting = env.start(flows.waits)  # in progress: waits for event "go"
+        env.run_until_idle()
+        failed = env.start(flows.child, {"n": 1, "fail": True})
+        env.run_until_idle()
+    before = snapshot(str(directory))
+    assert Client(directory).status(waiting).state == "in_progress"
+
+    moved = wfl("migrate", "--from", str(directory), "--to", pg_url)
+    assert moved.returncode == 0, moved.stderr
+    assert moved.stdout.startswith("copied 3 runs (1 in progress)")
+    assert snapshot(pg_url) == before == snapshot(str(directory))  # source untouched
+
+    again = wfl("migrate", "--from", str(directory), "--to", pg_url)
+    assert again.returncode == 0
+    assert "copied 0 runs" in again.stdout
+    assert "3 already there" in again.stdout
+
+    # the run carries on in its new store
+    with WorkflowTestEnv(store=pg_url) as env:
+        env.send_event(waiting, "go", 7)
+        env.run_until_idle()
+        assert env.result(waiting) == 7
+        assert env.result(done) == ["s0", "s2", "s4"]
+        assert env.status(failed).state == "failed"
+
+    back = tmp_path / "back"
+    finished = wfl("migrate", "--from", pg_url, "--to", f"file:{back}", "--finished")
+    assert finished.returncode == 0, finished.stderr
+    assert finished.stdout.startswith("copied 3 runs (0 in progress)")
+    assert snapshot(str(back)) == snapshot(pg_url)
+
+
+def test_migrate_refuses_unfinished_runs_while_a_worker_serves_the_source(
+    tmp_path: Path,
+) -> None:
+    source, target = tmp_path / "a", tmp_path / "b"
+    Client(source).start(flows.three_steps)
+    (source / "workers").mkdir(parents=True, exist_ok=True)
+    listening = Client(source).store.listen()  # a live worker's wake-up socket and marker
+    assert listening is not None
+    try:
+        refused = wfl("migrate", "--from", str(source), "--to", str(target))
+        assert refused.returncode == 2
+        assert "stop its workers" in refused.stderr
+        assert refused.stderr.count("\n") == 1
+        only_finished = wfl("migrate", "--from", str(source), "--to", str(target), "--finished")
+        assert only_finished.returncode == 0
+        assert only_finished.stdout.startswith("copied 0 runs")
+    finally:
+        listening[1].close()
+    assert wfl("migrate", "--from", str(source), "--to", str(source)).returncode == 2

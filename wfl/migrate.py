@@ -1,0 +1,77 @@
+"""`wfl migrate --from STORE --to STORE [--finished]`: copy runs between stores and verify them.
+
+Runs are copied record for record (the same msgpack maps), under the same ids; the source is
+only read. Runs already in the target with the same records are counted, not copied again; a
+run in the target with other records is left alone and reported. Unfinished runs are copied
+only while no worker serves the source (a worker could append to a run after its copy).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from .errors import JournalCorrupt, RefusedOperation, RunNotFound
+from .records import Record
+from .state import RunState
+from .stores.base import Store
+
+
+@dataclass
+class MigrateReport:
+    copied: int = 0
+    in_progress: int = 0  # of the copied runs
+    already: int = 0  # in the target with the same records
+    problems: list[str] = field(default_factory=list)  # runs not copied, and why
+
+
+def migrate(source: Store, target: Store, *, finished_only: bool = False) -> MigrateReport:
+    if source.spec == target.spec:
+        raise RefusedOperation(f"--from and --to name the same store ({source.spec})")
+    if not finished_only and source.workers_alive():
+        raise RefusedOperation(
+            f"a worker serves {source.spec}: stop its workers before moving unfinished runs "
+            "(or move only finished ones with --finished)"
+        )
+    target.ensure()
+    report = MigrateReport()
+    for run_id in sorted(source.run_ids()):
+        try:
+            records = source.read(run_id)
+        except RunNotFound:
+            continue  # cleaned up meanwhile
+        except JournalCorrupt as exc:
+            report.problems.append(f"{run_id}: not copied: {exc}")
+            continue
+        state = RunState.from_records(records)
+        unfinished = state.end is None or state.next_wake_at() is not None
+        if unfinished and finished_only:
+            continue
+        if unfinished and source.is_leased(run_id):
+            report.problems.append(f"{run_id}: not copied: a worker is driving it")
+            continue
+        _copy(target, run_id, records, unfinished, report)
+    return report
+
+
+def _copy(
+    target: Store, run_id: str, records: list[Record], unfinished: bool, report: MigrateReport
+) -> None:
+    existed = target.exists(run_id)
+    if not existed:
+        target.create_run(lambda _id: records, run_id=run_id)
+    try:
+        copied = target.read(run_id)
+    except (RunNotFound, JournalCorrupt) as exc:
+        report.problems.append(f"{run_id}: the copy does not read back: {exc}")
+        return
+    if copied != records:
+        why = "already there with other records" if existed else "the copy differs"
+        report.problems.append(f"{run_id}: {why}; left as it is in the target")
+        return
+    if existed:
+        report.already += 1
+        return
+    report.copied += 1
+    report.in_progress += unfinished
+    if unfinished:
+        target.notify(run_id)  # a worker of the target picks it up
