@@ -93,6 +93,8 @@ class FileStore:
     def spec(self) -> str:
         return str(self.dir)
 
+    io_threads = 8
+
     @property
     def notes_dir(self) -> Path:
         return self.dir

@@ -115,7 +115,7 @@ class Worker:
         self._versions: dict[str, object] = {}  # what the last rescan saw
         self.offline: float | None = None  # the store is unreachable: next retry's delay
         self.step_pool = ThreadPoolExecutor(max_parallelism, thread_name_prefix="wfl-step")
-        self._io_pool = ThreadPoolExecutor(8, thread_name_prefix="wfl-io")
+        self._io_pool = ThreadPoolExecutor(self.store.io_threads, thread_name_prefix="wfl-io")
         self._global_slots: asyncio.Semaphore | None = None
         self._workflow_slots: dict[object, asyncio.Semaphore] = {}  # WorkflowDef, manager
         self.stats = {"steps": 0, "runs_finished": 0, "failures": 0}

@@ -82,6 +82,13 @@ class Store(Protocol):
         ...
 
     @property
+    def io_threads(self) -> int:
+        """Threads a worker gives to this store's writes: a directory fsyncs each journal
+        on its own; PostgreSQL commits the appends queued meanwhile together, so more
+        waiting writers make bigger group commits."""
+        ...
+
+    @property
     def notes_dir(self) -> Path | None:
         """Where workers leave small notes for `wfl status --why` (code they could not load,
         code changed under them); None: this store keeps none (PostgreSQL, for now)."""

@@ -30,9 +30,37 @@ class _Append:
         self.foreign: list[Record] = []
         self._seq = 0
         self._size = 0
+        self._cursor: psycopg.Cursor[Any] | None = None
 
-    def prepare(self, conn: psycopg.Connection[Any]) -> None:
-        """Inside the batch's transaction: lock the run, pick up others' records, insert."""
+    def send(self, conn: psycopg.Connection[Any]) -> None:
+        """(Pipelined, inside the batch's transaction) the common case in one statement: no
+        one else appended since this writer last looked, so the run's row still has our
+        `seq`: insert the records and update the summary row together. `check` tells."""
+        w = self.writer
+        for data in self.data:
+            w.state.apply(journal.decode(data))
+        self._seq = w.seq + len(self.data)
+        self._size = w.known_size + journal_size(self.data) - HEADER
+        values = summary_values(w.state)
+        self._cursor = conn.cursor()
+        self._cursor.execute(
+            "WITH r AS (UPDATE wfl_runs SET seq = %s, size = %s, created_at = %s, "
+            "updated_at = %s, state = %s, workflow = %s, wake_at = %s, summary = %s, "
+            "changed = nextval('wfl_change_seq') WHERE id = %s AND seq = %s RETURNING id) "
+            "INSERT INTO wfl_records (run_id, seq, data) "
+            "SELECT r.id, u.seq, u.data FROM r, unnest(%s::int[], %s::bytea[]) AS u(seq, data)",
+            (self._seq, self._size, *values, w.run_id, w.seq,
+             list(range(w.seq, self._seq)), self.data),
+        )  # fmt: skip
+
+    def sent(self) -> bool:
+        """Whether send() wrote the records (else others had appended: see check())."""
+        assert self._cursor is not None
+        return self._cursor.rowcount == len(self.data)
+
+    def check(self, conn: psycopg.Connection[Any]) -> None:
+        """Others appended meanwhile (a cancel, an event...), so send() wrote nothing: lock
+        the run, rebuild its state with their records first, then insert ours."""
         w = self.writer
         row = conn.execute(
             "SELECT seq, size FROM wfl_runs WHERE id = %s FOR UPDATE", (w.run_id,)
@@ -40,10 +68,9 @@ class _Append:
         if row is None:
             raise RunNotFound(w.run_id)
         seq, size = row
-        if seq != w.seq:
-            self.foreign = w.fetch(conn, w.seq)
-        for record in self.foreign:
-            w.state.apply(record)
+        everything = w.fetch(conn, 0)
+        self.foreign = everything[w.seq :]
+        w.state = RunState.from_records(everything)
         for data in self.data:
             w.state.apply(journal.decode(data))
         insert_records(conn, w.run_id, seq, self.data)
@@ -82,7 +109,7 @@ class PgWriter:
         self.broken = False
 
     def read_all(self) -> list[Record]:
-        with self.store.session() as conn:
+        with self.store.reads() as conn:
             row = conn.execute("SELECT size FROM wfl_runs WHERE id = %s", (self.run_id,)).fetchone()
             if row is None:
                 raise RunNotFound(self.run_id)
@@ -111,7 +138,7 @@ class PgWriter:
         return self.store.commit_append(_Append(self, data))
 
     def poll(self) -> list[Record]:
-        with self.store.session() as conn:
+        with self.store.reads() as conn:
             records = self.fetch(conn, self.seq)
         for record in records:
             self.state.apply(record)
@@ -140,16 +167,21 @@ def journal_size(data: list[bytes]) -> int:
     return HEADER + sum(journal.FRAME_OVERHEAD + len(d) for d in data)
 
 
-def save_summary(
-    conn: psycopg.Connection[Any], run_id: str, seq: int, size: int, state: RunState
-) -> None:
+def summary_values(state: RunState) -> tuple[Any, ...]:
+    """created_at, updated_at, state, workflow, wake_at, summary: a run row's summary columns."""
     from wfl.index import RunSummary
 
     summary = RunSummary.of(state)
+    return (summary.created_at, summary.updated_at, summary.status["state"], state.workflow,
+            summary.wake_at, journal.pack(summary.to_record()))  # fmt: skip
+
+
+def save_summary(
+    conn: psycopg.Connection[Any], run_id: str, seq: int, size: int, state: RunState
+) -> None:
     conn.execute(
         "UPDATE wfl_runs SET seq = %s, size = %s, created_at = %s, updated_at = %s, "
         "state = %s, workflow = %s, wake_at = %s, summary = %s, "
         "changed = nextval('wfl_change_seq') WHERE id = %s",
-        (seq, size, summary.created_at, summary.updated_at, summary.status["state"],
-         state.workflow, summary.wake_at, journal.pack(summary.to_record()), run_id),
-    )  # fmt: skip
+        (seq, size, *summary_values(state), run_id),
+    )

@@ -76,10 +76,14 @@ class PostgresStore(KeysAndSchedules):
         self._leases: dict[str, int] = {}  # run id -> generation it was leased in
         self._queue: list[_Append] = []
         self._queue_lock = threading.Lock()
+        self._read_lock = threading.Lock()
+        self._reader: psycopg.Connection[Any] | None = None
 
     @property
     def spec(self) -> str:
         return self._spec
+
+    io_threads = 32  # appends waiting on a commit join the next one: bigger group commits
 
     @property
     def notes_dir(self) -> None:
@@ -137,6 +141,27 @@ class PostgresStore(KeysAndSchedules):
                     raise self.unavailable(exc) from None
                 raise
 
+    @contextmanager
+    def reads(self) -> Iterator[psycopg.Connection[Any]]:
+        """A second connection for reads, so that reading (a run's records when a worker
+        loads it, a listing) never waits behind the session's commits."""
+        import psycopg
+
+        with self._read_lock:
+            if self._reader is None or self._reader.broken or self._reader.closed:
+                if self._reader is not None:
+                    with suppress(Exception):
+                        self._reader.close()
+                self._reader = self.connect()
+            try:
+                yield self._reader
+            except psycopg.Error as exc:
+                if self._reader.broken or self._reader.closed:
+                    raise self.unavailable(exc) from None
+                if isinstance(exc, psycopg.OperationalError):
+                    raise self.unavailable(exc) from None
+                raise
+
     def _drop(self) -> None:
         """Forget the session: its leases died with it."""
         if self._conn is not None:
@@ -153,6 +178,11 @@ class PostgresStore(KeysAndSchedules):
     def close(self) -> None:
         with self._lock:
             self._drop()
+        with self._read_lock:
+            if self._reader is not None:
+                with suppress(Exception):
+                    self._reader.close()
+                self._reader = None
 
     # -- runs -------------------------------------------------------------------------------
 
@@ -197,14 +227,14 @@ class PostgresStore(KeysAndSchedules):
 
     def exists(self, run_id: str) -> bool:
         check_id(run_id)
-        with self.session() as conn:
+        with self.reads() as conn:
             return (
                 conn.execute("SELECT 1 FROM wfl_runs WHERE id = %s", (run_id,)).fetchone()
                 is not None
             )
 
     def run_ids(self) -> list[str]:
-        with self.session() as conn:
+        with self.reads() as conn:
             return [r[0] for r in conn.execute("SELECT id FROM wfl_runs")]
 
     def stray_files(self) -> list[str]:
@@ -212,7 +242,7 @@ class PostgresStore(KeysAndSchedules):
 
     def resolve(self, prefix: str) -> str:
         check_id(prefix)
-        with self.session() as conn:
+        with self.reads() as conn:
             # ids are [0-9a-z] in the "C" collation: a prefix is a range of the primary key
             rows = conn.execute(
                 "SELECT id FROM wfl_runs WHERE id >= %s AND id < %s ORDER BY id LIMIT 6",
@@ -235,7 +265,7 @@ class PostgresStore(KeysAndSchedules):
 
     def read_damaged(self, run_id: str) -> tuple[list[Record], JournalCorrupt | None]:
         check_id(run_id)
-        with self.session() as conn:
+        with self.reads() as conn:
             rows = conn.execute(
                 "SELECT seq, data FROM wfl_records WHERE run_id = %s ORDER BY seq", (run_id,)
             ).fetchall()
@@ -313,7 +343,7 @@ class PostgresStore(KeysAndSchedules):
         from wfl.index import RunSummary
 
         sql = "SELECT id, summary FROM wfl_runs WHERE seq > 0 ORDER BY created_at DESC"
-        with self.session() as conn:
+        with self.reads() as conn:
             if newest is not None:
                 rows = conn.execute(sql + " LIMIT %s", (newest,)).fetchall()
             else:
@@ -324,11 +354,11 @@ class PostgresStore(KeysAndSchedules):
         ]
 
     def versions(self) -> dict[str, object]:
-        with self.session() as conn:
+        with self.reads() as conn:
             return {r[0]: r[1] for r in conn.execute("SELECT id, seq FROM wfl_runs")}
 
     def modified_at(self, run_id: str) -> float:
-        with self.session() as conn:
+        with self.reads() as conn:
             row = conn.execute(
                 "SELECT updated_at FROM wfl_runs WHERE id = %s", (run_id,)
             ).fetchone()
@@ -367,7 +397,7 @@ class PostgresStore(KeysAndSchedules):
         return False
 
     def workers_alive(self) -> bool:
-        with self.session() as conn:
+        with self.reads() as conn:
             row = conn.execute(
                 "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE application_name = %s "
                 "AND datname = current_database())",
@@ -385,7 +415,7 @@ class PostgresStore(KeysAndSchedules):
 
     def changed_since(self, mark: int) -> tuple[set[str], int]:
         """Runs written after change mark `mark` (0: ever), and the new mark."""
-        with self.session() as conn:
+        with self.reads() as conn:
             rows = conn.execute(
                 "SELECT id, changed FROM wfl_runs WHERE changed > %s", (mark,)
             ).fetchall()
@@ -432,9 +462,16 @@ class PostgresStore(KeysAndSchedules):
         for request in live:
             request.writer.broken = True  # until the commit says otherwise
         try:
-            with conn.transaction():
+            # pipelined, BEGIN and COMMIT included: the whole batch costs one round trip
+            # and one WAL flush
+            with conn.pipeline(), conn.transaction():
                 for request in live:
-                    request.prepare(conn)
+                    request.send(conn)
+            missed = [request for request in live if not request.sent()]
+            if missed:  # others appended to these runs meanwhile: the careful way
+                with conn.transaction():
+                    for request in missed:
+                        request.check(conn)
         except BaseException as exc:
             for request in live:
                 request.fail(exc)
