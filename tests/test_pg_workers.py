@@ -180,3 +180,26 @@ def test_leases_exclude_other_sessions_and_die_with_them(pg_url: str) -> None:
     assert b.try_lease(run_id) is not None
     a.close()
     b.close()
+
+
+def test_an_older_schema_is_migrated_on_first_use(
+    pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from wfl.stores import pg_schema
+
+    client = Client(store=pg_url)
+    run_id = client.start(f"{CHAOS}:five", {"log": "/dev/null"})
+    client.store.close()
+    store = PostgresStore(pg_url)
+    with store.session() as conn:  # as an older wfl (schema 0, without wfl_probe) left it
+        conn.execute("UPDATE wfl_meta SET value = '0' WHERE key = 'schema'")
+    store.close()
+    monkeypatch.setitem(pg_schema.MIGRATIONS, 0, "CREATE TABLE wfl_probe (x int)")
+    migrated = PostgresStore(pg_url)
+    assert migrated.read(run_id)[0]["t"] == "run"
+    with migrated.session() as conn:
+        version = conn.execute("SELECT value FROM wfl_meta WHERE key = 'schema'").fetchone()
+        probe = conn.execute("SELECT to_regclass('wfl_probe') IS NOT NULL").fetchone()
+    assert version == ("1",)
+    assert probe == (True,)
+    migrated.close()

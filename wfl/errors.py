@@ -166,6 +166,11 @@ class StoreUnavailable(WflError):
     """The store cannot be reached (the database is down, the connection broke)."""
 
 
+class StoreError(WflError):
+    """The store refused an operation in a way wfl does not expect (a damaged schema,
+    missing privileges...): one line naming the store and what it said."""
+
+
 class StoreVersionError(WflError):
     """The store was laid out by a newer wfl than this one."""
 

@@ -29,6 +29,7 @@ from wfl.errors import (
     JournalCorrupt,
     LeaseLost,
     RunNotFound,
+    StoreError,
     StoreUnavailable,
 )
 from wfl.records import Record
@@ -139,7 +140,7 @@ class PostgresStore(KeysAndSchedules):
                     raise self.unavailable(exc) from None
                 if isinstance(exc, psycopg.OperationalError):
                     raise self.unavailable(exc) from None
-                raise
+                raise StoreError(f"store {self._spec}: {_one_line(exc)}") from None
 
     @contextmanager
     def reads(self) -> Iterator[psycopg.Connection[Any]]:
@@ -160,7 +161,7 @@ class PostgresStore(KeysAndSchedules):
                     raise self.unavailable(exc) from None
                 if isinstance(exc, psycopg.OperationalError):
                     raise self.unavailable(exc) from None
-                raise
+                raise StoreError(f"store {self._spec}: {_one_line(exc)}") from None
 
     def _drop(self) -> None:
         """Forget the session: its leases died with it."""
