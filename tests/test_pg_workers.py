@@ -203,3 +203,39 @@ def test_an_older_schema_is_migrated_on_first_use(
     assert version == ("1",)
     assert probe == (True,)
     migrated.close()
+
+
+def test_watchers_see_runs_created_appended_to_and_deleted(pg_url: str) -> None:
+    import asyncio
+
+    client = Client(store=pg_url)
+    store = client.store
+
+    def start() -> str:
+        return client.start(f"{CHAOS}:five", {"log": "/dev/null"})
+
+    async def watch() -> None:
+        loop = asyncio.get_running_loop()
+        stop = asyncio.Event()
+        feed = store.changes(stop=stop).__aiter__()  # type: ignore[attr-defined]
+        first = asyncio.ensure_future(feed.__anext__())
+        created: set[str] = set()
+        while not first.done():  # runs started until the feed (set up meanwhile) sees one
+            created.add(await loop.run_in_executor(None, start))
+            await asyncio.wait({first}, timeout=0.1)
+        assert first.result() <= created
+        assert first.result()
+
+        async def until_seen(run_id: str) -> None:
+            while run_id not in await asyncio.wait_for(feed.__anext__(), 10):
+                pass
+
+        run_id = sorted(created)[0]
+        await loop.run_in_executor(None, client.cancel, run_id)  # an append
+        await until_seen(run_id)
+        await loop.run_in_executor(None, store.delete, run_id)
+        await until_seen(run_id)
+        stop.set()
+
+    asyncio.run(watch())
+    store.close()

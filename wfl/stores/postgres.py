@@ -37,6 +37,7 @@ from wfl.state import RunState
 from wfl.store import check_id, new_run_id
 from wfl.stores import mask, pg_schema
 from wfl.stores.pg_extras import KeysAndSchedules
+from wfl.stores.pg_news import PgListener, watch_changes
 from wfl.stores.pg_write import (
     HEADER,
     PgWriter,
@@ -52,7 +53,6 @@ if TYPE_CHECKING:
     from wfl.index import RunSummary
 
 CHANNEL = "wfl"  # news: new runs, cancels, events, children's ends, deletions, schedules
-WATCH_EVERY = 0.25  # seconds between a watcher's looks for changed runs
 WORKER_APP = "wfl-worker"
 CONNECT_TIMEOUT = 5
 
@@ -412,7 +412,7 @@ class PostgresStore(KeysAndSchedules):
         """For watchers (the web view): sets of ids of runs that changed (created, appended
         to, deleted): NOTIFY, and one indexed look every WATCH_EVERY s for appends (a NOTIFY
         per append would serialize every worker's commits on PostgreSQL's notify lock)."""
-        return _changes(self, stop)
+        return watch_changes(self, stop)
 
     def changed_since(self, mark: int) -> tuple[set[str], int]:
         """Runs written after change mark `mark` (0: ever), and the new mark."""
@@ -489,60 +489,6 @@ class PgLease:
 
     def release(self) -> None:
         self.store.release(self.run_id, self.generation)
-
-
-class PgListener:
-    """A connection that LISTENs; its socket turns readable when a NOTIFY (or EOF) comes."""
-
-    def __init__(self, store: PostgresStore, conn: psycopg.Connection[Any]) -> None:
-        self.store = store
-        self.conn = conn
-
-    def fileno(self) -> int:
-        return int(self.conn.pgconn.socket)
-
-    def drain(self) -> list[str]:
-        import psycopg
-
-        pgconn = self.conn.pgconn
-        try:
-            pgconn.consume_input()
-        except psycopg.Error as exc:
-            raise self.store.unavailable(exc) from None
-        if pgconn.status != 0:  # CONNECTION_OK
-            raise self.store.unavailable(RuntimeError("the connection was closed"))
-        news = []
-        while (n := pgconn.notifies()) is not None:
-            news.append(n.extra.decode(errors="replace"))
-        return news
-
-    def close(self) -> None:
-        with suppress(Exception):
-            self.conn.close()
-
-
-async def _changes(store: PostgresStore, stop: asyncio.Event) -> AsyncIterator[set[str]]:
-    loop = asyncio.get_running_loop()
-    opened = await loop.run_in_executor(None, lambda: store.listen(worker=False))
-    assert opened is not None
-    listener = opened[1]
-    _, mark = await loop.run_in_executor(None, store.changed_since, 0)
-    ready = asyncio.Event()
-    loop.add_reader(listener.fileno(), ready.set)
-    try:
-        while not stop.is_set():
-            waits = [asyncio.ensure_future(e.wait()) for e in (ready, stop)]
-            await asyncio.wait(waits, timeout=WATCH_EVERY, return_when=asyncio.FIRST_COMPLETED)
-            for w in waits:
-                w.cancel()
-            ready.clear()
-            news = set(listener.drain())
-            written, mark = await loop.run_in_executor(None, store.changed_since, mark)
-            if news | written:
-                yield news | written
-    finally:
-        loop.remove_reader(listener.fileno())
-        listener.close()
 
 
 class _Collision(Exception):
