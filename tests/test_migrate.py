@@ -40,11 +40,14 @@ def test_migrate_a_directory_to_postgresql_and_back(tmp_path: Path, pg_url: str)
         env.run_until_idle()
     before = snapshot(str(directory))
     assert Client(directory).status(waiting).state == "in_progress"
+    Client(directory).add_schedule("nightly", flows.three_steps, cron="0 3 * * *")
 
     moved = wfl("migrate", "--from", str(directory), "--to", pg_url)
     assert moved.returncode == 0, moved.stderr
     assert moved.stdout.startswith("copied 3 runs (1 in progress)")
+    assert moved.stdout.endswith("; 1 schedules copied\n")
     assert snapshot(pg_url) == before == snapshot(str(directory))  # source untouched
+    assert Client(store=pg_url).store.schedules() == Client(directory).store.schedules()
 
     again = wfl("migrate", "--from", str(directory), "--to", pg_url)
     assert again.returncode == 0

@@ -311,7 +311,9 @@ def migrate(
     plural = "run" if report.copied == 1 else "runs"
     sys.stdout.write(
         f"copied {report.copied} {plural} ({report.in_progress} in progress) from "
-        f"{source.spec} to {target.spec}, verified; {report.already} already there\n"
+        f"{source.spec} to {target.spec}, verified; {report.already} already there"
+        + (f"; {report.schedules} schedules copied" if report.schedules else "")
+        + "\n"
     )
     if report.problems:
         raise typer.Exit(1)

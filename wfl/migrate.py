@@ -1,16 +1,17 @@
 """`wfl migrate --from STORE --to STORE [--finished]`: copy runs between stores and verify them.
 
-Runs are copied record for record (the same msgpack maps), under the same ids; the source is
-only read. Runs already in the target with the same records are counted, not copied again; a
-run in the target with other records is left alone and reported. Unfinished runs are copied
-only while no worker serves the source (a worker could append to a run after its copy).
+Runs are copied record for record (the same msgpack maps), under the same ids, and schedules
+with them (unless --finished); the source is only read. Runs already in the target with the
+same records are counted, not copied again; a run in the target with other records is left
+alone and reported. Unfinished runs are copied only while no worker serves the source (a
+worker could append to a run after its copy). Idempotency keys are not carried over.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .errors import JournalCorrupt, RefusedOperation, RunNotFound
+from .errors import JournalCorrupt, RefusedOperation, RunNotFound, ScheduleExists
 from .records import Record
 from .state import RunState
 from .stores.base import Store
@@ -21,6 +22,7 @@ class MigrateReport:
     copied: int = 0
     in_progress: int = 0  # of the copied runs
     already: int = 0  # in the target with the same records
+    schedules: int = 0  # schedules copied (a schedule is copied unless the name is taken)
     problems: list[str] = field(default_factory=list)  # runs not copied, and why
 
 
@@ -50,7 +52,26 @@ def migrate(source: Store, target: Store, *, finished_only: bool = False) -> Mig
             report.problems.append(f"{run_id}: not copied: a worker is driving it")
             continue
         _copy(target, run_id, records, unfinished, report)
+    if not finished_only:  # schedules start runs: they move with the unfinished work
+        _copy_schedules(source, target, report)
     return report
+
+
+def _copy_schedules(source: Store, target: Store, report: MigrateReport) -> None:
+    for data in source.schedules():
+        name = str(data["name"])
+        try:
+            target.add_schedule(data)
+        except ScheduleExists:
+            if target.schedule(name) != data:
+                report.problems.append(f"schedule {name}: the target has another one by that name")
+            continue
+        if target.schedule(name) != data:
+            report.problems.append(f"schedule {name}: the copy does not read back the same")
+            continue
+        report.schedules += 1
+    if report.schedules:
+        target.notify_schedules()
 
 
 def _copy(
