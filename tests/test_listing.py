@@ -317,3 +317,20 @@ def test_watch_json_prints_one_json_document_per_change(tmp_path: Path) -> None:
     assert docs[-1]["state"] == "completed"
     assert docs[-1]["result"] == {"approved": True}
     assert all(a != b for a, b in itertools.pairwise(docs))  # one per change
+
+
+def test_an_index_entry_that_does_not_unpack_is_read_again_from_its_journal(
+    tmp_path: Path,
+) -> None:
+    """The index packs each run's summary on its own (a listing of the newest 50 unpacks 50):
+    a damaged one costs a journal read, never a wrong listing."""
+    from wfl import index
+
+    client = Client(tmp_path)
+    ids = [client.start(QUICK, {"text": str(i)}) for i in range(3)]
+    assert {s.id for s in client.store.summaries()} == set(ids)
+    runs = index._load(client.store)
+    runs[ids[1]][2] = b"\xc1 not msgpack"
+    index._save(client.store, runs)
+    listed = {s.id: s.status["args"] for s in client.store.summaries(newest=2)}
+    assert listed == {ids[2]: {"text": "2"}, ids[1]: {"text": "1"}}

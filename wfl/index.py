@@ -1,6 +1,8 @@
 """A rebuildable summary of every run, so listing 10,000 runs does not read 10,000 journals.
 
-`<dir>/index` maps run id -> (journal mtime_ns, size, summary). An entry is trusted only while
+`<dir>/index` maps run id -> ([journal mtime_ns, size], created_at, summary packed on its
+own): a listing of the newest 50 of 10,000 runs orders them by created_at and unpacks only
+those 50 summaries. An entry is trusted only while
 the journal's mtime and size are unchanged; otherwise the journal is read again. The journals
 stay the only source of truth: deleting the index loses nothing, and concurrent writers of the
 index simply overwrite each other's (equally valid) caches.
@@ -20,7 +22,7 @@ from .store import SUFFIX
 from .store import FileStore as Store
 
 INDEX_NAME = "index"
-INDEX_FORMAT = 2  # 2: summaries carry the §8 keys (key, deadline, progress...)
+INDEX_FORMAT = 3  # 2: summaries carry the §8 keys (key, deadline, progress...); 3: packed each
 
 
 @dataclass
@@ -82,7 +84,7 @@ def summaries(store: Store, *, save: bool = True, newest: int | None = None) -> 
     if newest is not None:
         unseen = [r for r in ids if r not in cache]
         seen = [r for r in ids if r in cache]
-        seen.sort(key=lambda r: cache[r][1][1], reverse=True)  # [1][1]: created_at
+        seen.sort(key=lambda r: cache[r][1], reverse=True)  # [1]: created_at
         to_check = unseen + seen[:newest]
     fresh: dict[str, list[Any]] = {}
     out: list[RunSummary] = []
@@ -94,15 +96,15 @@ def summaries(store: Store, *, save: bool = True, newest: int | None = None) -> 
             continue
         stamp = [st.st_mtime_ns, st.st_size]
         cached = cache.get(run_id)
-        if cached is not None and cached[0] == stamp:
-            summary = RunSummary.from_record(run_id, cached[1])
+        summary = _unpack(run_id, cached[2]) if cached is not None and cached[0] == stamp else None
+        if summary is not None:
+            fresh[run_id] = cached  # type: ignore[assignment]
         else:
-            read = _read(store, run_id, st.st_mtime)
-            if read is None:
+            summary = _read(store, run_id, st.st_mtime)
+            if summary is None:
                 continue
-            summary = read
+            fresh[run_id] = [stamp, summary.created_at, journal.pack(summary.to_record())]
             changed = True
-        fresh[run_id] = [stamp, summary.to_record()]
         out.append(summary)
     if newest is not None:
         out.sort(key=lambda s: s.created_at, reverse=True)
@@ -112,6 +114,14 @@ def summaries(store: Store, *, save: bool = True, newest: int | None = None) -> 
     if save and (changed or len(fresh) != len(cache)):
         _save(store, fresh)
     return out
+
+
+def _unpack(run_id: str, packed: Any) -> RunSummary | None:
+    """A cached summary, or None if the entry does not read (then the journal is read)."""
+    try:
+        return RunSummary.from_record(run_id, journal.decode(packed, refuse_timestamps=False))
+    except Exception:
+        return None
 
 
 def _read(store: Store, run_id: str, mtime: float) -> RunSummary | None:
