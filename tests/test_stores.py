@@ -117,3 +117,26 @@ def test_start_on_a_directory_does_not_import_psycopg(tmp_path: Path) -> None:
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_postgresql_store_without_psycopg_installed_is_one_line(tmp_path: Path) -> None:
+    # `pip install wfl` has no psycopg (it is the `postgres` extra): every command must say
+    # what to install, not print an ImportError traceback.
+    shadow = tmp_path / "shadow" / "psycopg"
+    shadow.mkdir(parents=True)
+    (shadow / "__init__.py").write_text("raise ImportError(\"No module named 'psycopg'\")\n")
+    env = {"PYTHONPATH": str(shadow.parent)}
+    url = "postgresql://wfl:hunter2secret@127.0.0.1:1/wfl"
+    for command in (
+        ["status"],
+        ["status", "--json"],
+        ["start", GREETING, "--arg", "name=1"],
+        ["worker", "--once"],
+        ["show", "abc"],
+    ):
+        done = run_wfl(*command, "--store", url, cwd=tmp_path, env=env)
+        assert done.returncode == 2, done
+        assert "Traceback" not in done.stderr, done.stderr
+        assert done.stderr.count("\n") == 1, done.stderr
+        assert "pip install 'wfl[postgres]'" in done.stderr
+        assert "hunter2secret" not in done.stdout + done.stderr

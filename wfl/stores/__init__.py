@@ -28,6 +28,12 @@ def open_store(store: Any = None, *, dir: Any = None) -> Store:
         return spec  # type: ignore[no-any-return]  # a Store already
     text = os.fspath(spec)
     if text.startswith(PG_SCHEMES):
+        try:
+            import psycopg  # noqa: F401  (only a PostgreSQL store pays for this import)
+        except ImportError:
+            raise InvalidArguments(
+                f"store {mask(text)} needs psycopg: pip install 'wfl[postgres]'"
+            ) from None
         from .postgres import PostgresStore
 
         return PostgresStore(text)
