@@ -372,3 +372,16 @@ def test_a_run_page_shows_the_current_generation_and_the_newest_steps(
         assert [s["name"] for s in cut["timeline"]] == ["batch[2]", "load"]
         assert cut["total"] == 5
         assert [j["i"] for j in cut["journal"]] == [cut["journal_total"] - 3 + i for i in range(3)]
+
+
+def test_values_json_cannot_hold_are_shown_not_fatal(tmp_path: Path) -> None:
+    """msgpack holds bytes and bytes-keyed dicts; the page shows them as their repr."""
+    from wfl.ui.hub import dumps
+
+    with WorkflowTestEnv(tmp_path) as env:
+        run_id = env.start(str(UI_FLOWS / "bytes_keys.py"))
+        env.run_until_idle()
+        detail = model.run_detail(env.client, run_id)
+    text = dumps(detail)
+    assert "b'key'" in text
+    assert "\\\\x00value" in text

@@ -222,7 +222,13 @@ class Hub:
 
 
 def dumps(data: Any) -> str:
-    return json.dumps(data, default=repr, separators=(",", ":"))
+    """JSON of a snapshot; what JSON cannot hold (bytes, bytes-keyed dicts) as its repr."""
+    try:
+        return json.dumps(data, default=repr, separators=(",", ":"))
+    except TypeError:  # a dict key JSON cannot hold: jsonout shows it as its repr
+        from wfl import jsonout
+
+        return jsonout.dumps(data)
 
 
 def _load_rows(client: Client) -> dict[str, model.Row]:

@@ -40,9 +40,9 @@ def row(st: RunStatus) -> Row:
 
 
 def _short(value: Any, limit: int) -> str:
-    import json
+    from wfl import jsonout
 
-    text = value if isinstance(value, str) else json.dumps(value, default=repr)
+    text = value if isinstance(value, str) else jsonout.dumps(value)
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
