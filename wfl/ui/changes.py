@@ -32,13 +32,21 @@ def change_feed(store: Any, *, stop: asyncio.Event) -> AsyncIterator[set[str]]:
     """Sets of changed run ids, until `stop` is set."""
     own = getattr(store, "changes", None)
     if callable(own):
-        feed: AsyncIterator[set[str]] = own(stop=stop)
-        return feed
+        return _own_feed(own(stop=stop))
     from wfl.store import FileStore
 
     if isinstance(store, FileStore):
         return directory_changes(store.dir, stop=stop)
     return store_news(store, stop=stop)
+
+
+async def _own_feed(feed: AsyncIterator[set[str]]) -> AsyncIterator[set[str]]:
+    """A store's own feed: it starts listening when first asked, and its schedules news
+    becomes SCHEDULES. (The hub's periodic re-listing covers a change made between its
+    first listing and the feed's start.)"""
+    yield set()
+    async for ids in feed:
+        yield (ids - {SCHEDULES_NEWS}) | {SCHEDULES} if SCHEDULES_NEWS in ids else ids
 
 
 def pushes_appends(store: Any) -> bool:
