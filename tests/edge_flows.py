@@ -9,7 +9,7 @@ from typing import Any
 
 from flows import calls, count, workflow
 
-from wfl import NonRetryableError, RetryPolicy, Step
+from wfl import NonRetryableError, RetryPolicy, Step, current_step
 
 # set by a test in the worker's own event loop: an async step waits for it
 gates: dict[str, asyncio.Event] = {}
@@ -80,3 +80,11 @@ async def approval(step: Step, key: str) -> Any:
     answer = await step.await_event("approved")
     await step.run_action(count, {"key": key + ".acted"})
     return answer
+
+
+oc_keys: list[tuple[str, int]] = []
+
+
+def keyed_completion(run_id: str, result: dict[str, Any], context: Any) -> None:
+    ctx = current_step()
+    oc_keys.append((ctx.idempotency_key, ctx.attempt))

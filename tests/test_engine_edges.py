@@ -303,3 +303,33 @@ def test_cleanup_racing_a_restart_never_loses_the_restarted_run(
     else:
         assert isinstance(outcome["refused"], RunNotFound)
         assert not env.client.store.exists(run_id)
+
+
+# -- on_complete: at least once, every call recorded, one key -------------------------------
+
+
+def test_on_complete_sees_a_stable_idempotency_key_and_its_start_is_recorded(
+    env: WorkflowTestEnv,
+) -> None:
+    edge_flows.oc_keys.clear()
+    run_id = env.start(flows.one_action, {"key": "o"}, on_complete=edge_flows.keyed_completion)
+    env.run_until_idle()
+    assert edge_flows.oc_keys == [(f"{run_id}-on_complete", 1)]
+    kinds = [r["t"] for r in env.client.store.read(run_id)]
+    assert kinds[-2:] == ["ocs", "oc"]
+
+    env.client.restart(run_id, from_step=0)  # a new outcome: a new completion, its own key
+    env.run_until_idle()
+    assert edge_flows.oc_keys[-1] == (f"{run_id}-on_complete-1", 1)
+
+
+def test_journal_without_on_complete_start_records_still_reads(env: WorkflowTestEnv) -> None:
+    """Journals of wfl before the "ocs" record: a crash inside on_complete is retried."""
+    edge_flows.oc_keys.clear()
+    run_id = env.start(flows.one_action, {"key": "p"}, on_complete=edge_flows.keyed_completion)
+    at = env.now()
+    path = env.client.store.journal_path(run_id)
+    journal.update(path, lambda _e: [records.end("canceled", at)])  # no "ocs", no "oc"
+    env.run_until_idle()
+    assert edge_flows.oc_keys == [(f"{run_id}-on_complete", 1)]
+    assert env.client.status(run_id).run_state.on_complete_ran

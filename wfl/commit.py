@@ -29,8 +29,10 @@ def _append(self: RunDriver, record: Record, *, flush_soon: bool = True) -> None
     flushes right away itself."""
     data = journal.frame_checked_values(record)
     limit = self.workflow.manager.journal_limit
+    # a run's last records (its end, on_complete's start and return) go in past the limit
     if self.writer.size() + self.buffer_size + len(data) > limit and record["t"] not in (
         "end",
+        "ocs",
         "oc",
     ):
         self._journal_full(limit)

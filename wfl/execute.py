@@ -41,8 +41,16 @@ NOT_STARTED = "the run was canceled before this attempt started"
 
 async def _call_on_complete(
     self: RunDriver, ref: list[str]
-) -> tuple[str | None, dict[str, Any] | None]:
-    """Call on_complete; (None, None), or what it raised and its traceback."""
+) -> tuple[str | None, dict[str, Any] | None] | None:
+    """Call on_complete; (None, None), or what it raised and its traceback. None if its start
+    could not be recorded (the run is paused). At least once: every call that starts is in
+    the journal first, and inside it current_step().idempotency_key is the same each time."""
+    attempt = self.state.on_complete_calls + 1
+    self._append(records.on_complete_started(attempt, self.clock.now()))
+    if not await self._flush_or_pause():
+        return None
+    key = f"{self.run_id}-on_complete" + (f"-{self.state.restarts}" if self.state.restarts else "")
+    token = _current.set(StepContext(self.run_id, -1, attempt, key=key))
     end = self.state.end or {}
     outcome: dict[str, Any] = {"kind": end.get("kind")}
     if end.get("kind") == "success":
@@ -55,15 +63,15 @@ async def _call_on_complete(
         if inspect.iscoroutinefunction(fn):
             await fn(self.run_id, outcome, self.state.context)
         else:
-            await self.loop.run_in_executor(
-                self.host.step_pool, fn, self.run_id, outcome, self.state.context
-            )
+            call = functools.partial(copy_context().run, fn, self.run_id, outcome)
+            await self.loop.run_in_executor(self.host.step_pool, call, self.state.context)
     except Exception as exc:
         log.info("on_complete of run %s raised %s", self.run_id, describe(exc))
         self.host.emit("on_complete_failed", self, detail=describe(exc))
         return describe(exc), capture(exc)
     finally:
         self.inflight -= 1
+        _current.reset(token)
     return None, None
 
 

@@ -25,6 +25,8 @@ seconds. Step records carry the step number "n".
   progress value after at             -- step.set_progress(); no step number: `after` is how
                                          many steps the workflow had called, so a replay
                                          can tell the calls already recorded
+  ocs      attempt at                 -- on_complete is being called (its attempt-th call since the
+                                        last "end"), durable before the call; older journals lack it
   oc       ok [error] [tb] at         -- on_complete returned (or raised) for the last "end"
   restart  from_step at               -- steps >= from_step and the last end are void
   child    n child_id kind [result] [error] [tb] at   -- a child run of step n finished
@@ -127,6 +129,10 @@ def end(
 
 def progress(value: Any, after: int, at: float) -> Record:
     return {"t": "progress", "value": value, "after": after, "at": at}
+
+
+def on_complete_started(attempt: int, at: float) -> Record:
+    return {"t": "ocs", "attempt": attempt, "at": at}
 
 
 def on_complete_done(at: float, error: str | None = None, tb: Any = None) -> Record:

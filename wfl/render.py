@@ -117,6 +117,8 @@ def run_detail(st: RunStatus, *, flow_changed: bool = False) -> Group:
             note = Text(f"raised {rs.on_complete_error}", style="red")
         else:
             note = Text("ran" if rs.on_complete_ran else "pending")
+        if rs.on_complete_calls > 1:
+            note += Text(f" (called {rs.on_complete_calls} times)", style="yellow")
         head.add_row("on_complete", Text(f"{rs.on_complete[1]} ({rs.on_complete[0]}): ") + note)
         if rs.on_complete_error:
             _add_where(head, rs.on_complete_tb)
@@ -304,6 +306,9 @@ def describe_record(r: dict[str, Any]) -> Cell:
         if kind == "failed":
             return cell(f"run failed: {r.get('error')}", "red")
         return cell("run canceled", "yellow")
+    if t == "ocs":
+        again = " (again: an earlier call did not return)" if r.get("attempt", 1) > 1 else ""
+        return cell(f"on_complete call {r.get('attempt', 1)} started{again}")
     if t == "oc":
         if r.get("ok"):
             return cell("on_complete done")

@@ -200,8 +200,10 @@ class RunDriver:
         if pending and self.state.continued_as is None:
             if self.state.parent:
                 await self.host.io(self.host.report_to_parent, self.state)
-            error, tb = await self._call_on_complete(ref) if ref else (None, None)
-            self._append(records.on_complete_done(self.clock.now(), error, tb))
+            called = await self._call_on_complete(ref) if ref else (None, None)
+            if called is None:
+                return  # its start could not be recorded: the run is paused, retried later
+            self._append(records.on_complete_done(self.clock.now(), *called))
             if not await self._flush_or_pause():
                 return  # on_complete is called again when the run is retried (at least once)
         self._close()

@@ -107,6 +107,7 @@ class RunState:
     cancel_requested: bool = False
     end: Record | None = None
     on_complete_ran: bool = False
+    on_complete_calls: int = 0  # calls started since the last end ("ocs" records)
     on_complete_error: str | None = None
     on_complete_tb: dict[str, Any] | None = None
     children_done: dict[int, Record] = field(default_factory=dict)
@@ -209,11 +210,14 @@ class RunState:
         elif t == "end":
             self.end = r
             self.on_complete_ran = False
+            self.on_complete_calls = 0
             self.on_complete_error = self.on_complete_tb = None
             if r["kind"] in ("canceled", "failed"):  # what was left open never ends
                 for s in self.steps.values():
                     if not s.finished:
                         s.canceled = True
+        elif t == "ocs":
+            self.on_complete_calls = int(r.get("attempt", self.on_complete_calls + 1))
         elif t == "oc":
             self.on_complete_ran = True
             self.on_complete_error = r.get("error")

@@ -24,13 +24,14 @@ class StepContext:
     """What a running step may know about itself."""
 
     run_id: str
-    step: int
-    attempt: int
+    step: int  # -1 inside on_complete
+    attempt: int  # inside on_complete: which call this is
+    key: str = ""  # the idempotency key, when it is not run id and step (on_complete's)
 
     @property
     def idempotency_key(self) -> str:
         """Stable across attempts and worker restarts: use it to make mutations safe."""
-        return f"{self.run_id}-{self.step}"
+        return self.key or f"{self.run_id}-{self.step}"
 
 
 _current: ContextVar[StepContext | None] = ContextVar("wfl_current_step", default=None)
