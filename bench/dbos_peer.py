@@ -20,8 +20,10 @@ Phases
             worker_concurrency=8 (polling_interval_sec set by --queue-poll)
   nsteps    one workflow of N steps for each N in --sizes, with per-step
             timings of the first and last 100 steps (does cost grow with N?)
-  sleep     workflow: DBOS.sleep(1) then a step; lateness of the step body
-            after the 1 s target, --sleep-reps times
+  sleep     workflow: DBOS.sleep(D) then a step, for each D in --sleep-delays; lateness
+            of the step body after the end time DBOS recorded for the sleep,
+            --sleep-reps times each (runs started like bench/timers.py's: one at a
+            time for D <= 1 s, 0.3 s apart for longer D)
   import    wall time of `python -c "import dbos"` (and `-c pass` baseline)
 """
 
@@ -225,12 +227,32 @@ def child(phase: str, args) -> dict:
         out["rows"] = rows
 
     elif phase == "sleep":
-        late = []
-        for _ in range(args.sleep_reps):
-            before, after = wf_sleep(1.0)
-            late.append((after - before - 1.0) * 1e3)
+        import sqlite3
+
+        by_delay: dict = {}
+        for secs in args.sleep_delays:
+            gap = secs + 0.25 if secs <= 1.0 else 0.3
+            handles = []
+            for _ in range(args.sleep_reps):
+                handles.append(DBOS.start_workflow(wf_sleep, secs))
+                time.sleep(gap)
+            late = []
+            db = sqlite3.connect(db_path)
+            for h in handles:
+                _, after = h.get_result()
+                # the sleep's end time as DBOS recorded it (what wfl's run_at is to wfl)
+                (due,) = db.execute(
+                    "SELECT output FROM operation_outputs"
+                    " WHERE workflow_uuid = ? AND function_name = 'DBOS.sleep'",
+                    (h.workflow_id,),
+                ).fetchone()
+                late.append((after - float(due)) * 1e3)
+            db.close()
+            by_delay[f"{secs:g}"] = late
+        late = by_delay.get("1") or next(iter(by_delay.values()))
         out.update(
             reps=len(late),
+            by_delay=by_delay,
             lateness_ms=late,
             lateness_ms_median=statistics.median(late),
             lateness_ms_min=min(late),
@@ -280,6 +302,8 @@ def run_phase(phase: str, args) -> dict:
         ",".join(map(str, args.sizes)),
         "--sleep-reps",
         str(args.sleep_reps),
+        "--sleep-delays",
+        ",".join(f"{x:g}" for x in args.sleep_delays),
         "--queue-poll",
         str(args.queue_poll),
         "--tmp",
@@ -309,6 +333,7 @@ def main() -> None:
     ap.add_argument("--concurrency", type=int, default=8)
     ap.add_argument("--sizes", default="100,1000,5000")
     ap.add_argument("--sleep-reps", type=int, default=5)
+    ap.add_argument("--sleep-delays", default="1", help="seconds, comma-separated")
     ap.add_argument("--import-reps", type=int, default=7)
     ap.add_argument(
         "--queue-poll",
@@ -333,6 +358,7 @@ def main() -> None:
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.sizes = [int(x) for x in str(args.sizes).split(",") if x]
+    args.sleep_delays = [float(x) for x in str(args.sleep_delays).split(",") if x]
 
     if args.child:
         res = child(args.child, args)

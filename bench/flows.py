@@ -78,3 +78,17 @@ async def sleeper(step: Step, days: float = 30.0) -> str:
     """Sleeps `days` days, then one step."""
     await step.sleep(timedelta(days=days))
     return await step.run_action(stamp)
+
+
+@workflow.define
+async def timed_step(step: Step, delay: float) -> float:
+    """One step with run_after=delay; returns when its body ran (bench/timers.py compares it
+    with the run_at the journal recorded)."""
+    return await step.run_action(stamp, run_after=delay)
+
+
+@workflow.define
+async def timed_sleep(step: Step, delay: float) -> float:
+    """step.sleep(delay), then a step that returns when its body ran."""
+    await step.sleep(delay)
+    return await step.run_action(stamp)
