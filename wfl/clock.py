@@ -24,6 +24,13 @@ class Clock(Protocol):
         ...
 
 
+# asyncio's selector waits in whole milliseconds, rounded up (and the kernel adds its slack),
+# so a timer woken by it alone fires 0-1 ms late. An idle worker wakes through asyncio a little
+# before the deadline and sleeps the rest in the loop's thread, blocking the loop for at most
+# this long, and only when nothing else is in flight.
+FINE_WAIT = 0.0015
+
+
 class SystemClock:
     def now(self) -> float:
         return time.time()
@@ -34,13 +41,22 @@ class SystemClock:
     async def wait(self, until: float | None, wakeup: asyncio.Event, *, idle: bool) -> None:
         import asyncio  # here, not at the top: `wfl start` never waits and stays fast
 
-        timeout = None if until is None else max(0.0, until - time.time())
-        if timeout == 0.0:
+        timeout = None if until is None else until - time.time()
+        if timeout is not None and timeout <= 0.0:
             return
-        try:
-            await asyncio.wait_for(wakeup.wait(), timeout)
-        except TimeoutError:
-            pass
+        fine = idle and timeout is not None
+        if timeout is None or timeout > FINE_WAIT or not fine:
+            try:
+                coarse = timeout - FINE_WAIT if fine and timeout is not None else timeout
+                await asyncio.wait_for(wakeup.wait(), coarse)
+                return
+            except TimeoutError:
+                if not fine:
+                    return
+        assert until is not None
+        rest = until - time.time()
+        if rest > 0.0 and not wakeup.is_set():
+            time.sleep(rest)
 
 
 class FakeClock:

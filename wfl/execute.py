@@ -111,7 +111,7 @@ def _attempt_failed(
     kind = "step_retry" if retry_at is not None else "step_failed"
     self.host.emit(kind, self, step=p.n, name=s.name, attempt=attempt, detail=s.error or "")
     if retry_at is not None:
-        self._at(p, retry_at, self._execute)
+        self._at(p, retry_at, self._execute, ahead=self.host.arm_ahead)
     else:
         self._settle(p, exc=_step_failed(self.state.steps[p.n]))
 
@@ -136,7 +136,10 @@ async def _execute(self: RunDriver, p: Pending) -> None:
             return  # a stopping worker starts no attempt
         s = self.state.steps[p.n]
         attempt = s.attempts + 1
-        self._append(records.att(p.n, attempt, self.clock.now()), flush_soon=False)
+        # Fired ahead of its due time, the attempt is recorded as starting then, and the
+        # write-ahead's fsync happens while the step waits for that moment, not after it.
+        start = max(self.clock.now(), p.due)
+        self._append(records.att(p.n, attempt, start), flush_soon=False)
         self.inflight += 1
         try:
             await self.flush()  # write-ahead: the attempt is on disk before it runs
@@ -149,7 +152,16 @@ async def _execute(self: RunDriver, p: Pending) -> None:
                     self._append(records.fail(p.n, attempt, "Canceled", NOT_STARTED,
                                               self.clock.now(), self.clock.now()))  # fmt: skip
                 return
-            self.host.emit("step_started", self, step=p.n, name=s.name, attempt=attempt)
+            self.host.emit("step_started", self, step=p.n, name=s.name, attempt=attempt, at=start)
+            if start > self.clock.now():
+                self.armed[p.n] = start
+                self.host.activity()  # quiet until then: a fake clock may skip ahead
+                try:
+                    await self.host.until(start)
+                finally:
+                    self.armed.pop(p.n, None)
+                if self._halted():
+                    return
             ok, value = await self._call(p, attempt)
         except Exception as exc:  # the write-ahead failed (user errors stay in _call)
             self.host.driver_failed(self, exc)
@@ -258,7 +270,10 @@ async def _within(call: Any, timeout: float) -> tuple[bool, Any]:
 
 
 def _wake_sleep(self: RunDriver, p: Pending) -> None:
-    self._append(records.done(p.n, 1, None, self.clock.now()))
+    # Woken ahead of its end: the workflow code goes on now, at the sleep's end as far as the
+    # run can tell (its next step is scheduled from then and armed meanwhile).
+    self.not_before = max(self.not_before, p.due)
+    self._append(records.done(p.n, 1, None, self.now()))
     self._settle(p)
 
 

@@ -59,6 +59,7 @@ class Pending:
     future: asyncio.Future[Any]
     timer: Any = None
     task: asyncio.Task[None] | None = None
+    due: float = 0.0  # when the step may start: the target of its timer
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -91,12 +92,27 @@ class RunDriver:
         self.finished = False
         self.canceling = False  # _cancel is winding the run up (it runs once)
         self.inflight = 0  # attempts and on_complete calls executing now
+        # attempts already recorded, waiting for their due time (step number -> due time);
+        # counted in `inflight` too, as a stopping worker lets them run
+        self.armed: dict[int, float] = {}
+        # work begun that has not reached a wait yet: tasks started by step timers (attempts,
+        # child starts), and the replay of a run just loaded (ahead of its wake time)
+        self.acting = 0
+        # Timers fire a little ahead of their due time (the attempt's record is written then,
+        # so that its fsync is not what the step waits for). A run woken ahead for a timer due
+        # at T lives at T from then on: nothing it records is dated earlier, and nothing others
+        # can see (its end, on_complete) happens earlier.
+        self.not_before = 0.0
         self.rng = random.Random()
         self.deadline_timer: Any = None
         self.continued_as: str | None = None  # set by step.continue_as_new()
         self.progress_calls: dict[int, int] = {}  # set_progress() calls per frontier
 
     # -- lifecycle --------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The run's time: the clock's, or later while woken ahead for a timer."""
+        return max(self.clock.now(), self.not_before)
 
     @property
     def replaying(self) -> bool:
@@ -111,6 +127,9 @@ class RunDriver:
             self._spawn(self._cancel())
         elif not self._arm_deadline():
             self.task = self.loop.create_task(self._main())
+            # the replay runs in the task's first turn; this callback comes right after it
+            self.acting += 1
+            self.loop.call_soon(self._acted, self.task)
 
     def _spawn(self, coro: Any) -> None:
         task = self.loop.create_task(coro)
@@ -165,6 +184,10 @@ class RunDriver:
     ) -> None:
         if self.closing:
             return
+        if self.not_before > self.clock.now():  # woken ahead for a timer: end after it
+            await self.host.until(self.not_before)
+            if self.closing:
+                return
         self.closing = self.finishing = True
         await self._await_inflight_attempts()  # siblings run to their end and are recorded
         if self.state.cancel_requested and kind != "canceled":
@@ -282,7 +305,7 @@ class RunDriver:
         if recorded is not None:
             self._check_same(recorded, kind, name, args, unstable=opts.unstable_args)
             return self._resume(pending, recorded)
-        now = self.clock.now()
+        now = self.now()
         run_at = opts.run_at if opts.run_at is not None else now + (opts.run_after or 0.0)
         extra: dict[str, Any] = {}
         if opts.unstable_args:
@@ -310,7 +333,7 @@ class RunDriver:
         if recorded is not None:
             self._check_same(recorded, "event", label, {}, unstable=True)
             return self._resume(pending, recorded)
-        now = self.clock.now()
+        now = self.now()
         extra: dict[str, Any] = {"event": name}
         if timeout is not None:
             extra["timeout_at"] = now + timeout
@@ -326,7 +349,7 @@ class RunDriver:
         if recorded is not None:
             self._check_same(recorded, kind, kind, {}, unstable=True)
             return recorded.result
-        now = self.clock.now()
+        now = self.now()
         value: Any = (
             now
             if kind == "now"
@@ -396,9 +419,10 @@ class RunDriver:
             if s.running:  # the journal shows an attempt that never ended: a crash
                 self._interrupted(p, s)
             else:
-                self._at(p, s.retry_at if s.retry_at is not None else s.run_at, self._execute)
+                due = s.retry_at if s.retry_at is not None else s.run_at
+                self._at(p, due, self._execute, ahead=self.host.arm_ahead)
         elif p.kind == "sleep":
-            self._at(p, s.run_at, self._wake_sleep)
+            self._at(p, s.run_at, self._wake_sleep, ahead=self.host.arm_ahead)
         elif p.kind == "event":
             self._deliver_events()
             timeout_at = s.sched.get("timeout_at")
@@ -416,13 +440,22 @@ class RunDriver:
                 self._at(p, s.run_at, self._start_child)
         return p.future
 
-    def _at(self, p: Pending, when: float, action: Callable[[Pending], Any]) -> None:
+    def _at(
+        self, p: Pending, when: float, action: Callable[[Pending], Any], *, ahead: float = 0.0
+    ) -> None:
+        """Call `action(p)` at `when`, or `ahead` seconds before it (the action then waits for
+        p.due itself where it must: an attempt's body, the run's time)."""
+        p.due = when
+        when -= ahead
+
         def fire() -> None:
             p.timer = None
             if not self.closing and not p.future.done():
                 result = action(p)
                 if inspect.iscoroutine(result):
                     p.task = self.loop.create_task(result)
+                    self.acting += 1
+                    p.task.add_done_callback(self._acted)
 
         if when <= self.clock.now() or when <= self.state.updated_at:  # (see due_now_or)
             p.timer = self.loop.call_soon(fire)  # due already: no trip through the timer heap
@@ -468,10 +501,18 @@ class RunDriver:
 
     # -- introspection for the worker -------------------------------------------------------
 
+    def _acted(self, task: asyncio.Task[None]) -> None:
+        self.acting -= 1
+        self.host.activity()
+
     def quiet_until(self) -> float | None:
         """If nothing is running or buffered, when this run next needs attention."""
-        if self.inflight or self.buffer or self.flushing is not None or self.closing:
+        # an attempt fired ahead of its time is busy until it waits for that time (armed)
+        busy = max(self.inflight, self.acting) > len(self.armed)
+        if busy or self.buffer or self.flushing is not None or self.closing:
             return 0.0  # busy right now
+        if self.armed:
+            return min(self.armed.values())  # an attempt waits for its due time
         return self.state.wake_time(self.clock.now())
 
 

@@ -51,6 +51,11 @@ RESCAN_EVERY = 10.0  # safety net for missed wake-ups: look for journals that ch
 MAX_LIVE = 256  # default cap on runs held live at once
 GRACE = 10.0  # default grace period for running steps when the worker stops
 FLOW_RETRY = 30.0  # how soon to retry a run whose flow file does not import
+# Timers on time (issue 16): a step due at T has its attempt recorded (and fsynced) from
+# T - ARM_AHEAD and its body started at T; an evicted run is loaded and replayed from
+# T - LOAD_AHEAD, so that neither the disk nor the replay is what the step waits for.
+ARM_AHEAD = 0.02
+LOAD_AHEAD = 0.1
 DEFAULT_PARALLELISM = 64
 
 
@@ -86,6 +91,8 @@ class Worker:
         self.listen = listen
         self.on_event = on_event
         self.evict_after = evict_after
+        self.arm_ahead = ARM_AHEAD
+        self.load_ahead = LOAD_AHEAD
         self.only = only  # drive just these runs (`wfl run`); None: every run
         self.grace = grace  # seconds a stopping worker lets running steps finish
         # runs held live at once (each holds its coroutine, a lease and two descriptors);
@@ -200,7 +207,7 @@ class Worker:
             elif self.only is not None and s.id not in self.only:
                 continue
             elif s.wake_at is not None:
-                self._wake_at(s.id, due_now_or(s.wake_at, s.updated_at, now))
+                self._wake_at(s.id, due_now_or(s.wake_at, s.updated_at, now) - self.load_ahead)
                 self.waits[s.id] = (str(s.status["workflow"]), None, s.wake_at)
             elif s.status["state"] == "in_progress":  # waits for an event
                 self.waits[s.id] = (str(s.status["workflow"]), None, None)
@@ -242,7 +249,9 @@ class Worker:
         wake = state.next_wake_at()
         self._note_wait(state, wake)
         if wake is not None:
-            self._wake_at(run_id, due_now_or(wake, state.updated_at, self.clock.now()))
+            self._wake_at(
+                run_id, due_now_or(wake, state.updated_at, self.clock.now()) - self.load_ahead
+            )
 
     def _wake_at(self, run_id: str, when: float) -> None:
         old = self._waking.get(run_id)
@@ -354,6 +363,22 @@ class Worker:
                 except Exception:
                     log.exception("internal error in a timer")
 
+    def until(self, when: float) -> asyncio.Future[None]:
+        """Done when the clock reaches `when` (a timer on the heap, so that the loop's wait,
+        precise when idle, ends then)."""
+        assert self._loop is not None
+        future: asyncio.Future[None] = self._loop.create_future()
+
+        def fire() -> None:
+            if not future.done():
+                future.set_result(None)
+
+        if when <= self.clock.now():
+            fire()
+        else:
+            self.call_at(when, fire)
+        return future
+
     def _next_deadline(self) -> float | None:
         while self._heap and self._heap[0][2].canceled:
             heapq.heappop(self._heap)
@@ -387,16 +412,17 @@ class Worker:
             return  # while busy, a look every so often is enough: idle runs only cost memory
         self._evict_checked = now
         for run_id, d in list(self.drivers.items()):
-            if d.closing:
+            if d.closing or d.inflight:  # inflight: an attempt recorded, waiting for its time
                 continue
             quiet = d.quiet_until()
-            # with runs waiting for room, any run idle until a later time makes room now
-            keep = 0.0 if self._admission else self.evict_after
+            # with runs waiting for room, any run idle until a later time makes room now; never
+            # one due within load_ahead: it would be loaded again at once
+            keep = self.load_ahead if self._admission else max(self.evict_after, self.load_ahead)
             if quiet is None or quiet - now > keep:
                 d.evict()
                 self.emit("evicted", d)
                 if quiet is not None:
-                    self._wake_at(run_id, quiet)
+                    self._wake_at(run_id, quiet - self.load_ahead)
 
     # -- services to drivers ----------------------------------------------------------------
 
