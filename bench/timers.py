@@ -15,7 +15,8 @@ latency = its body's `time.time()` minus `time.time()` just before the start cal
 The worker is whatever `import wfl` gives this interpreter, so run.py measures an older
 commit by putting a git worktree of it first on PYTHONPATH (--baseline). The worker's stdout
 goes to a file (its one-line-per-event log), as under a service manager; `"tty": true` puts
-it on a pseudo-terminal instead (the live table).
+it on a pseudo-terminal instead (the live table). `"worker_cmd": ["script.py", ...]` runs
+`python script.py ... worker --dir D` instead (an instrumented or modified worker).
 
 Cases run one after another; within a case, runs start `gap` seconds apart, where gap is
 longer than the delay for short delays (one run at a time, as in the issue), and 0.3 s for
@@ -80,7 +81,7 @@ def summary(values: list[float]) -> dict[str, Any]:
 class OutsideWorker:
     """A `wfl worker --dir D` process of this interpreter, idle until runs arrive."""
 
-    def __init__(self, d: str, *, tty: bool, script: str | None = None) -> None:
+    def __init__(self, d: str, *, tty: bool, script: list[str] | None = None) -> None:
         self.d = d
         self.log_path = os.path.join(d + ".worker.log")
         self.out = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop())
@@ -92,7 +93,7 @@ class OutsideWorker:
             self.master, slave = pty.openpty()
             stdout = slave
         self.proc = subprocess.Popen(
-            [sys.executable, *([script] if script else ["-c", WORKER]), "worker", "--dir", d],
+            [sys.executable, *(script or ["-c", WORKER]), "worker", "--dir", d],
             stdout=stdout,
             stderr=self.out,
             stdin=subprocess.DEVNULL,
@@ -184,7 +185,7 @@ def sitting(o: dict[str, Any], k: int) -> dict[str, Any]:
     worker = None
     try:
         client = Client(d)
-        worker = OutsideWorker(d, tty=bool(o.get("tty")), script=o.get("worker_script"))
+        worker = OutsideWorker(d, tty=bool(o.get("tty")), script=o.get("worker_cmd"))
         warm = [client.start(FLOWS + ":first_step", {}) for _ in range(2)]
         warm += [client.start(FLOWS + ":timed_sleep", {"delay": 0.01})]
         warm += [client.start(FLOWS + ":timed_step", {"delay": 0.01})]

@@ -29,6 +29,7 @@ completions: list[tuple[str, dict[str, Any], Any]] = []  # on_complete calls
 seen: list[Any] = []  # values observed by workflow code, on every (re)play
 contexts: list[dict[str, Any]] = []  # wfl.current_step() as seen inside steps
 concurrency = {"now": 0, "max": 0}
+times: list[tuple[str, float]] = []  # (key, the test's clock) when a read_clock step ran
 
 
 def reset() -> None:
@@ -39,6 +40,7 @@ def reset() -> None:
     contexts.clear()
     concurrency.clear()
     concurrency.update(now=0, max=0)
+    times.clear()
 
 
 workflow = WorkflowManager()  # Convex defaults; actions are not retried unless asked
@@ -108,6 +110,12 @@ async def tracked(key: str) -> str:
 async def sibling(key: str, delay: float) -> str:
     await asyncio.sleep(delay)
     calls[key] += 1
+    return key
+
+
+def read_clock(key: str) -> str:
+    """A step that notes when, on the test's clock (knobs["clock"]), its body ran."""
+    times.append((key, knobs["clock"].now()))
     return key
 
 
@@ -565,3 +573,15 @@ async def serial_failure(step: Step) -> list[Any]:
 @eager.define
 async def eager_opt_out(step: Step, key: str) -> None:
     await step.run_action(always_fails, {"key": key}, retry=False)
+
+
+@workflow.define
+async def timed_action(step: Step, delay: float) -> str:
+    return await step.run_action(read_clock, {"key": "timed"}, run_after=delay)
+
+
+@workflow.define
+async def sleep_then_step(step: Step, delay: float) -> list[Any]:
+    await step.sleep(delay)
+    after = step.now().timestamp()
+    return [after, await step.run_action(read_clock, {"key": "after"})]

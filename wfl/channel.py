@@ -270,8 +270,18 @@ async def _shutdown(self: Worker) -> None:
     while any(d.inflight for d in self.drivers.values()) and loop.time() < deadline:
         assert self._wakeup is not None
         self._wakeup.clear()
+        timeout = max(0.0, deadline - loop.time())
+        # attempts recorded ahead of their due time still run: their timers still fire
+        now = self.clock.now()
+        for timer in sorted(self._until, key=lambda t: t.when):
+            if timer.when <= now and not timer.canceled:
+                timer.canceled = True
+                timer.fn()
+            elif not timer.canceled:
+                timeout = min(timeout, timer.when - now)
+                break
         with contextlib.suppress(TimeoutError):  # each finished attempt sets the event
-            await asyncio.wait_for(self._wakeup.wait(), max(0.0, deadline - loop.time()))
+            await asyncio.wait_for(self._wakeup.wait(), timeout)
     for d in list(self.drivers.values()):
         if d.inflight:
             self.cut_off = True

@@ -112,6 +112,7 @@ class Worker:
         # what each run not held live waits for, for the live view: run id -> (workflow,
         # what it waits for or None (not known yet: the view looks), next wake or None)
         self.waits: dict[str, tuple[str, str | None, float | None]] = {}
+        self._until: set[_Timer] = set()  # timers of until(): a stopping worker fires them too
         self._tasks: set[asyncio.Task[Any]] = set()
         self._wakeup: asyncio.Event | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -143,6 +144,8 @@ class Worker:
         and nothing is in flight. stop_when_idle: stop when no timer is left to wait for."""
         loop = asyncio.get_running_loop()
         self._loop = loop
+        if once:  # a drain that never waits for a timer does not work ahead of any either
+            self.arm_ahead = self.load_ahead = 0.0
         self._wakeup = asyncio.Event()
         self._global_slots = asyncio.Semaphore(self.max_parallelism)
         try:
@@ -376,7 +379,9 @@ class Worker:
         if when <= self.clock.now():
             fire()
         else:
-            self.call_at(when, fire)
+            timer = self.call_at(when, fire)
+            self._until.add(timer)
+            future.add_done_callback(lambda _: self._until.discard(timer))
         return future
 
     def _next_deadline(self) -> float | None:

@@ -1,0 +1,174 @@
+"""Timers on time (issue 16): work done ahead of a due time, and the step started at it.
+
+Everything here runs on a FakeClock, whose reads tell exactly when (in fake time) a record was
+written, an event was announced, or a step body ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import flows
+import pytest
+
+from wfl import Client
+from wfl import clock as clock_module
+from wfl.clock import SystemClock
+from wfl.testing import WorkflowTestEnv
+from wfl.worker import Worker
+
+
+@pytest.fixture
+def env() -> Any:
+    with WorkflowTestEnv() as e:
+        flows.knobs["clock"] = e.clock
+        yield e
+
+
+def records(env: WorkflowTestEnv, run_id: str, t: str) -> list[dict[str, Any]]:
+    return [r for r in env.client.store.read(run_id) if r["t"] == t]
+
+
+def drive(env: WorkflowTestEnv, worker: Worker) -> None:
+    """Run `worker` until no timer is left, the fake clock jumping to each in turn."""
+    env.clock.skip = True
+    try:
+        asyncio.run(worker.run(stop_when_idle=True))
+    finally:
+        env.clock.skip = False
+
+
+def test_an_attempt_is_recorded_ahead_of_its_due_time_and_its_body_starts_at_it(
+    env: WorkflowTestEnv,
+) -> None:
+    run_id = env.start(flows.timed_action, {"delay": 60.0})
+    worker = Worker(env.dir, clock=env.clock, listen=False)
+    announced: list[tuple[float, float, bool]] = []
+
+    def on_event(e: Any) -> None:
+        if e.kind == "step_started":
+            durable = bool(records(env, run_id, "att"))  # read back from disk
+            announced.append((env.clock.now(), e.at, durable))
+
+    worker.on_event = on_event
+    drive(env, worker)
+    assert env.result(run_id) == "timed"
+    due = records(env, run_id, "sched")[0]["run_at"]
+    # announced (and durable) while the clock read due - arm_ahead, dated at the due time
+    assert announced == [(pytest.approx(due - worker.arm_ahead), due, True)]
+    assert records(env, run_id, "att")[0]["at"] == due
+    assert flows.times == [("timed", due)]  # the body ran at its due time, not before
+
+
+def test_an_evicted_run_is_loaded_ahead_of_its_timer_and_its_step_starts_at_its_due_time(
+    env: WorkflowTestEnv,
+) -> None:
+    run_id = env.start(flows.timed_action, {"delay": 3600.0})
+    worker = Worker(env.dir, clock=env.clock, listen=False, evict_after=60.0)
+    events: list[tuple[str, float]] = []
+    worker.on_event = lambda e: events.append((e.kind, env.clock.now()))
+    drive(env, worker)
+    assert env.result(run_id) == "timed"
+    due = records(env, run_id, "sched")[0]["run_at"]
+    kinds = [k for k, _ in events]
+    assert kinds[:4] == ["loaded", "evicted", "loaded", "step_started"]
+    loads = [t for k, t in events if k == "loaded"]
+    assert loads[1] == pytest.approx(due - worker.load_ahead)  # replayed ahead of time
+    assert flows.times == [("timed", due)]
+
+
+def test_a_sleep_wakes_ahead_but_the_run_lives_at_its_end(env: WorkflowTestEnv) -> None:
+    run_id = env.start(flows.sleep_then_step, {"delay": 60.0})
+    worker = Worker(env.dir, clock=env.clock, listen=False)
+    started: list[float] = []
+    worker.on_event = lambda e: started.append(env.clock.now()) if e.kind == "step_started" else 0
+    drive(env, worker)
+    end_of_sleep = records(env, run_id, "sched")[0]["run_at"]
+    after, key = env.result(run_id)
+    assert key == "after"
+    # the workflow code went on early, but what it saw and scheduled is dated from the end
+    assert after == end_of_sleep  # step.now() right after the sleep
+    sleep_done, _, _step_done = records(env, run_id, "done")
+    assert sleep_done["at"] == end_of_sleep
+    next_step = records(env, run_id, "sched")[2]
+    assert next_step["run_at"] == end_of_sleep
+    # the step after it was recorded while the clock read arm_ahead before the sleep's end
+    assert started == [pytest.approx(end_of_sleep - worker.arm_ahead)]
+    assert flows.times == [("after", end_of_sleep)]
+    assert records(env, run_id, "end")[0]["at"] >= end_of_sleep
+
+
+def test_a_run_that_ends_after_a_sleep_woken_ahead_ends_after_the_sleep(
+    env: WorkflowTestEnv,
+) -> None:
+    run_id = env.start(flows.long_sleep, {"days": 1.0})
+    ends: list[float] = []
+    worker = Worker(env.dir, clock=env.clock, listen=False)
+    worker.on_event = lambda e: ends.append(env.clock.now()) if e.kind == "run_finished" else None
+    drive(env, worker)
+    assert env.result(run_id) == "woke"
+    end_of_sleep = records(env, run_id, "sched")[0]["run_at"]
+    assert ends == [end_of_sleep]  # not arm_ahead earlier, though the code ran then
+    assert records(env, run_id, "end")[0]["at"] == end_of_sleep
+
+
+def test_once_works_nothing_ahead(env: WorkflowTestEnv) -> None:
+    run_id = env.start(flows.timed_action, {"delay": 60.0})
+    env.advance(0)  # the step is scheduled 60 s from now
+    env.advance(60.0 - 0.001)  # within arm_ahead and load_ahead of its due time
+    assert records(env, run_id, "att") == []
+    assert flows.times == []
+    env.advance(0.001)
+    assert env.result(run_id) == "timed"
+
+
+def test_a_stopping_worker_still_runs_an_attempt_recorded_ahead(env: WorkflowTestEnv) -> None:
+    # a real clock: the attempt is armed for a moment, and the worker is told to stop then
+    flows.knobs["clock"] = SystemClock()
+    run_id = Client(env.dir).start(flows.timed_action, {"delay": 0.2})
+    worker = Worker(env.dir, listen=False, grace=30.0)
+    worker.on_event = lambda e: worker.stop() if e.kind == "step_started" else None
+    asyncio.run(worker.run())
+    assert not worker.cut_off
+    (att,) = records(env, run_id, "att")
+    (done,) = [r for r in records(env, run_id, "done") if r["n"] == 0]
+    assert flows.times
+    assert flows.times[0][1] >= att["at"]
+    assert done["attempt"] == 1
+
+
+def test_an_idle_wait_ends_with_a_fine_sleep_of_the_last_stretch(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """asyncio rounds its waits up to whole milliseconds: an idle worker waits through it only
+    until FINE_WAIT before the deadline, and sleeps the rest."""
+    slept: list[float] = []
+    monkeypatch.setattr(clock_module.time, "sleep", slept.append)
+    clock = SystemClock()
+
+    async def wait(until: float, *, idle: bool) -> None:
+        await clock.wait(until, asyncio.Event(), idle=idle)
+
+    asyncio.run(wait(clock.now() + clock_module.FINE_WAIT / 2, idle=True))
+    assert len(slept) == 1
+    assert 0 < slept[0] <= clock_module.FINE_WAIT / 2
+    slept.clear()
+    asyncio.run(wait(clock.now() + clock_module.FINE_WAIT / 2, idle=False))
+    assert slept == []  # a busy worker never blocks its loop
+
+
+def test_an_event_wakes_an_idle_wait_without_the_fine_sleep(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    slept: list[float] = []
+    monkeypatch.setattr(clock_module.time, "sleep", slept.append)
+    clock = SystemClock()
+
+    async def main() -> None:
+        wakeup = asyncio.Event()
+        wakeup.set()
+        await clock.wait(clock.now() + 3600, wakeup, idle=True)
+
+    asyncio.run(main())
+    assert slept == []
