@@ -23,6 +23,14 @@ class Clock(Protocol):
         """
         ...
 
+    # Whether a thread other than the loop's may block in sleep_until (a step thread waiting
+    # for its due time); a FakeClock's time moves only with the loop, so it may not.
+    blocking_waits: bool
+
+    def sleep_until(self, when: float) -> None:
+        """Block the calling thread (never the loop's) until the clock reaches `when`."""
+        ...
+
 
 # asyncio's selector waits in whole milliseconds, rounded up (and the kernel adds its slack),
 # so a timer woken by it alone fires 0-1 ms late. An idle worker wakes through asyncio a little
@@ -32,8 +40,15 @@ FINE_WAIT = 0.0015
 
 
 class SystemClock:
+    blocking_waits = True
+
     def now(self) -> float:
         return time.time()
+
+    def sleep_until(self, when: float) -> None:
+        rest = when - time.time()
+        if rest > 0.0:
+            time.sleep(rest)
 
     def monotonic(self) -> float:
         return time.monotonic()
@@ -62,6 +77,11 @@ class SystemClock:
 class FakeClock:
     """A clock that moves only when told to, or (with skip=True) jumps to the next timer
     whenever the worker has nothing in flight — months pass in microseconds."""
+
+    blocking_waits = False
+
+    def sleep_until(self, when: float) -> None:
+        raise RuntimeError("a FakeClock's time moves only with the worker's loop")
 
     def __init__(self, start: float = 1_790_000_000.0, *, skip: bool = False) -> None:
         self._now = start

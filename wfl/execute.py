@@ -10,6 +10,7 @@ import functools
 import hashlib
 import inspect
 import logging
+from collections.abc import Callable
 from contextvars import copy_context
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ from .step import StepContext, _current
 from .tracebacks import capture
 
 if TYPE_CHECKING:
+    from .clock import Clock
     from .manager import WorkflowDef
     from .replay import Pending, RunDriver
 
@@ -153,7 +155,8 @@ async def _execute(self: RunDriver, p: Pending) -> None:
                                               self.clock.now(), self.clock.now()))  # fmt: skip
                 return
             self.host.emit("step_started", self, step=p.n, name=s.name, attempt=attempt, at=start)
-            if start > self.clock.now():
+            in_thread = self.clock.blocking_waits and not inspect.iscoroutinefunction(p.fn)
+            if start > self.clock.now() and not in_thread:  # the loop waits, then calls
                 self.armed[p.n] = start
                 self.host.activity()  # quiet until then: a fake clock may skip ahead
                 try:
@@ -162,7 +165,7 @@ async def _execute(self: RunDriver, p: Pending) -> None:
                     self.armed.pop(p.n, None)
                 if self._halted():
                     return
-            ok, value = await self._call(p, attempt)
+            ok, value = await self._call(p, attempt, start)
         except Exception as exc:  # the write-ahead failed (user errors stay in _call)
             self.host.driver_failed(self, exc)
             return
@@ -210,18 +213,20 @@ def _halted(self: RunDriver) -> bool:
     return (self.closing and not self.finishing) or self.state.cancel_requested
 
 
-async def _call(self: RunDriver, p: Pending, attempt: int) -> tuple[bool, Any]:
+async def _call(self: RunDriver, p: Pending, attempt: int, start: float = 0.0) -> tuple[bool, Any]:
     token = _current.set(StepContext(self.run_id, p.n, attempt))
     try:
+        ahead = max(0.0, start - self.clock.now())  # a sync step's thread waits this long
         if inspect.iscoroutinefunction(p.fn):
             call: Any = p.fn(**p.args)
         else:
             ctx = copy_context()
-            call = self.loop.run_in_executor(
-                self.host.step_pool, functools.partial(ctx.run, p.fn, **p.args)
-            )
+            body = functools.partial(ctx.run, p.fn, **p.args)
+            if ahead:  # one wake-up at the due time (this thread's), not the loop's and then this
+                body = functools.partial(_when_due, self.clock, start, body)
+            call = self.loop.run_in_executor(self.host.step_pool, body)
         if p.timeout:
-            ran_out, value = await _within(call, p.timeout)
+            ran_out, value = await _within(call, p.timeout + ahead)
             if ran_out:
                 return False, TimeoutError(f"attempt took longer than timeout={p.timeout:g} s")
         else:
@@ -269,10 +274,19 @@ async def _within(call: Any, timeout: float) -> tuple[bool, Any]:
     return False, task.result()
 
 
+def _when_due(clock: Clock, when: float, body: Callable[[], Any]) -> Any:
+    """(In a step thread) wait until `when`, then run the step's body."""
+    clock.sleep_until(when)
+    return body()
+
+
 def _wake_sleep(self: RunDriver, p: Pending) -> None:
     # Woken ahead of its end: the workflow code goes on now, at the sleep's end as far as the
     # run can tell (its next step is scheduled from then and armed meanwhile).
     self.not_before = max(self.not_before, p.due)
+    # a timer at the end, though nothing waits for it: a worker whose clock skips from timer
+    # to timer (the fake clock of tests) is then not left before the run's time
+    self.host.until(p.due)
     self._append(records.done(p.n, 1, None, self.now()))
     self._settle(p)
 
