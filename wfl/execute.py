@@ -10,7 +10,6 @@ import functools
 import hashlib
 import inspect
 import logging
-from collections.abc import Callable
 from contextvars import copy_context
 from typing import TYPE_CHECKING, Any
 
@@ -27,10 +26,10 @@ from .errors import (
 from .records import Record
 from .state import StepState
 from .step import StepContext, _current
+from .timing import _when_due
 from .tracebacks import capture
 
 if TYPE_CHECKING:
-    from .clock import Clock
     from .manager import WorkflowDef
     from .replay import Pending, RunDriver
 
@@ -157,12 +156,7 @@ async def _execute(self: RunDriver, p: Pending) -> None:
             self.host.emit("step_started", self, step=p.n, name=s.name, attempt=attempt, at=start)
             in_thread = self.clock.blocking_waits and not inspect.iscoroutinefunction(p.fn)
             if start > self.clock.now() and not in_thread:  # the loop waits, then calls
-                self.armed[p.n] = start
-                self.host.activity()  # quiet until then: a fake clock may skip ahead
-                try:
-                    await self.host.until(start)
-                finally:
-                    self.armed.pop(p.n, None)
+                await self._wait_armed(p.n, start)
                 if self._halted():
                     return
             ok, value = await self._call(p, attempt, start)
@@ -272,12 +266,6 @@ async def _within(call: Any, timeout: float) -> tuple[bool, Any]:
             task.exception()  # whatever it raised while unwinding is moot: the timeout stands
         return True, None
     return False, task.result()
-
-
-def _when_due(clock: Clock, when: float, body: Callable[[], Any]) -> Any:
-    """(In a step thread) wait until `when`, then run the step's body."""
-    clock.sleep_until(when)
-    return body()
 
 
 def _wake_sleep(self: RunDriver, p: Pending) -> None:

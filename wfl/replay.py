@@ -13,17 +13,15 @@ and on_complete.
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import os
 import random
 import sys
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from . import commit, execute, journal, longrun, records
+from . import commit, execute, journal, longrun, records, timing
 from .errors import (
     DeterminismViolation,
     JournalLimitExceeded,
@@ -109,10 +107,6 @@ class RunDriver:
         self.progress_calls: dict[int, int] = {}  # set_progress() calls per frontier
 
     # -- lifecycle --------------------------------------------------------------------------
-
-    def now(self) -> float:
-        """The run's time: the clock's, or later while woken ahead for a timer."""
-        return max(self.clock.now(), self.not_before)
 
     @property
     def replaying(self) -> bool:
@@ -440,28 +434,6 @@ class RunDriver:
                 self._at(p, s.run_at, self._start_child)
         return p.future
 
-    def _at(
-        self, p: Pending, when: float, action: Callable[[Pending], Any], *, ahead: float = 0.0
-    ) -> None:
-        """Call `action(p)` at `when`, or `ahead` seconds before it (the action then waits for
-        p.due itself where it must: an attempt's body, the run's time)."""
-        p.due = when
-        when -= ahead
-
-        def fire() -> None:
-            p.timer = None
-            if not self.closing and not p.future.done():
-                result = action(p)
-                if inspect.iscoroutine(result):
-                    p.task = self.loop.create_task(result)
-                    self.acting += 1
-                    p.task.add_done_callback(self._acted)
-
-        if when <= self.clock.now() or when <= self.state.updated_at:  # (see due_now_or)
-            p.timer = self.loop.call_soon(fire)  # due already: no trip through the timer heap
-        else:
-            p.timer = self.host.call_at(when, fire)
-
     # -- records: commit.py -----------------------------------------------------------------
 
     _append = commit._append
@@ -492,28 +464,20 @@ class RunDriver:
     _start_child = execute._start_child
     _child_finished = execute._child_finished
 
+    # -- timing: timing.py -----------------------------------------------------------------
+
+    now = timing.now
+    _at = timing._at
+    _acted = timing._acted
+    _wait_armed = timing._wait_armed
+    quiet_until = timing.quiet_until
+
     # -- long-lived runs: longrun.py --------------------------------------------------------
 
     _arm_deadline = longrun.arm_deadline
     _deadline_passed = longrun._deadline_passed
     continue_as_new = longrun.continue_as_new
     set_progress = longrun.set_progress
-
-    # -- introspection for the worker -------------------------------------------------------
-
-    def _acted(self, task: asyncio.Task[None]) -> None:
-        self.acting -= 1
-        self.host.activity()
-
-    def quiet_until(self) -> float | None:
-        """If nothing is running or buffered, when this run next needs attention."""
-        # an attempt fired ahead of its time is busy until it waits for that time (armed)
-        busy = max(self.inflight, self.acting) > len(self.armed)
-        if busy or self.buffer or self.flushing is not None or self.closing:
-            return 0.0  # busy right now
-        if self.armed:
-            return min(self.armed.values())  # an attempt waits for its due time
-        return self.state.wake_time(self.clock.now())
 
 
 def _unserializable(args: Any) -> str | None:
