@@ -185,6 +185,7 @@ class _DryHost:
 
     def __init__(self) -> None:
         self.clock = SystemClock()
+        self.arm_ahead = 0.0  # timers never fire here anyway
         self.draining = True
         self.listening = True
         self.step_pool = None

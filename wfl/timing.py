@@ -1,6 +1,7 @@
-"""When a run's work happens: its timers, the work done ahead of them, its quiet time.
+"""When work happens: the worker's timer heap, a run's timers, the work done ahead of them.
 
-The functions here are RunDriver methods (bound in replay.py), except _when_due. A timer due at
+The functions here are Worker methods (bound in worker.py: call_at, _fire_due, until,
+_next_deadline, _due_now) and RunDriver methods (bound in replay.py). A timer due at
 T fires `ahead` of it (Worker.arm_ahead) for what only prepares: an attempt's record is written
 and fsynced then, and the body starts at T (a sync step waits in its own thread, an `async def`
 step on the loop); a sleep ends then, and the run lives at T from that moment (now()). So
@@ -10,13 +11,90 @@ neither the disk nor the wake-up chain is what a timed step waits for (issue 16)
 from __future__ import annotations
 
 import asyncio
+import heapq
 import inspect
+import logging
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
+
+from .errors import StoreUnavailable
 
 if TYPE_CHECKING:
     from .clock import Clock
     from .replay import Pending, RunDriver
+    from .worker import Worker
+
+log = logging.getLogger("wfl.worker")
+
+
+class _Timer:
+    __slots__ = ("canceled", "fn", "when")
+
+    def __init__(self, when: float, fn: Callable[[], None]) -> None:
+        self.when = when
+        self.fn = fn
+        self.canceled = False
+
+    def cancel(self) -> None:
+        self.canceled = True
+
+
+# -- the worker's timer heap ------------------------------------------------------------------
+
+
+def call_at(self: Worker, when: float, fn: Callable[[], None]) -> _Timer:
+    timer = _Timer(when, fn)
+    heapq.heappush(self._heap, (when, next(self._seq), timer))
+    if self._wakeup is not None and self._heap[0][2] is timer:
+        self._wakeup.set()  # earlier than what the loop sleeps towards
+    return timer
+
+
+def _fire_due(self: Worker) -> None:
+    now = self.clock.now()
+    while self._heap and self._heap[0][0] <= now:
+        _, _, timer = heapq.heappop(self._heap)
+        if not timer.canceled:
+            timer.canceled = True
+            try:
+                timer.fn()
+            except StoreUnavailable as exc:
+                self.store_lost(exc)
+            except Exception:
+                log.exception("internal error in a timer")
+
+
+def until(self: Worker, when: float) -> asyncio.Future[None]:
+    """Done when the clock reaches `when` (a timer on the heap, so that the loop's wait,
+    precise when idle, ends then)."""
+    assert self._loop is not None
+    future: asyncio.Future[None] = self._loop.create_future()
+
+    def fire() -> None:
+        if not future.done():
+            future.set_result(None)
+
+    if when <= self.clock.now():
+        fire()
+    else:
+        timer = self.call_at(when, fire)
+        self._until.add(timer)  # a stopping worker fires these too (channel._shutdown)
+        future.add_done_callback(lambda _: self._until.discard(timer))
+    return future
+
+
+def _next_deadline(self: Worker) -> float | None:
+    while self._heap and self._heap[0][2].canceled:
+        heapq.heappop(self._heap)
+    return self._heap[0][0] if self._heap else None
+
+
+def _due_now(self: Worker) -> bool:
+    deadline = self._next_deadline()
+    return deadline is not None and deadline <= self.clock.now()
+
+
+# -- a run's timers ---------------------------------------------------------------------------
 
 
 def now(self: RunDriver) -> float:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import itertools
 import logging
 import os
@@ -23,7 +22,7 @@ from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from . import channel, codestate, journal, records
+from . import channel, codestate, journal, records, timing
 from .channel import WorkerEvent as WorkerEvent  # its home for users and tests
 from .clock import Clock, SystemClock
 from .errors import (
@@ -41,6 +40,7 @@ from .replay import RunDriver
 from .state import RunState, due_now_or
 from .stores import open_store
 from .stores.base import Lease, Listener, Store
+from .timing import _Timer
 
 log = logging.getLogger(__name__)
 
@@ -57,18 +57,6 @@ FLOW_RETRY = 30.0  # how soon to retry a run whose flow file does not import
 ARM_AHEAD = 0.02
 LOAD_AHEAD = 0.1
 DEFAULT_PARALLELISM = 64
-
-
-class _Timer:
-    __slots__ = ("canceled", "fn", "when")
-
-    def __init__(self, when: float, fn: Callable[[], None]) -> None:
-        self.when = when
-        self.fn = fn
-        self.canceled = False
-
-    def cancel(self) -> None:
-        self.canceled = True
 
 
 class Worker:
@@ -344,58 +332,17 @@ class Worker:
             self._emit_raw(WorkerEvent("broken", run_id, detail=why, at=self.clock.now()))
         self.broken[run_id] = why
 
-    # -- timers -----------------------------------------------------------------------------
+    # -- timers: timing.py -------------------------------------------------------------------
 
-    def call_at(self, when: float, fn: Callable[[], None]) -> _Timer:
-        timer = _Timer(when, fn)
-        heapq.heappush(self._heap, (when, next(self._seq), timer))
-        if self._wakeup is not None and self._heap[0][2] is timer:
-            self._wakeup.set()  # earlier than what the loop sleeps towards
-        return timer
-
-    def _fire_due(self) -> None:
-        now = self.clock.now()
-        while self._heap and self._heap[0][0] <= now:
-            _, _, timer = heapq.heappop(self._heap)
-            if not timer.canceled:
-                timer.canceled = True
-                try:
-                    timer.fn()
-                except StoreUnavailable as exc:
-                    self.store_lost(exc)
-                except Exception:
-                    log.exception("internal error in a timer")
-
-    def until(self, when: float) -> asyncio.Future[None]:
-        """Done when the clock reaches `when` (a timer on the heap, so that the loop's wait,
-        precise when idle, ends then)."""
-        assert self._loop is not None
-        future: asyncio.Future[None] = self._loop.create_future()
-
-        def fire() -> None:
-            if not future.done():
-                future.set_result(None)
-
-        if when <= self.clock.now():
-            fire()
-        else:
-            timer = self.call_at(when, fire)
-            self._until.add(timer)
-            future.add_done_callback(lambda _: self._until.discard(timer))
-        return future
-
-    def _next_deadline(self) -> float | None:
-        while self._heap and self._heap[0][2].canceled:
-            heapq.heappop(self._heap)
-        return self._heap[0][0] if self._heap else None
+    call_at = timing.call_at
+    _fire_due = timing._fire_due
+    until = timing.until
+    _next_deadline = timing._next_deadline
+    _due_now = timing._due_now
 
     def _only_schedules_ahead(self) -> bool:
         """No timer is left but the next schedule slot (which would come forever)."""
         return all(t.canceled or t is self.schedule_timer for _, _, t in self._heap)
-
-    def _due_now(self) -> bool:
-        deadline = self._next_deadline()
-        return deadline is not None and deadline <= self.clock.now()
 
     @property
     def listening(self) -> bool:
