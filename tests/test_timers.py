@@ -138,37 +138,52 @@ def test_a_stopping_worker_still_runs_an_attempt_recorded_ahead(env: WorkflowTes
     assert done["attempt"] == 1
 
 
+class FrozenTime:
+    """Stands in for the `time` module in wfl/clock.py: a time that does not move, sleeps that
+    are only noted."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.slept: list[float] = []
+
+    def time(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+
+
 def test_an_idle_wait_ends_with_a_fine_sleep_of_the_last_stretch(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """asyncio rounds its waits up to whole milliseconds: an idle worker waits through it only
     until FINE_WAIT before the deadline, and sleeps the rest."""
-    slept: list[float] = []
-    monkeypatch.setattr(clock_module.time, "sleep", slept.append)
+    frozen = FrozenTime(1_790_000_000.0)
+    monkeypatch.setattr(clock_module, "time", frozen)
     clock = SystemClock()
+    until = frozen.now + clock_module.FINE_WAIT / 2
 
-    async def wait(until: float, *, idle: bool) -> None:
+    async def wait(*, idle: bool) -> None:
         await clock.wait(until, asyncio.Event(), idle=idle)
 
-    asyncio.run(wait(clock.now() + clock_module.FINE_WAIT / 2, idle=True))
-    assert len(slept) == 1
-    assert 0 < slept[0] <= clock_module.FINE_WAIT / 2
-    slept.clear()
-    asyncio.run(wait(clock.now() + clock_module.FINE_WAIT / 2, idle=False))
-    assert slept == []  # a busy worker never blocks its loop
+    asyncio.run(wait(idle=True))
+    assert frozen.slept == [until - frozen.now]
+    frozen.slept.clear()
+    asyncio.run(wait(idle=False))  # asyncio's own wait, then back: no blocking sleep
+    assert frozen.slept == []  # a busy worker never blocks its loop
 
 
 def test_an_event_wakes_an_idle_wait_without_the_fine_sleep(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    slept: list[float] = []
-    monkeypatch.setattr(clock_module.time, "sleep", slept.append)
+    frozen = FrozenTime(1_790_000_000.0)
+    monkeypatch.setattr(clock_module, "time", frozen)
     clock = SystemClock()
 
     async def main() -> None:
         wakeup = asyncio.Event()
         wakeup.set()
-        await clock.wait(clock.now() + 3600, wakeup, idle=True)
+        await clock.wait(frozen.now + 3600, wakeup, idle=True)
 
     asyncio.run(main())
-    assert slept == []
+    assert frozen.slept == []
