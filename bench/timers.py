@@ -97,6 +97,9 @@ class OutsideWorker:
             stdout=stdout,
             stderr=self.out,
             stdin=subprocess.DEVNULL,
+            # not the checkout: `python -c` puts the working directory first on sys.path, ahead
+            # of PYTHONPATH, and a baseline's wfl must win over this checkout's
+            cwd=d,
         )
         if tty:
             os.close(slave)
@@ -228,6 +231,14 @@ def main() -> None:
     o.setdefault("reps", 10)
     o.setdefault("sittings", 3)
     log(f"wfl from {os.path.dirname(wfl.__file__)}")
+    probe = subprocess.run(
+        [sys.executable, "-c", "import wfl; print(wfl.__file__)"],
+        capture_output=True,
+        text=True,
+        cwd=tempfile.gettempdir(),
+    )
+    if os.path.dirname(probe.stdout.strip()) != os.path.dirname(wfl.__file__):
+        raise SystemExit(f"the worker would import another wfl: {probe.stdout.strip()}")
     sittings = [sitting(o, k) for k in range(1, o["sittings"] + 1)]
     merged: dict[str, list[float]] = {}
     for s in sittings:
