@@ -90,16 +90,11 @@ class RunDriver:
         self.finished = False
         self.canceling = False  # _cancel is winding the run up (it runs once)
         self.inflight = 0  # attempts and on_complete calls executing now
-        # attempts already recorded, waiting for their due time (step number -> due time);
-        # counted in `inflight` too, as a stopping worker lets them run
+        # working ahead of timers (timing.py): attempts recorded and waiting for their due
+        # time (step -> due; in `inflight` too), work begun that has not reached a wait yet,
+        # and the run's time once woken ahead for a timer (nothing is dated or seen earlier)
         self.armed: dict[int, float] = {}
-        # work begun that has not reached a wait yet: tasks started by step timers (attempts,
-        # child starts), and the replay of a run just loaded (ahead of its wake time)
         self.acting = 0
-        # Timers fire a little ahead of their due time (the attempt's record is written then,
-        # so that its fsync is not what the step waits for). A run woken ahead for a timer due
-        # at T lives at T from then on: nothing it records is dated earlier, and nothing others
-        # can see (its end, on_complete) happens earlier.
         self.not_before = 0.0
         self.rng = random.Random()
         self.deadline_timer: Any = None

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("wfl.worker")
 
+ARM_AHEAD = 0.02  # an attempt due at T is recorded (fsynced) from T - this; it starts at T
+LOAD_AHEAD = 0.1  # an evicted run is loaded and replayed this long before its next wake
+
 
 class _Timer:
     __slots__ = ("canceled", "fn", "when")
@@ -112,8 +115,12 @@ def _at(
 ) -> None:
     """Call `action(p)` at `when`, or `ahead` seconds before it (the action then waits for
     p.due itself where it must: an attempt's body, the run's time)."""
-    p.due = when
-    when -= ahead
+    now = self.clock.now()
+    seen = self.state.updated_at
+    # a journal ahead of the clock by more than a worker ever dates records ahead: the clock
+    # stepped back (NTP, a VM restore), and a step the journal has reached is due now
+    p.due = min(when, now) if when <= seen and seen > now + ARM_AHEAD else when
+    when = p.due - ahead
 
     def fire() -> None:
         p.timer = None
@@ -124,7 +131,7 @@ def _at(
                 self.acting += 1
                 p.task.add_done_callback(self._acted)
 
-    if when <= self.clock.now() or when <= self.state.updated_at:  # (see due_now_or)
+    if when <= now:
         p.timer = self.loop.call_soon(fire)  # due already: no trip through the timer heap
     else:
         p.timer = self.host.call_at(when, fire)
@@ -159,4 +166,7 @@ def quiet_until(self: RunDriver) -> float | None:
         return 0.0  # busy right now
     if self.armed:
         return min(self.armed.values())  # an attempt waits for its due time
-    return self.state.wake_time(self.clock.now())
+    wake = self.state.wake_time(self.clock.now())
+    if wake is not None and wake < self.not_before:  # woken ahead: waits for its own time
+        return self.not_before
+    return wake

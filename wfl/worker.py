@@ -40,7 +40,7 @@ from .replay import RunDriver
 from .state import RunState, due_now_or
 from .stores import open_store
 from .stores.base import Lease, Listener, Store
-from .timing import _Timer
+from .timing import ARM_AHEAD, LOAD_AHEAD, _Timer
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +51,6 @@ RESCAN_EVERY = 10.0  # safety net for missed wake-ups: look for journals that ch
 MAX_LIVE = 256  # default cap on runs held live at once
 GRACE = 10.0  # default grace period for running steps when the worker stops
 FLOW_RETRY = 30.0  # how soon to retry a run whose flow file does not import
-# Timers on time (issue 16): a step due at T has its attempt recorded (and fsynced) from
-# T - ARM_AHEAD and its body started at T; an evicted run is loaded and replayed from
-# T - LOAD_AHEAD, so that neither the disk nor the replay is what the step waits for.
-ARM_AHEAD = 0.02
-LOAD_AHEAD = 0.1
 DEFAULT_PARALLELISM = 64
 
 
