@@ -19,7 +19,7 @@ import pytest
 from rich.console import Console
 from rich.table import Table
 
-from wfl import journal, records
+from wfl import frames, journal, records
 from wfl.bigtable import BIG, BigTable, cell, print_fast
 from wfl.clock import iso, utc_text
 
@@ -156,14 +156,14 @@ def test_reading_all_frames_at_once_agrees_with_reading_each_frame() -> None:
         if trial % 3 == 0 and payloads:
             payloads.insert(rng.randrange(len(payloads)), rng.choice(odd_payloads))
         data = journal.MAGIC + b"".join(
-            journal._FRAME.pack(len(p), zlib.crc32(p)) + p for p in payloads
+            frames._FRAME.pack(len(p), zlib.crc32(p)) + p for p in payloads
         )
         if trial % 4 == 1 and len(data) > 9:
             data = data[: rng.randrange(9, len(data))]  # a torn tail
         if trial % 5 == 2 and len(data) > 9:
             i = rng.randrange(9, len(data))
             data = data[:i] + bytes([data[i] ^ 0x41]) + data[i + 1 :]  # a flipped byte
-        assert _outcome(journal.parse, data) == _outcome(journal._parse_frame_by_frame, data)
+        assert _outcome(journal.parse, data) == _outcome(frames._parse_frame_by_frame, data)
 
 
 def test_a_small_table_too_wide_for_the_console_is_left_to_rich() -> None:
