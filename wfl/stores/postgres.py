@@ -290,20 +290,28 @@ class PostgresStore(KeysAndSchedules):
             records.append(record)
         return records, None
 
+    def _locked_history(
+        self, conn: psycopg.Connection[Any], run_id: str
+    ) -> tuple[list[Record], Any]:
+        """The run's records (and their rows), its summary row locked FOR UPDATE for the rest
+        of the transaction, so update() and delete() of this run wait for each other."""
+        row = conn.execute(
+            "SELECT seq FROM wfl_runs WHERE id = %s FOR UPDATE", (run_id,)
+        ).fetchone()
+        if row is None:
+            raise RunNotFound(run_id)
+        rows = conn.execute(
+            "SELECT seq, data FROM wfl_records WHERE run_id = %s ORDER BY seq", (run_id,)
+        ).fetchall()
+        existing, damage = self._decode(run_id, rows)
+        if damage is not None:
+            raise damage
+        return existing, rows
+
     def update(self, run_id: str, decide: Callable[[list[Record]], list[Record]]) -> list[Record]:
         check_id(run_id)
         with self.session() as conn, conn.transaction():
-            row = conn.execute(
-                "SELECT seq FROM wfl_runs WHERE id = %s FOR UPDATE", (run_id,)
-            ).fetchone()
-            if row is None:
-                raise RunNotFound(run_id)
-            rows = conn.execute(
-                "SELECT seq, data FROM wfl_records WHERE run_id = %s ORDER BY seq", (run_id,)
-            ).fetchall()
-            existing, damage = self._decode(run_id, rows)
-            if damage is not None:
-                raise damage
+            existing, rows = self._locked_history(conn, run_id)
             new = decide(existing)
             if new:
                 data = [journal.encode(r) for r in new]
@@ -317,18 +325,7 @@ class PostgresStore(KeysAndSchedules):
         check_id(run_id)
         with self.session() as conn, conn.transaction():
             if check is not None:  # decided under the row lock that update() takes too
-                row = conn.execute(
-                    "SELECT seq FROM wfl_runs WHERE id = %s FOR UPDATE", (run_id,)
-                ).fetchone()
-                if row is None:
-                    raise RunNotFound(run_id)
-                rows = conn.execute(
-                    "SELECT seq, data FROM wfl_records WHERE run_id = %s ORDER BY seq", (run_id,)
-                ).fetchall()
-                existing, damage = self._decode(run_id, rows)
-                if damage is not None:
-                    raise damage
-                check(existing)
+                check(self._locked_history(conn, run_id)[0])
             conn.execute("DELETE FROM wfl_records WHERE run_id = %s", (run_id,))
             conn.execute("DELETE FROM wfl_runs WHERE id = %s", (run_id,))
             conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, run_id))
