@@ -9,6 +9,8 @@ from typing import Annotated, Any
 import typer
 
 from . import jsonout
+from .cli_options import DirOption, StoreOption
+from .cli_schedule import schedule_app
 from .client import Client
 from .entry import (
     describe_os_error,
@@ -29,18 +31,6 @@ app = typer.Typer(
     rich_markup_mode=None,
 )
 
-DirOption = Annotated[
-    Path | None,
-    typer.Option("--dir", help="Journal directory (default: $WFL_DIR, else ./.wfl)."),
-]
-StoreOption = Annotated[
-    str | None,
-    typer.Option(
-        "--store",
-        help="Store: a directory, file:PATH or postgresql://USER@HOST/DB "
-        "(default: $WFL_STORE, else $WFL_DIR, else ./.wfl).",
-    ),
-]
 JsonOption = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
 LogLevelOption = Annotated[
     str,
@@ -289,9 +279,6 @@ def ui(
     from .ui import serve
 
     serve(store, dir, host=host, port=port)
-
-
-from .cli_schedule import schedule_app  # noqa: E402 (it needs DirOption from above)
 
 
 @app.command()

@@ -9,6 +9,7 @@ from typing import Annotated
 
 import typer
 
+from .cli_options import DirOption, StoreOption
 from .client import Client
 from .entry import parse_args
 
@@ -17,18 +18,6 @@ schedule_app = typer.Typer(
     no_args_is_help=True,
 )
 
-DirOption = Annotated[
-    Path | None,
-    typer.Option("--dir", help="Journal directory (default: $WFL_DIR, else ./.wfl)."),
-]
-StoreOption = Annotated[
-    str | None,
-    typer.Option(
-        "--store",
-        help="Store: a directory, file:PATH or postgresql://USER@HOST/DB "
-        "(default: $WFL_STORE, else $WFL_DIR, else ./.wfl).",
-    ),
-]
 NameArg = Annotated[str, typer.Argument(help="schedule name")]
 
 
