@@ -7,7 +7,8 @@
 
 Workloads (numbers as in issue 5; --only takes numbers or names):
   1 throughput  200 workflows x 10 trivial steps, 8 at a time -> steps/s
-  2 long        one workflow of N sequential steps, N = 100, 1000, 10000 -> ms/step
+  2 long        one workflow of N sequential steps, N = 100, 2000, 6000 -> ms/step, and the
+                marginal cost per step from N = 2,000 to 6,000 (start-up and warm-up cancel out)
   3 timer       a step with run_after=0.1/1/10 s, and step.sleep then a step -> lateness of
                 the step body after its recorded due time (median, p99 ms), measured from
                 outside: one idle `wfl worker` process (bench/timers.py)
@@ -60,7 +61,7 @@ Restate is not installed; to add it (see bench/README.md):
 FULL = {
     "workflows": 200,
     "steps": 10,
-    "sizes": [100, 1000, 10000],
+    "sizes": [100, 2000, 6000],
     "reps": 3,
     "timer_reps": 40,
     "timer_stagger": 0.05,
@@ -87,7 +88,7 @@ FULL = {
 QUICK = {
     "workflows": 40,
     "steps": 10,
-    "sizes": [100, 500],
+    "sizes": [100, 200, 500],
     "reps": 1,
     "timer_reps": 6,
     "timer_stagger": 0.05,
@@ -529,6 +530,15 @@ def _med_fields(results: list[dict[str, Any]], keys: list[str]) -> dict[str, Any
     return out
 
 
+def _marginal(a: dict[str, Any] | None, b: dict[str, Any] | None) -> float | None:
+    """ms per step between two run lengths: what one more step costs once a run is going."""
+    if not a or not b or a.get("ms_per_step") is None or b.get("ms_per_step") is None:
+        return None
+    total_a = a["ms_per_step"] * a["n"]
+    total_b = b["ms_per_step"] * b["n"]
+    return float((total_b - total_a) / (b["n"] - a["n"]))
+
+
 def _med_rows(results: list[dict[str, Any]]) -> dict[str, Any]:
     """Median, per N, of the `rows` of several nsteps results."""
     good = [r for r in results if "rows" in r]
@@ -758,6 +768,19 @@ def build_table(bench: Bench) -> Table:
                     better="lower",
                     target="<=0.2",
                     ok=v <= 0.2,
+                )
+            if len(sizes) >= 3:
+                a, b = sizes[-2], sizes[-1]
+                m = _marginal(rows[a], rows[b])
+                pm = {k: _marginal(r.get(a), r.get(b)) for k, r in prow.items()}
+                t.add(
+                    "2",
+                    f"one run: marginal ms/step from N={a:,} to N={b:,}",
+                    m,
+                    pm,
+                    better="lower",
+                    target="<=0.2",
+                    ok=m is not None and m <= 0.2,
                 )
             if len(sizes) >= 2:
                 lo, hi = sizes[0], sizes[-1]

@@ -93,6 +93,12 @@ async def stuck(step: Step) -> str:
 
 
 @workflow.define
+async def stuck_then_more(step: Step) -> list[str]:
+    first = await step.run_action(blocking, {"key": "stuck"})
+    return [first, await step.run_action(count, {"key": "after"})]
+
+
+@workflow.define
 async def parent_of_slow(step: Step) -> Any:
     return await step.run_workflow(slow, {"hours": 5})
 

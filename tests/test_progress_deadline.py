@@ -115,31 +115,51 @@ def test_child_deadline_is_the_sooner_of_its_own_and_its_parents(
     assert child_st.run_state.deadline == pytest.approx(start + 3600)
 
 
+def _past_deadline_with_a_step_in_flight(env: WorkflowTestEnv, flow: object) -> str:
+    """Start `flow` (its first step blocks on pf.gate) with a 60 s deadline; let the deadline
+    pass while that step runs, then let the step finish; return the run id."""
+    run_id = env.start(flow, deadline=60, on_complete=pf.note)
+    worker = Worker(env.client.store, clock=env.clock, listen=False)
+
+    async def scenario() -> None:
+        task = asyncio.create_task(worker.run(until=lambda: bool(pf.completions)))
+        while not pf.entered.is_set():  # the action is running in a step thread
+            await asyncio.sleep(0.001)
+        env.clock.advance(61)
+        worker.activity()
+        while env.status(run_id).state != "failed":  # the end is recorded at the deadline
+            await asyncio.sleep(0.001)
+        assert not pf.completions  # on_complete waits for the step still in flight
+        pf.gate.set()  # now the step finishes: the run drops its result, the journal keeps it
+        await task
+
+    asyncio.run(scenario())
+    return run_id
+
+
 def test_deadline_drops_the_result_of_a_step_in_flight() -> None:
     clock = FakeClock()
     with WorkflowTestEnv(start=clock.now()) as env:
-        run_id = env.start(pf.stuck, deadline=60, on_complete=pf.note)
-        worker = Worker(env.client.store, clock=env.clock, listen=False)
-
-        async def scenario() -> None:
-            task = asyncio.create_task(worker.run(until=lambda: bool(pf.completions)))
-            while not pf.entered.is_set():  # the action is running in a step thread
-                await asyncio.sleep(0.001)
-            env.clock.advance(61)
-            worker.activity()
-            while env.status(run_id).state != "failed":
-                await asyncio.sleep(0.001)
-            pf.gate.set()  # now the step finishes: its result must be dropped
-            await task
-
-        asyncio.run(scenario())
+        run_id = _past_deadline_with_a_step_in_flight(env, pf.stuck)
         st = env.status(run_id)
         assert st.state == "failed"
         assert st.error.startswith("DeadlineExceeded")
         assert [s.state for s in st.steps] == ["canceled"]
-        assert records_of(env, run_id, "done") == []
+        kinds = [r["t"] for r in env.client.store.read(run_id)]
+        assert kinds.index("end") < kinds.index("done") < kinds.index("ocs")
         assert pf.completions[0][1]["kind"] == "failed"
         assert pf.calls["stuck"] == 1
+
+
+def test_restart_keeping_a_step_that_finished_after_the_deadline_uses_its_result() -> None:
+    clock = FakeClock()
+    with WorkflowTestEnv(start=clock.now()) as env:
+        run_id = _past_deadline_with_a_step_in_flight(env, pf.stuck_then_more)
+        assert env.status(run_id).state == "failed"
+        env.client.restart(run_id, from_step=1)
+        env.run_until_idle()
+        assert env.result(run_id) == ["stuck", "after"]
+        assert pf.calls["stuck"] == 1  # not run again, and not "Interrupted"
 
 
 def test_why_names_the_deadline_and_a_passed_one(wfl_env: WorkflowTestEnv) -> None:

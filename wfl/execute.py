@@ -6,6 +6,7 @@ The functions here are RunDriver methods (bound in replay.py), kept apart from r
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import hashlib
 import inspect
@@ -18,6 +19,7 @@ from .errors import (
     DeterminismViolation,
     EventFailed,
     EventTimeout,
+    JournalLimitExceeded,
     NonRetryableError,
     SerializationError,
     StepFailed,
@@ -168,10 +170,12 @@ async def _execute(self: RunDriver, p: Pending) -> None:
             self.host.activity()
     if not self.host.listening:
         self.poll()  # a cancel may have come while the step ran (no datagram to tell us)
-    if self.finished or self.state.end is not None:
-        return  # past its deadline (or evicted) meanwhile: the result is dropped
-    if self.state.cancel_requested:
-        self._record_dropped(p, attempt, ok, value)
+    if self.finished:
+        return
+    if self.state.cancel_requested or self.state.end is not None:
+        # canceled, past its deadline, or out of journal meanwhile: the run drops the outcome
+        with contextlib.suppress(JournalLimitExceeded):  # a full journal cannot keep it
+            self._record_dropped(p, attempt, ok, value)
         return
     if ok:
         self._append(records.done(p.n, attempt, value, self.clock.now()))

@@ -52,8 +52,10 @@ def arm_deadline(self: RunDriver) -> bool:
 
 
 async def _deadline_passed(self: RunDriver) -> None:
-    """End the run failed. Steps in flight finish, but their results are dropped (as on
-    cancel): the end record comes first, and nothing is recorded after it."""
+    """End the run failed. The end record comes first, at the deadline; steps in flight
+    finish and the run drops their outcomes, but the journal keeps them after the end (as on
+    cancel), so that a restart keeping such a step neither runs it again nor takes it for
+    interrupted. The lease is held, and on_complete waits, until they have."""
     if self.closing or self.state.end is not None or self.state.cancel_requested:
         return
     self.closing = True
@@ -66,7 +68,9 @@ async def _deadline_passed(self: RunDriver) -> None:
     if not await self._flush_or_pause():
         return
     self.host.emit("deadline_exceeded", self, detail=error)
-    await self._after_end()
+    await self._await_inflight_attempts()
+    if await self._flush_or_pause():
+        await self._after_end()
 
 
 # -- continue-as-new -----------------------------------------------------------------------

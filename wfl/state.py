@@ -172,9 +172,9 @@ class RunState:
             s.started_at = float(r["at"])
             if "child" in r:
                 s.child_id = r["child"]
-        elif t in ("done", "fail") and self.cancel_requested:
-            # an in-flight step finished after the cancel: the run drops its outcome, but a
-            # restart that keeps the step applies it (the step did run)
+        elif t in ("done", "fail") and (self.cancel_requested or self.end is not None):
+            # an in-flight step finished after the cancel or the deadline: the run drops its
+            # outcome, but a restart that keeps the step applies it (the step did run)
             self.dropped[r["n"]] = r
         elif t == "done":
             s = self.steps[r["n"]]
