@@ -34,6 +34,20 @@ sys.path.append(str(HERE.parent / "tests"))  # pg_cluster only: bench/flows.py w
 
 from pg_cluster import Cluster, find_bin  # noqa: E402
 
+SETUP = """
+import sys
+sys.path.insert(0, {here!r})
+import flows
+from wfl import Client
+from wfl.worker import Worker
+client = Client(store={store!r})
+for _ in range(3):  # warm-up: schema, imports, first-call costs
+    client.start(flows.steps, {{"n": {steps}}})
+Worker(client.store, listen=False).run_sync(once=True)
+for _ in range({workflows}):
+    client.start(flows.steps, {{"n": {steps}}})
+"""
+
 WORKER = """
 import asyncio, os, sys, time
 sys.path.insert(0, {here!r})
@@ -57,49 +71,140 @@ def log(msg: str) -> None:
     print(f"#   {msg}", file=sys.stderr, flush=True)
 
 
-def wfl_round(store: str, procs: int, workflows: int, steps: int, tmp: str) -> dict[str, Any]:
-    """Workload 1 on `store` with `procs` worker processes; steps/s."""
-    import flows
+TICK = os.sysconf("SC_CLK_TCK")
 
-    from wfl import Client
-    from wfl.worker import Worker
 
-    client = Client(store=store)
-    for _ in range(3):  # warm-up: schema, imports, first-call costs
-        client.start(flows.steps, {"n": steps})
-    Worker(client.store, listen=False).run_sync(once=True)
-    ids = [client.start(flows.steps, {"n": steps}) for _ in range(workflows)]
-    barrier = tempfile.mktemp(prefix="wflbench-go-", dir=tmp)
+def cpu_seconds(pids: list[int]) -> dict[int, float]:
+    """user + system CPU of each live process in `pids` (from /proc)."""
+    out = {}
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited
+        out[pid] = (int(fields[11]) + int(fields[12])) / TICK
+    return out
+
+
+def server_pids(cluster: Cluster) -> list[int]:
+    """The postmaster and its children (backends, WAL writer, checkpointer...)."""
+    master = int((cluster.data / "postmaster.pid").read_text().split()[0])
+    pids = [master]
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == master:
+                pids.append(int(stat.parent.name))
+        except (OSError, ValueError, IndexError):
+            continue
+    return pids
+
+
+def server_counts(conn: Any) -> dict[str, float]:
+    """Cluster-wide commits and WAL flushes so far (PostgreSQL 15's cumulative stats)."""
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    commits = conn.execute("SELECT sum(xact_commit) FROM pg_stat_database").fetchone()[0]
+    syncs, records, size = conn.execute(
+        "SELECT wal_sync, wal_records, wal_bytes FROM pg_stat_wal"
+    ).fetchone()
+    return {"commits": float(commits), "wal_syncs": float(syncs), "wal_records": float(records),
+            "wal_bytes": float(size)}  # fmt: skip
+
+
+def wfl_round(
+    cluster: Cluster, store: str, procs: int, args: argparse.Namespace, pythonpath: str | None
+) -> dict[str, Any]:
+    """Workload 1 on `store` with `procs` worker processes of the wfl on `pythonpath` (None:
+    this checkout); steps/s, and per step: commits, WAL flushes, CPU of workers and server."""
+    import psycopg
+
+    env = dict(os.environ)
+    if pythonpath is not None:
+        env["PYTHONPATH"] = pythonpath
+    # cwd: not the checkout (`python -c` puts the working directory ahead of PYTHONPATH)
+    run = {"env": env, "cwd": args.tmp}
+    code = SETUP.format(here=str(HERE), store=store, steps=args.steps, workflows=args.workflows)
+    subprocess.run([sys.executable, "-c", code], check=True, **run)  # type: ignore[call-overload]
+    barrier = tempfile.mktemp(prefix="wflbench-go-", dir=args.tmp)
     # PostgreSQL workers LISTEN (as `wfl worker` does): without it they poll every run
-    # after every step, a query each; on a directory that poll is one fstat
-    listen = store.startswith("postgresql://")
-    code = WORKER.format(here=str(HERE), store=store, barrier=barrier, listen=listen)
+    # after every step, a query each
+    code = WORKER.format(here=str(HERE), store=store, barrier=barrier, listen=True)
     children = [
-        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, **run)
         for _ in range(procs)
     ]
     for c in children:
         assert c.stdout is not None
         c.stdout.readline()  # "ready"
-    t0 = time.perf_counter()
-    Path(barrier).touch()
-    # the workers serve until every run has completed (a summary query every 10 ms)
-    deadline = t0 + 600
-    while len(client.list(state="completed")) < workflows + 3:
-        if time.perf_counter() > deadline:
-            raise RuntimeError("timed out")
-        time.sleep(0.01)
-    dt = time.perf_counter() - t0
-    for c in children:
-        c.terminate()
-    for c in children:
-        c.wait(timeout=60)
-    os.unlink(barrier)
-    bad = [r for r in ids if client.status(r).state != "completed"]
-    client.store.close()
-    if bad:
-        raise RuntimeError(f"{len(bad)} runs did not complete")
-    return {"procs": procs, "seconds": dt, "steps_per_s": workflows * steps / dt}
+    total = args.workflows + 3
+    # the clock's own probe: one count over the summary rows every 10 ms (cheap: the
+    # harness must not take CPU from what it measures on 2 cores)
+    with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
+        if store.startswith("postgresql://"):
+            probe = psycopg.connect(store, autocommit=True)
+            sql = "SELECT count(*) FROM wfl_runs WHERE state = 'completed'"
+
+            def completed() -> int:
+                return int(probe.execute(sql).fetchone()[0])  # type: ignore[index]
+        else:
+            from wfl import Client
+
+            client = Client(store=store)
+
+            def completed() -> int:
+                return len(client.list(state="completed"))
+
+        if args.statements:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+            conn.execute("SELECT pg_stat_statements_reset()")
+        before = server_counts(conn)
+        spids = server_pids(cluster)
+        wpids = [c.pid for c in children]
+        cpu0 = cpu_seconds(spids + wpids)
+        t0 = time.perf_counter()
+        Path(barrier).touch()
+        spies = [
+            subprocess.Popen(["py-spy", "record", "-p", str(pid), "-d", str(args.profile),
+                              "-r", "250", "-f", "raw", "--nonblocking", "--gil", "-o",
+                              f"{args.tmp}/wflbench-prof-{procs}-{i}.txt"],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for i, pid in enumerate(wpids) if args.profile
+        ]  # fmt: skip
+        deadline = t0 + 600
+        while completed() < total:
+            if time.perf_counter() > deadline:
+                raise RuntimeError("timed out")
+            time.sleep(0.01)
+        dt = time.perf_counter() - t0
+        for spy in spies:
+            spy.wait()
+        cpu1 = cpu_seconds(server_pids(cluster) + wpids)
+        for c in children:
+            c.terminate()
+        for c in children:
+            c.wait(timeout=60)
+        os.unlink(barrier)
+        time.sleep(0.6)  # exited backends have flushed their statistics
+        after = server_counts(conn)
+        if args.statements:
+            top = conn.execute(
+                "SELECT calls, total_exec_time, left(regexp_replace(query, '\\s+', ' ', 'g'), 90) "
+                "FROM pg_stat_statements ORDER BY calls DESC LIMIT 12"
+            ).fetchall()
+            for calls, ms, query in top:
+                log(f"{calls / (args.workflows * args.steps):6.2f}/step {ms:8.0f} ms  {query}")
+        if store.startswith("postgresql://"):
+            if completed() != total:
+                raise RuntimeError("runs were not completed")
+            probe.close()
+    n = args.workflows * args.steps
+    used = {pid: cpu1[pid] - cpu0.get(pid, 0.0) for pid in cpu1}
+    return {"procs": procs, "seconds": dt, "steps_per_s": n / dt,
+            "commits_per_step": (after["commits"] - before["commits"]) / n,
+            "wal_syncs_per_step": (after["wal_syncs"] - before["wal_syncs"]) / n,
+            "wal_bytes_per_step": (after["wal_bytes"] - before["wal_bytes"]) / n,
+            "worker_cpu_ms_per_step": 1000 * sum(used.get(p, 0.0) for p in wpids) / n,
+            "server_cpu_ms_per_step": 1000 * sum(v for p, v in used.items()
+                                                 if p not in wpids) / n}  # fmt: skip
 
 
 def fresh_schema(cluster: Cluster, db: str, name: str) -> str:
@@ -127,6 +232,19 @@ def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
 
+def baseline_tree(rev: str, tmp: str) -> str:
+    """A git worktree of `rev` (removed at exit), to put first on the workers' PYTHONPATH."""
+    import atexit
+
+    where = tempfile.mkdtemp(prefix="wflbench-base-", dir=tmp)
+    repo = str(HERE.parent)
+    subprocess.run(["git", "-C", repo, "worktree", "add", "-q", "--detach", where, rev],
+                   check=True)  # fmt: skip
+    atexit.register(subprocess.run, ["git", "-C", repo, "worktree", "remove", "--force", where],
+                    check=False)  # fmt: skip
+    return where
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--reps", type=int, default=3)
@@ -135,6 +253,25 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--no-dbos", action="store_true")
     ap.add_argument("--no-files", action="store_true")
+    ap.add_argument("--baseline", metavar="REV", help="also measure wfl at REV (alternating)")
+    ap.add_argument(
+        "--profile",
+        type=int,
+        metavar="S",
+        help="py-spy the workers for their first S seconds (raw stacks in --tmp)",
+    )
+    ap.add_argument(
+        "--statements",
+        action="store_true",
+        help="print each round's top statements (pg_stat_statements)",
+    )
+    ap.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a server setting (e.g. synchronous_commit=off: what it would give)",
+    )
     ap.add_argument("--quick", action="store_true", help="40 runs, one repetition")
     ap.add_argument("--tmp", default="/tmp")
     args = ap.parse_args()
@@ -144,8 +281,14 @@ def main() -> None:
     bindir = find_bin()
     if bindir is None:
         raise SystemExit("PostgreSQL server binaries not found (apt-get install postgresql)")
-    cluster = Cluster(bindir, fsync=True)
-    results: dict[str, list[float]] = {}
+    variants: list[tuple[str, str | None]] = [("wfl", None)]
+    if args.baseline:
+        variants.append((f"base({args.baseline})", baseline_tree(args.baseline, args.tmp)))
+    extra = " ".join(f"-c {o}" for o in args.setting)
+    if args.statements:
+        extra += " -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track=all"
+    cluster = Cluster(bindir, fsync=True, options=extra)
+    results: dict[str, list[dict[str, Any]]] = {}
     try:
         cluster.init()
         db = "wflbench"
@@ -154,45 +297,60 @@ def main() -> None:
         n = 0
         for rep in range(args.reps):
             for p in procs:
-                n += 1
-                r = wfl_round(fresh_schema(cluster, db, f"r{n}"), p, args.workflows,
-                              args.steps, args.tmp)  # fmt: skip
-                results.setdefault(f"wfl_pg_{p}", []).append(r["steps_per_s"])
-                log(f"rep {rep + 1}: wfl on PostgreSQL, {p} processes: {r['steps_per_s']:.0f}")
+                for name, path in variants if rep % 2 == 0 else variants[::-1]:
+                    n += 1
+                    store = fresh_schema(cluster, db, f"r{n}")
+                    r = wfl_round(cluster, store, p, args, path)
+                    results.setdefault(f"{name} pg {p}", []).append(r)
+                    log(f"rep {rep + 1}: {name} on PostgreSQL, {p} processes: " + brief(r))
             if not args.no_files:
                 for p in procs[:2]:
                     d = tempfile.mkdtemp(prefix="wflbench-files-", dir=args.tmp)
-                    r = wfl_round(d, p, args.workflows, args.steps, args.tmp)
+                    r = wfl_round(cluster, d, p, args, None)
                     subprocess.run(["rm", "-rf", d], check=False)
-                    results.setdefault(f"wfl_files_{p}", []).append(r["steps_per_s"])
-                    log(f"rep {rep + 1}: wfl on a directory, {p} procs: {r['steps_per_s']:.0f}")
+                    results.setdefault(f"wfl dir {p}", []).append(r)
+                    log(f"rep {rep + 1}: wfl on a directory, {p} processes: " + brief(r))
             if not args.no_dbos:
                 d = dbos_round(cluster, rep, args)
                 if "error" in d:
                     log(f"rep {rep + 1}: DBOS failed: {d['error']}")
                 else:
-                    results.setdefault("dbos_pg", []).append(d["steps_per_s"])
+                    results.setdefault("DBOS pg", []).append(d)
                     log(f"rep {rep + 1}: DBOS on PostgreSQL: {d['steps_per_s']:.0f}")
     finally:
         cluster.destroy()
-    med = {k: median(v) for k, v in results.items()}
-    dbos = med.get("dbos_pg")
-    one = med.get("wfl_pg_1")
-    print(f"\nworkload 1: {args.workflows} runs x {args.steps} steps, 8 at a time; "
-          f"medians of {args.reps} (steps/s)")  # fmt: skip
-    print(f"{'':44}{'steps/s':>9}{'vs DBOS':>9}{'vs 1 proc':>10}")
-    for key in sorted(med, key=lambda k: (not k.startswith("wfl_pg"), k)):
-        v = med[key]
-        if v is None:
-            continue
-        label = {"dbos_pg": "DBOS on PostgreSQL (queue, concurrency 8)"}.get(key, "")
-        if key.startswith("wfl_pg_"):
-            label = f"wfl on PostgreSQL, {key.rsplit('_', 1)[1]} worker process(es)"
-        elif key.startswith("wfl_files_"):
-            label = f"wfl on a directory, {key.rsplit('_', 1)[1]} worker process(es)"
-        vs_dbos = f"{v / dbos:.1f}x" if dbos and key != "dbos_pg" else ""
-        vs_one = f"{v / one:.2f}x" if one and key.startswith("wfl_pg_") else ""
-        print(f"{label:44}{v:9.0f}{vs_dbos:>9}{vs_one:>10}")
+    report(results, args)
+
+
+COLUMNS = [("steps_per_s", "steps/s", "{:.0f}"), ("commits_per_step", "commits", "{:.2f}"),
+           ("wal_syncs_per_step", "flushes", "{:.2f}"),
+           ("worker_cpu_ms_per_step", "wkr ms", "{:.2f}"),
+           ("server_cpu_ms_per_step", "srv ms", "{:.2f}")]  # fmt: skip
+
+
+def brief(r: dict[str, Any]) -> str:
+    return "  ".join(f"{head} {fmt.format(r[k])}" for k, head, fmt in COLUMNS if k in r)
+
+
+def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> None:
+    med = {
+        name: {k: median([r[k] for r in rs if k in r]) for k, _, _ in COLUMNS}
+        for name, rs in results.items()
+    }
+    dbos = med.get("DBOS pg", {}).get("steps_per_s")
+    print(f"\nworkload 1: {args.workflows} runs x {args.steps} steps, 8 at a time; medians of "
+          f"{args.reps}; per step: commits and WAL flushes (whole server), CPU ms of the "
+          "worker processes and of the server")  # fmt: skip
+    print(f"{'':22}" + "".join(f"{head:>9}" for _, head, _ in COLUMNS) + f"{'vs DBOS':>9}"
+          f"{'vs 1 proc':>10}")  # fmt: skip
+    for name, m in med.items():
+        cells = "".join(f"{fmt.format(m[k]) if m[k] is not None else '':>9}"
+                        for k, _, fmt in COLUMNS)  # fmt: skip
+        v = m["steps_per_s"] or 0.0
+        vs_dbos = f"{v / dbos:.1f}x" if dbos and name != "DBOS pg" else ""
+        one = med.get(name.rsplit(" ", 1)[0] + " 1", {}).get("steps_per_s")
+        vs_one = f"{v / one:.2f}x" if one and " pg " in name else ""
+        print(f"{name:22}{cells}{vs_dbos:>9}{vs_one:>10}")
     print("JSON " + json.dumps({"medians": med, "all": results, "reps": args.reps,
                                 "workflows": args.workflows, "steps": args.steps}))  # fmt: skip
 

@@ -38,9 +38,10 @@ def free_port() -> int:
 class Cluster:
     """One server; `url(db)` gives a libpq URL for a database on it."""
 
-    def __init__(self, bindir: Path, *, fsync: bool = False) -> None:
+    def __init__(self, bindir: Path, *, fsync: bool = False, options: str = "") -> None:
         self.bindir = bindir
         self.fsync = fsync
+        self.options = options  # more server settings: "-c name=value ..."
         self.dir = Path(tempfile.mkdtemp(prefix="wfl-pg-"))
         self.data = self.dir / "data"
         self.port = free_port()
@@ -62,7 +63,7 @@ class Cluster:
     def start(self) -> None:
         opts = (
             f"-p {self.port} -c listen_addresses=127.0.0.1 -k {self.dir} "
-            f"-c fsync={'on' if self.fsync else 'off'} -c max_connections=200"
+            f"-c fsync={'on' if self.fsync else 'off'} -c max_connections=200 {self.options}"
         )
         self._run("pg_ctl", "-D", str(self.data), "-o", opts, "-l", str(self.dir / "log"),
                   "-w", "-t", "60", "start")  # fmt: skip

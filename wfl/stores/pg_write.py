@@ -19,6 +19,108 @@ if TYPE_CHECKING:
 HEADER = len(journal.MAGIC)
 
 
+# One statement writes a whole batch of appends (one per run): it moves each run's summary row
+# from the `seq` its writer last saw to the new one and inserts the records of the runs whose
+# row moved. A run that others appended to meanwhile (a cancel, an event...) keeps its row and
+# gets no records: its append is redone the careful way (_Append.check). Autocommitted on its
+# own, the statement is one round trip, one transaction and one WAL flush for every run; the
+# same text each time, so psycopg prepares it once per connection.
+BATCH = (
+    "WITH a AS (SELECT * FROM unnest(%s::text[], %s::int[], %s::int[], %s::bigint[], "
+    "%s::float8[], %s::float8[], %s::text[], %s::text[], %s::float8[], %s::bytea[]) "
+    "AS a(id, old, seq, size, created_at, updated_at, state, workflow, wake_at, summary)), "
+    "r AS (UPDATE wfl_runs w SET seq = a.seq, size = a.size, created_at = a.created_at, "
+    "updated_at = a.updated_at, state = a.state, workflow = a.workflow, wake_at = a.wake_at, "
+    "summary = a.summary, changed = nextval('wfl_change_seq') "
+    "FROM a WHERE w.id = a.id AND w.seq = a.old RETURNING w.id), "
+    "i AS (INSERT INTO wfl_records (run_id, seq, data) "
+    "SELECT u.id, u.seq, u.data FROM unnest(%s::text[], %s::int[], %s::bytea[]) "
+    "AS u(id, seq, data) WHERE u.id IN (SELECT id FROM r)) "
+    "SELECT id FROM r"
+)
+
+
+def group_commit(store: PostgresStore, requests: list[_Append]) -> None:
+    """Queue `requests`; whichever thread gets the session writes everything queued by then
+    (its own and other threads'), so appends waiting on a commit share the next one."""
+    with store._queue_lock:
+        store._queue.extend(requests)
+    try:
+        with store.session() as conn:
+            if not all(r.done for r in requests):
+                with store._queue_lock:
+                    batch, store._queue = store._queue, []
+                _write(store, conn, batch)
+    except BaseException as exc:
+        with store._queue_lock:  # not written: nobody else may write them later
+            store._queue = [r for r in store._queue if all(r is not q for q in requests)]
+        for request in requests:
+            if not request.done:
+                request.fail(exc)
+        raise
+
+
+def _write(store: PostgresStore, conn: psycopg.Connection[Any], batch: list[_Append]) -> None:
+    pending = []
+    for request in batch:
+        w = request.writer
+        if w.generation != store.generation or store._leases.get(w.run_id) != w.generation:
+            request.fail(LeaseLost(f"run {w.run_id}: this worker's lease ended"))
+        elif w.broken:
+            request.fail(LeaseLost(f"run {w.run_id}: reload it (an earlier write failed)"))
+        else:
+            pending.append(request)
+    try:
+        while pending:
+            # one append per run and statement (a driver has one append in flight; a second
+            # one to the same run waits for the next round)
+            first: dict[str, _Append] = {}
+            later = []
+            for request in pending:
+                if request.writer.run_id in first:
+                    later.append(request)
+                else:
+                    first[request.writer.run_id] = request
+            for request in first.values():
+                request.writer.broken = True  # until the commit says otherwise
+                request.prepare()
+            written = write_batch(conn, list(first.values()))
+            missed = []
+            for run_id, request in first.items():
+                if run_id in written:
+                    request.succeed()
+                else:
+                    missed.append(request)
+            if missed:  # others appended to these runs meanwhile: the careful way
+                missed.sort(key=lambda r: r.writer.run_id)  # one lock order: no deadlocks
+                with conn.transaction():
+                    for request in missed:
+                        request.check(conn)
+                for request in missed:
+                    request.succeed()
+            pending = later
+    except BaseException as exc:
+        for request in batch:
+            if not request.done:
+                request.fail(exc)
+        raise
+
+
+def write_batch(conn: psycopg.Connection[Any], batch: list[_Append]) -> set[str]:
+    """Write `batch` (appends to distinct runs, prepared) in one autocommitted statement;
+    the ids of the runs it wrote."""
+    columns: list[list[Any]] = [[] for _ in range(13)]
+    for request in batch:
+        w = request.writer
+        row = (w.run_id, w.seq, request._seq, request._size, *request.values)
+        for column, value in zip(columns, row, strict=False):
+            column.append(value)
+        columns[10].extend([w.run_id] * len(request.data))
+        columns[11].extend(range(w.seq, request._seq))
+        columns[12].extend(request.data)
+    return {row[0] for row in conn.execute(BATCH, columns).fetchall()}
+
+
 class _Append:
     """One writer's records, waiting for (or part of) a group commit."""
 
@@ -30,33 +132,18 @@ class _Append:
         self.foreign: list[Record] = []
         self._seq = 0
         self._size = 0
-        self._cursor: psycopg.Cursor[Any] | None = None
+        self.values: tuple[Any, ...] = ()
 
-    def send(self, conn: psycopg.Connection[Any]) -> None:
-        """(Pipelined, inside the batch's transaction) the common case in one statement: no
-        one else appended since this writer last looked, so the run's row still has our
-        `seq`: insert the records and update the summary row together. `check` tells."""
+    def prepare(self) -> None:
+        """The common case: no one else appended since this writer last looked, so the run's
+        row still has our `seq`. Apply the records to the writer's state (the summary row's
+        new values); write_batch() tells whether that case held."""
         w = self.writer
         for data in self.data:
             w.state.apply(journal.decode(data))
         self._seq = w.seq + len(self.data)
         self._size = w.known_size + journal_size(self.data) - HEADER
-        values = summary_values(w.state)
-        self._cursor = conn.cursor()
-        self._cursor.execute(
-            "WITH r AS (UPDATE wfl_runs SET seq = %s, size = %s, created_at = %s, "
-            "updated_at = %s, state = %s, workflow = %s, wake_at = %s, summary = %s, "
-            "changed = nextval('wfl_change_seq') WHERE id = %s AND seq = %s RETURNING id) "
-            "INSERT INTO wfl_records (run_id, seq, data) "
-            "SELECT r.id, u.seq, u.data FROM r, unnest(%s::int[], %s::bytea[]) AS u(seq, data)",
-            (self._seq, self._size, *values, w.run_id, w.seq,
-             list(range(w.seq, self._seq)), self.data),
-        )  # fmt: skip
-
-    def sent(self) -> bool:
-        """Whether send() wrote the records (else others had appended: see check())."""
-        assert self._cursor is not None
-        return self._cursor.rowcount == len(self.data)
+        self.values = summary_values(w.state)
 
     def check(self, conn: psycopg.Connection[Any]) -> None:
         """Others appended meanwhile (a cancel, an event...), so send() wrote nothing: lock

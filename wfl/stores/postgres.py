@@ -18,7 +18,7 @@ import asyncio
 import hashlib
 import os
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +42,7 @@ from wfl.stores.pg_write import (
     HEADER,
     PgWriter,
     _Append,
+    group_commit,
     insert_records,
     journal_size,
     save_summary,
@@ -51,6 +52,7 @@ if TYPE_CHECKING:
     import psycopg
 
     from wfl.index import RunSummary
+    from wfl.stores.base import RunWriter
 
 CHANNEL = "wfl"  # news: new runs, cancels, events, children's ends, deletions, schedules
 WORKER_APP = "wfl-worker"
@@ -437,45 +439,40 @@ class PostgresStore(KeysAndSchedules):
     # -- group commit -----------------------------------------------------------------------
 
     def commit_append(self, request: _Append) -> list[Record]:
-        with self._queue_lock:
-            self._queue.append(request)
-        with self.session() as conn:
-            if not request.done:
-                with self._queue_lock:
-                    batch, self._queue = self._queue, []
-                self._write(conn, batch)
+        group_commit(self, [request])
         return request.outcome()
 
-    def _write(self, conn: psycopg.Connection[Any], batch: list[_Append]) -> None:
-        live = []
-        for request in batch:
-            w = request.writer
-            if w.generation != self.generation or self._leases.get(w.run_id) != w.generation:
-                request.fail(LeaseLost(f"run {w.run_id}: this worker's lease ended"))
-            elif w.broken:
-                request.fail(LeaseLost(f"run {w.run_id}: reload it (an earlier write failed)"))
-            else:
-                live.append(request)
-        live.sort(key=lambda r: r.writer.run_id)  # one lock order: no deadlocks
-        for request in live:
-            request.writer.broken = True  # until the commit says otherwise
+    def append_many(
+        self, batches: Sequence[tuple[RunWriter, bytes]]
+    ) -> list[list[Record] | BaseException]:
+        """Append each writer's framed records durably, all in one group commit (one
+        statement for every run, see pg_write.write_batch); per batch the records others
+        appended before it, or the exception it met."""
+        out: list[list[Record] | BaseException] = []
+        requests: list[_Append] = []
+        for writer, payload in batches:
+            assert isinstance(writer, PgWriter)  # the store's own writers
+            if writer.seq < 0:
+                out.append(RuntimeError("read_all() must come before append()"))
+                continue
+            request = _Append(writer, journal.payloads(payload))
+            requests.append(request)
+            out.append([])
         try:
-            # pipelined, BEGIN and COMMIT included: the whole batch costs one round trip
-            # and one WAL flush
-            with conn.pipeline(), conn.transaction():
-                for request in live:
-                    request.send(conn)
-            missed = [request for request in live if not request.sent()]
-            if missed:  # others appended to these runs meanwhile: the careful way
-                with conn.transaction():
-                    for request in missed:
-                        request.check(conn)
+            group_commit(self, [r for r in requests if r.data])
         except BaseException as exc:
-            for request in live:
-                request.fail(exc)
-            raise
-        for request in live:
-            request.succeed()
+            if not isinstance(exc, Exception):
+                raise
+        it = iter(requests)
+        for i, item in enumerate(out):
+            if isinstance(item, BaseException):
+                continue
+            request = next(it)
+            try:
+                out[i] = request.outcome() if request.data else request.writer.poll()
+            except Exception as exc:
+                out[i] = exc
+        return out
 
 
 class PgLease:

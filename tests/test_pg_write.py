@@ -1,0 +1,153 @@
+"""PostgreSQL's write path (wfl/stores/pg_write.py): a batch of appends to many runs is one
+statement and one transaction; a run that others appended to meanwhile is written the careful
+way, after their records; `append_many` (the worker's group commit across runs) reports each
+run's outcome on its own."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from wfl import journal, records
+from wfl.errors import LeaseLost
+from wfl.index import RunSummary
+from wfl.records import Record
+from wfl.state import RunState
+from wfl.stores.postgres import PostgresStore
+
+
+def _new_run(store: PostgresStore, n: int) -> str:
+    def make(run_id: str) -> list[Record]:
+        return [
+            records.run(
+                run_id=run_id,
+                workflow=f"w{n}",
+                flow="/nowhere.py",
+                flow_sha="",
+                args={},
+                created_at=1000.0 + n,
+                version=1,
+                on_complete=None,
+                context=None,
+                parent=None,
+            ),
+            records.sched(0, "action", "a", {}, 1000.0, 1000.0),
+        ]
+
+    return store.create_run(make)
+
+
+def _frames(*rs: Record) -> bytes:
+    return b"".join(journal.frame(r) for r in rs)
+
+
+def _xmins(url: str, run_ids: list[str], seq: int) -> set[Any]:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        rows = conn.execute(
+            "SELECT xmin::text FROM wfl_records WHERE run_id = ANY(%s) AND seq = %s",
+            (run_ids, seq),
+        ).fetchall()
+    assert len(rows) == len(run_ids)
+    return {r[0] for r in rows}
+
+
+def _summaries_agree(store: PostgresStore) -> None:
+    """Each run's summary row says what its records say."""
+    for summary in store.summaries():
+        want = RunSummary.of(RunState.from_records(store.read(summary.id)))
+        assert summary.to_record() == want.to_record()
+
+
+@pytest.fixture
+def store(pg_url: str) -> Any:
+    s = PostgresStore(pg_url)
+    yield s
+    s.close()
+
+
+def test_append_many_writes_every_run_in_one_transaction(store: PostgresStore, pg_url: str) -> None:
+    ids = [_new_run(store, n) for n in range(5)]
+    writers = []
+    for run_id in ids:
+        assert store.try_lease(run_id) is not None
+        w = store.writer(run_id)
+        assert len(w.read_all()) == 2
+        writers.append(w)
+    out = store.append_many([(w, _frames(records.att(0, 1, 1001.0))) for w in writers])
+    assert out == [[] for _ in ids]
+    assert len(_xmins(pg_url, ids, 2)) == 1  # one transaction wrote the five runs' records
+    for run_id in ids:
+        assert store.read(run_id)[-1] == records.att(0, 1, 1001.0)
+    _summaries_agree(store)
+    # and again: the writers' seq moved with the first batch
+    out = store.append_many([(w, _frames(records.done(0, 1, 7, 1002.0))) for w in writers])
+    assert out == [[] for _ in ids]
+    assert all(len(store.read(r)) == 4 for r in ids)
+    _summaries_agree(store)
+
+
+def test_a_run_appended_to_meanwhile_gets_its_records_after_the_others(
+    store: PostgresStore, pg_url: str
+) -> None:
+    ids = [_new_run(store, n) for n in range(3)]
+    writers = []
+    for run_id in ids:
+        store.try_lease(run_id)
+        w = store.writer(run_id)
+        w.read_all()
+        writers.append(w)
+    client = PostgresStore(pg_url)  # another process: a cancel arrives for the middle run
+    try:
+        client.update(ids[1], lambda existing: [records.cancel(1000.5)])
+    finally:
+        client.close()
+    out = store.append_many([(w, _frames(records.att(0, 1, 1001.0))) for w in writers])
+    assert out == [[], [records.cancel(1000.5)], []]
+    middle = store.read(ids[1])
+    assert [r["t"] for r in middle] == ["run", "sched", "cancel", "att"]
+    assert store.summaries()[0].status  # the summary rows still decode
+    # the writer knows the run's new length: the next append goes on after it
+    assert store.append_many([(writers[1], _frames(records.done(0, 1, 1, 1002.0)))]) == [[]]
+    assert [r["t"] for r in store.read(ids[1])] == ["run", "sched", "cancel", "att", "done"]
+    _summaries_agree(store)
+
+
+def test_append_many_reports_a_lost_lease_for_its_run_only(store: PostgresStore) -> None:
+    ids = [_new_run(store, n) for n in range(2)]
+    writers = []
+    for run_id in ids:
+        lease = store.try_lease(run_id)
+        assert lease is not None
+        w = store.writer(run_id)
+        w.read_all()
+        writers.append((w, lease))
+    writers[0][1].release()
+    out = store.append_many([(w, _frames(records.att(0, 1, 1001.0))) for w, _ in writers])
+    assert isinstance(out[0], LeaseLost)
+    assert out[1] == []
+    assert len(store.read(ids[0])) == 2
+    assert len(store.read(ids[1])) == 3
+
+
+def test_two_appends_to_one_run_in_a_batch_land_in_order(store: PostgresStore) -> None:
+    run_id = _new_run(store, 0)
+    store.try_lease(run_id)
+    w = store.writer(run_id)
+    w.read_all()
+    first, second = records.att(0, 1, 1001.0), records.done(0, 1, 5, 1002.0)
+    out = store.append_many([(w, _frames(first)), (w, _frames(second)), (w, b"")])
+    assert out == [[], [], []]
+    assert store.read(run_id)[2:] == [first, second]
+    assert w.size() == len(journal.MAGIC) + sum(
+        journal.FRAME_OVERHEAD + len(journal.encode(r)) for r in store.read(run_id)
+    )
+
+
+def test_append_many_before_read_all_is_refused(store: PostgresStore) -> None:
+    run_id = _new_run(store, 0)
+    store.try_lease(run_id)
+    out = store.append_many([(store.writer(run_id), _frames(records.att(0, 1, 1.0)))])
+    assert isinstance(out[0], RuntimeError)
