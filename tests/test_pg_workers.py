@@ -150,7 +150,7 @@ def test_a_newer_schema_is_refused_with_one_line(pg_url: str, tmp_path: Path) ->
                           env=env, timeout=60)  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1
-    assert "schema version 99, newer than this wfl knows (1): upgrade wfl" in done.stderr
+    assert "schema version 99, newer than this wfl knows (2): upgrade wfl" in done.stderr
 
 
 def test_listing_reads_summaries_not_records(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -200,7 +200,7 @@ def test_an_older_schema_is_migrated_on_first_use(
     with migrated.session() as conn:
         version = conn.execute("SELECT value FROM wfl_meta WHERE key = 'schema'").fetchone()
         probe = conn.execute("SELECT to_regclass('wfl_probe') IS NOT NULL").fetchone()
-    assert version == ("1",)
+    assert version == (str(pg_schema.SCHEMA_VERSION),)
     assert probe == (True,)
     migrated.close()
 

@@ -1,6 +1,7 @@
-"""What workers know about the code they load, left in the journal directory for
-`wfl status RUN --why`: workflows a worker could not load (and why), and workers that keep
-running code older than the files on disk.
+"""What workers know about the code they load, left in the store's notes (Store.notes: files
+in the journal directory, a table in PostgreSQL) for `wfl status RUN --why`: workflows a worker
+could not load (and why), and workers that keep running code older than the files on disk.
+In a directory:
 
   unloadable/<key>   {"flow", "module", "workflow", "reason", "pid", "at"}: one per workflow a
                      worker failed to load; removed when a worker loads it
@@ -22,8 +23,10 @@ from .errors import FlowLoadError
 if TYPE_CHECKING:
     from .manager import WorkflowDef
     from .state import RunState
+    from .stores.base import Notes
 
 UNLOADABLE = "unloadable"
+WORKERS = "workers"
 
 
 def _key(flow: str, workflow: str) -> str:
@@ -52,64 +55,73 @@ def _read(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
+class DirNotes:
+    """Notes as small files in the journal directory (see the module docstring)."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+
+    def get(self, kind: str, key: str) -> dict[str, Any] | None:
+        return _read(self.dir / kind / key)
+
+    def put(self, kind: str, key: str, value: dict[str, Any]) -> None:
+        folder = self.dir / kind
+        if kind == WORKERS and not (folder / key).exists():
+            return  # not listening, or already deregistered: nobody to speak for
+        with contextlib.suppress(OSError):  # a read-only directory: the log still says it
+            folder.mkdir(mode=0o700, exist_ok=True)
+            _write(folder / key, value, tmp_dir=folder)
+
+    def delete(self, kind: str, key: str) -> None:
+        with contextlib.suppress(OSError):
+            (self.dir / kind / key).unlink(missing_ok=True)
+
+    def all(self, kind: str) -> list[dict[str, Any]]:
+        try:
+            names = os.listdir(self.dir / kind)
+        except OSError:
+            return []
+        found = (_read(self.dir / kind / name) for name in names if not name.startswith("."))
+        return [note for note in found if note is not None]
+
+
 def note_unloadable(
-    directory: Path | None, flow: str, module: str, workflow: str, reason: str, at: float
+    notes: Notes | None, flow: str, module: str, workflow: str, reason: str, at: float
 ) -> None:
-    if directory is None:
-        return  # a store without notes (PostgreSQL, for now): the log still says it
-    folder = directory / UNLOADABLE
-    path = folder / _key(flow, workflow)
-    old = _read(path)
+    if notes is None:
+        return  # a store without notes: the log still says it
+    key = _key(flow, workflow)
+    old = notes.get(UNLOADABLE, key)
     if old is not None and old.get("reason") == reason:
         return  # retried every so often: write only what is new
-    with contextlib.suppress(OSError):  # a read-only directory: the log still says it
-        folder.mkdir(mode=0o700, exist_ok=True)
-        value = {"flow": flow, "module": module, "workflow": workflow, "reason": reason,
-                 "pid": os.getpid(), "at": at}  # fmt: skip
-        _write(path, value, tmp_dir=folder)
+    value = {"flow": flow, "module": module, "workflow": workflow, "reason": reason,
+             "pid": os.getpid(), "at": at}  # fmt: skip
+    notes.put(UNLOADABLE, key, value)
 
 
-def clear_unloadable(directory: Path | None, flow: str, workflow: str) -> None:
-    if directory is None:
-        return
-    with contextlib.suppress(OSError):
-        (directory / UNLOADABLE / _key(flow, workflow)).unlink(missing_ok=True)
+def clear_unloadable(notes: Notes | None, flow: str, workflow: str) -> None:
+    if notes is not None:
+        notes.delete(UNLOADABLE, _key(flow, workflow))
 
 
-def unloadable(directory: Path | None, flow: str, workflow: str) -> dict[str, Any] | None:
-    if directory is None:
-        return None
-    return _read(directory / UNLOADABLE / _key(flow, workflow))
+def unloadable(notes: Notes | None, flow: str, workflow: str) -> dict[str, Any] | None:
+    return None if notes is None else notes.get(UNLOADABLE, _key(flow, workflow))
 
 
-def publish_changed(directory: Path | None, token: str, changed: list[str]) -> None:
+def publish_changed(notes: Notes | None, token: str, changed: list[str]) -> None:
     """Say in a live worker's marker which of its loaded files changed since it loaded them."""
-    if directory is None:
-        return
-    marker = directory / "workers" / token
-    if not token or not marker.exists():
-        return  # not listening, or already deregistered: nobody to speak for
-    with contextlib.suppress(OSError):
-        _write(marker, {"pid": os.getpid(), "changed": changed}, tmp_dir=directory)
+    if notes is not None and token:
+        notes.put(WORKERS, token, {"pid": os.getpid(), "changed": changed})
 
 
-def stale_workers(directory: Path | None) -> list[dict[str, Any]]:
-    if directory is None:
-        return []
+def stale_workers(notes: Notes | None) -> list[dict[str, Any]]:
     """Live workers' reports of code changed under them (markers are small, and few)."""
-    found = []
-    try:
-        tokens = os.listdir(directory / "workers")
-    except OSError:
+    if notes is None:
         return []
-    for token in tokens:
-        info = _read(directory / "workers" / token)
-        if info and info.get("changed"):
-            found.append(info)
-    return found
+    return [info for info in notes.all(WORKERS) if info.get("changed")]
 
 
-def load_for_run(directory: Path | None, state: RunState, now: float) -> WorkflowDef:
+def load_for_run(notes: Notes | None, state: RunState, now: float) -> WorkflowDef:
     """A run's workflow (SPEC §7: its module on this process's import path first, then its
     recorded file); a failure is left for `status --why` until some worker loads it."""
     from .loader import load_run_workflow
@@ -117,9 +129,7 @@ def load_for_run(directory: Path | None, state: RunState, now: float) -> Workflo
     try:
         wf = load_run_workflow(state.flow, state.module, state.workflow)
     except FlowLoadError as exc:
-        if directory is not None:
-            note_unloadable(directory, state.flow, state.module, state.workflow, str(exc), now)
+        note_unloadable(notes, state.flow, state.module, state.workflow, str(exc), now)
         raise
-    if directory is not None:
-        clear_unloadable(directory, state.flow, state.workflow)
+    clear_unloadable(notes, state.flow, state.workflow)
     return wf

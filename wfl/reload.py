@@ -41,7 +41,7 @@ async def watch_code(worker: Worker, *, reload: bool) -> bool:
         if changed == announced:
             continue
         announced = changed
-        codestate.publish_changed(worker.store.notes_dir, worker._token, changed)
+        codestate.publish_changed(worker.store.notes, worker._token, changed)
         if not changed:
             continue
         more = f" and {len(changed) - 3} more" if len(changed) > 3 else ""

@@ -41,6 +41,7 @@ from .errors import (
 from .records import Record
 
 if TYPE_CHECKING:
+    from .codestate import DirNotes
     from .index import RunSummary
 
 log = logging.getLogger(__name__)
@@ -98,6 +99,12 @@ class FileStore:
     @property
     def notes_dir(self) -> Path:
         return self.dir
+
+    @property
+    def notes(self) -> DirNotes:
+        from .codestate import DirNotes
+
+        return DirNotes(self.dir)
 
     def close(self) -> None:
         pass  # nothing held between calls

@@ -179,7 +179,7 @@ def explain_run(client: Client, run_id: str) -> str:
     alive = client.store.workers_alive()
     sentence = explain(state, client.clock.now(), leased=client.store.is_leased(run_id),
                        workers_alive=alive)  # fmt: skip
-    return explain_code(client.store.notes_dir, state, sentence)
+    return explain_code(client.store.notes, state, sentence)
 
 
 def readable_records(

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import codestate, importer
 from .clock import iso
 from .state import EXECUTED_KINDS, RunState, StepState
+
+if TYPE_CHECKING:
+    from .stores.base import Notes
 
 
 def explain(state: RunState, now: float, *, leased: bool, workers_alive: bool) -> str:
@@ -124,7 +127,7 @@ def _in(when: float | None, now: float) -> str:
     return f"in {delta:.1f}s"
 
 
-def explain_code(directory: Path | None, state: RunState, sentence: str) -> str:
+def explain_code(notes: Notes | None, state: RunState, sentence: str) -> str:
     """What stands between an unfinished run and its code: a workflow that a worker could not
     load (or whose file is gone), or workers that keep older code than the files on disk.
     Reads only small files: no user code is imported here."""
@@ -132,7 +135,7 @@ def explain_code(directory: Path | None, state: RunState, sentence: str) -> str:
         return sentence
     module = f"module {state.module}, " if state.module else ""
     which = f"workflow {state.workflow!r} ({module}file {state.flow})"
-    note = codestate.unloadable(directory, state.flow, state.workflow)
+    note = codestate.unloadable(notes, state.flow, state.workflow)
     if note is not None:
         sentence = (
             f"a worker that can load its code: the worker cannot load {which}: {note.get('reason')}"
@@ -154,7 +157,7 @@ def explain_code(directory: Path | None, state: RunState, sentence: str) -> str:
             return f"a worker that can load its code: {missing}"
         return f"{sentence}; then a worker that can load its code: {missing}"
     root = importer.import_location(os.path.realpath(state.flow))[0] + os.sep
-    for info in codestate.stale_workers(directory):
+    for info in codestate.stale_workers(notes):
         changed = [f for f in info.get("changed", []) if str(f).startswith(root)]
         if changed:
             return (

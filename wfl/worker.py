@@ -302,7 +302,7 @@ class Worker:
             self._note_wait(state, None)  # finished (by another worker?): off the live table
             return None  # finished, or waits for an event that has not come
         try:
-            wf = codestate.load_for_run(self.store.notes_dir, state, self.clock.now())
+            wf = codestate.load_for_run(self.store.notes, state, self.clock.now())
         except FlowLoadError as exc:
             # A half-saved edit must not kill live runs: the run waits (and is retried) until
             # its code imports again. Only a cancellation is finished without the code.

@@ -19,7 +19,6 @@ Guarantees every implementation gives:
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 from wfl.records import Record
@@ -73,6 +72,24 @@ class Listener(Protocol):
     def close(self) -> None: ...
 
 
+class Notes(Protocol):
+    """Small JSON documents by kind and key, that workers leave for `wfl status --why`
+    (wfl/codestate.py says which). Kind "workers" is keyed by a live worker's listener name
+    (`Store.listen`): a note is written only while that worker listens, and `all` gives only
+    live workers' notes."""
+
+    def get(self, kind: str, key: str) -> dict[str, Any] | None: ...
+
+    def put(self, kind: str, key: str, value: dict[str, Any]) -> None:
+        """Replace the note whole (readers never see half of one); best effort: a store
+        that cannot take it (read-only, unreachable) drops it, the log still says it."""
+        ...
+
+    def delete(self, kind: str, key: str) -> None: ...
+
+    def all(self, kind: str) -> list[dict[str, Any]]: ...
+
+
 class Store(Protocol):
     """A place that holds runs. See the module docstring for what every store guarantees."""
 
@@ -89,9 +106,9 @@ class Store(Protocol):
         ...
 
     @property
-    def notes_dir(self) -> Path | None:
+    def notes(self) -> Notes | None:
         """Where workers leave small notes for `wfl status --why` (code they could not load,
-        code changed under them); None: this store keeps none (PostgreSQL, for now)."""
+        code changed under them); None: this store keeps none."""
         ...
 
     def ensure(self) -> None:

@@ -1,16 +1,18 @@
 """Idempotency keys and schedules in PostgreSQL (SPEC §8), the same contract as the journal
 directory's (wfl/store.py): one run per key across every process and machine (the key row
 and the run are inserted in one transaction, so a key never names a run that cannot appear),
-and schedules read-modified-written under a row lock."""
+and schedules read-modified-written under a row lock. And the workers' notes for `wfl status
+--why` (wfl/codestate.py), which a directory keeps as small files."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, suppress
 from typing import TYPE_CHECKING, Any
 
 from wfl import journal
-from wfl.errors import ScheduleExists, ScheduleNotFound
+from wfl.errors import ScheduleExists, ScheduleNotFound, StoreError
 from wfl.store import SCHEDULES_NEWS, check_schedule_name
 
 if TYPE_CHECKING:
@@ -117,3 +119,51 @@ class KeysAndSchedules:
 
     def notify_schedules(self) -> None:
         self.notify(SCHEDULES_NEWS)
+
+
+class PgNotes:
+    """Notes as rows of wfl_notes (kind, key) -> JSON text. A "workers" note is keyed by the
+    listener's name, pg-<backend pid>: it counts only while that backend is alive (a worker
+    that died leaves its row behind, unread, until a worker with that name writes it)."""
+
+    def __init__(self, store: Any) -> None:
+        self.store = store  # a PostgresStore
+
+    def get(self, kind: str, key: str) -> dict[str, Any] | None:
+        with self.store.reads() as conn:
+            row = conn.execute(
+                "SELECT data FROM wfl_notes WHERE kind = %s AND key = %s", (kind, key)
+            ).fetchone()
+        return _document(row[0]) if row else None
+
+    def put(self, kind: str, key: str, value: dict[str, Any]) -> None:
+        with suppress(StoreError), self.store.session() as conn:  # the log still says it
+            conn.execute(
+                "INSERT INTO wfl_notes (kind, key, data) VALUES (%s, %s, %s) "
+                "ON CONFLICT (kind, key) DO UPDATE SET data = EXCLUDED.data",
+                (kind, key, json.dumps(value)),
+            )
+
+    def delete(self, kind: str, key: str) -> None:
+        with suppress(StoreError), self.store.session() as conn:
+            conn.execute("DELETE FROM wfl_notes WHERE kind = %s AND key = %s", (kind, key))
+
+    def all(self, kind: str) -> list[dict[str, Any]]:
+        sql = "SELECT data FROM wfl_notes WHERE kind = %s"
+        if kind == "workers":  # live workers only: their listeners' backends
+            sql += (
+                " AND key IN (SELECT 'pg-' || pid FROM pg_stat_activity "
+                "WHERE datname = current_database())"
+            )
+        with self.store.reads() as conn:
+            rows = conn.execute(sql + " ORDER BY key", (kind,)).fetchall()
+        found = (_document(r[0]) for r in rows)
+        return [note for note in found if note is not None]
+
+
+def _document(text: str) -> dict[str, Any] | None:
+    try:
+        value = json.loads(text)
+    except ValueError:
+        return None
+    return value if isinstance(value, dict) else None

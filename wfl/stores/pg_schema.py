@@ -10,6 +10,10 @@
                same bytes a journal frame holds
   wfl_keys     idempotency key -> the run holding it (SPEC §8)
   wfl_schedules  schedule name -> its msgpack document (SPEC §8)
+  wfl_notes    (kind, key) -> a JSON document: workers' notes for `wfl status --why`
+
+Versions: 1 the first; 2 adds wfl_notes and drops an index on wake_at that no query used
+(every append updated it).
 
 A newer wfl migrates an older schema (MIGRATIONS, applied in order under a lock); an older
 wfl refuses a newer schema with one line.
@@ -21,7 +25,7 @@ from typing import Any
 
 from wfl.errors import StoreVersionError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 SCHEMA_LOCK = 0x77666C5F736368  # advisory lock key held while creating or migrating
 
 CREATE = """
@@ -40,7 +44,6 @@ CREATE TABLE IF NOT EXISTS wfl_runs (
 CREATE SEQUENCE IF NOT EXISTS wfl_change_seq;
 CREATE INDEX IF NOT EXISTS wfl_runs_changed ON wfl_runs (changed);
 CREATE INDEX IF NOT EXISTS wfl_runs_created ON wfl_runs (created_at DESC);
-CREATE INDEX IF NOT EXISTS wfl_runs_wake ON wfl_runs (wake_at) WHERE wake_at IS NOT NULL;
 CREATE TABLE IF NOT EXISTS wfl_keys (
     key     text PRIMARY KEY,
     run_id  text COLLATE "C" NOT NULL
@@ -48,6 +51,12 @@ CREATE TABLE IF NOT EXISTS wfl_keys (
 CREATE TABLE IF NOT EXISTS wfl_schedules (
     name    text PRIMARY KEY,
     data    bytea NOT NULL
+);
+CREATE TABLE IF NOT EXISTS wfl_notes (
+    kind    text NOT NULL,
+    key     text NOT NULL,
+    data    text NOT NULL,
+    PRIMARY KEY (kind, key)
 );
 CREATE TABLE IF NOT EXISTS wfl_records (
     run_id  text COLLATE "C" NOT NULL,
@@ -58,7 +67,17 @@ CREATE TABLE IF NOT EXISTS wfl_records (
 """
 
 # version -> statements taking a schema of that version to the next one
-MIGRATIONS: dict[int, str] = {}
+MIGRATIONS: dict[int, str] = {
+    1: """
+CREATE TABLE IF NOT EXISTS wfl_notes (
+    kind    text NOT NULL,
+    key     text NOT NULL,
+    data    text NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+DROP INDEX IF EXISTS wfl_runs_wake;
+""",
+}
 
 
 def ensure(conn: Any, where: str) -> None:

@@ -36,7 +36,7 @@ from wfl.records import Record
 from wfl.state import RunState
 from wfl.store import check_id, new_run_id
 from wfl.stores import mask, pg_schema
-from wfl.stores.pg_extras import KeysAndSchedules
+from wfl.stores.pg_extras import KeysAndSchedules, PgNotes
 from wfl.stores.pg_news import PgListener, watch_changes
 from wfl.stores.pg_write import (
     HEADER,
@@ -89,8 +89,8 @@ class PostgresStore(KeysAndSchedules):
     io_threads = 32  # appends waiting on a commit join the next one: bigger group commits
 
     @property
-    def notes_dir(self) -> None:
-        return None  # workers' notes on unloadable code are kept only in a directory
+    def notes(self) -> PgNotes:
+        return PgNotes(self)
 
     def __repr__(self) -> str:
         return f"PostgresStore({self._spec!r})"
