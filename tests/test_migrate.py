@@ -88,3 +88,62 @@ def test_migrate_refuses_unfinished_runs_while_a_worker_serves_the_source(
     finally:
         listening[1].close()
     assert wfl("migrate", "--from", str(source), "--to", str(source)).returncode == 2
+
+
+def test_idempotency_keys_move_with_their_runs_both_ways(tmp_path: Path, pg_url: str) -> None:
+    directory, back = tmp_path / "runs", tmp_path / "back"
+    source = Client(directory)
+    keyed = source.start(flows.three_steps, key="order-42")
+    plain = source.start(flows.three_steps)
+    freed = source.start(flows.three_steps, key="order-7")
+    source.store.free_key("order-7", freed)  # as cleanup leaves it: the key is free again
+
+    moved = wfl("migrate", "--from", str(directory), "--to", pg_url)
+    assert moved.returncode == 0, moved.stderr
+    assert moved.stdout.startswith("copied 3 runs (3 in progress)")
+    assert "; 1 idempotency keys" in moved.stdout
+    target = Client(store=pg_url)
+    assert target.start(flows.three_steps, key="order-42") == keyed  # the key came along
+    assert target.store.run_for_key("order-7") is None
+    assert sorted(target.store.run_ids()) == sorted([keyed, plain, freed])
+
+    home = wfl("migrate", "--from", pg_url, "--to", str(back))
+    assert home.returncode == 0, home.stderr
+    assert "; 1 idempotency keys" in home.stdout
+    assert Client(back).start(flows.three_steps, key="order-42") == keyed
+    assert Client(back).store.run_for_key("order-7") is None
+    assert snapshot(str(back)) == snapshot(str(directory))
+
+
+@pytest.mark.parametrize("to", ["file", "postgresql"])
+def test_a_key_the_target_holds_for_another_run_is_reported(
+    tmp_path: Path, pg_url: str, to: str
+) -> None:
+    directory = tmp_path / "runs"
+    keyed = Client(directory).start(flows.three_steps, key="order-42")
+    target_spec = str(tmp_path / "target") if to == "file" else pg_url
+    other = Client(store=target_spec).start(flows.waits, key="order-42")
+
+    moved = wfl("migrate", "--from", str(directory), "--to", target_spec)
+    assert moved.returncode == 1
+    assert moved.stderr == (
+        f"wfl: {keyed}: copied without its key 'order-42': the target holds it for run {other}\n"
+    )
+    target = Client(store=target_spec)
+    assert target.store.run_for_key("order-42") == other  # untouched
+    assert target.store.read(keyed) == Client(directory).store.read(keyed)  # copied all the same
+
+
+@pytest.mark.parametrize("to", ["file", "postgresql"])
+def test_a_run_already_in_the_target_gets_its_key(tmp_path: Path, pg_url: str, to: str) -> None:
+    directory = tmp_path / "runs"
+    keyed = Client(directory).start(flows.three_steps, key="order-42")
+    target_spec = str(tmp_path / "target") if to == "file" else pg_url
+    assert wfl("migrate", "--from", str(directory), "--to", target_spec).returncode == 0
+    Client(store=target_spec).store.free_key("order-42", keyed)  # as an older wfl copied it
+
+    again = wfl("migrate", "--from", str(directory), "--to", target_spec)
+    assert again.returncode == 0, again.stderr
+    assert "copied 0 runs" in again.stdout
+    assert "1 already there; 1 idempotency keys" in again.stdout
+    assert Client(store=target_spec).store.run_for_key("order-42") == keyed

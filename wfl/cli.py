@@ -299,6 +299,7 @@ def migrate(
     sys.stdout.write(
         f"copied {report.copied} {plural} ({report.in_progress} in progress) from "
         f"{source.spec} to {target.spec}, verified; {report.already} already there"
+        + (f"; {report.keys} idempotency keys" if report.keys else "")
         + (f"; {report.schedules} schedules copied" if report.schedules else "")
         + "\n"
     )

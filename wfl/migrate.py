@@ -4,7 +4,9 @@ Runs are copied record for record (the same msgpack maps), under the same ids, a
 with them (unless --finished); the source is only read. Runs already in the target with the
 same records are counted, not copied again; a run in the target with other records is left
 alone and reported. Unfinished runs are copied only while no worker serves the source (a
-worker could append to a run after its copy). Idempotency keys are not carried over.
+worker could append to a run after its copy). A run's idempotency key moves with it (while
+the source still holds it for that run: cleanup frees keys), unless the target holds the key
+for another run (reported; the run is copied without it).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ class MigrateReport:
     in_progress: int = 0  # of the copied runs
     already: int = 0  # in the target with the same records
     schedules: int = 0  # schedules copied (a schedule is copied unless the name is taken)
+    keys: int = 0  # idempotency keys the target holds for the copied (or already there) runs
     problems: list[str] = field(default_factory=list)  # runs not copied, and why
 
 
@@ -51,7 +54,8 @@ def migrate(source: Store, target: Store, *, finished_only: bool = False) -> Mig
         if unfinished and source.is_leased(run_id):
             report.problems.append(f"{run_id}: not copied: a worker is driving it")
             continue
-        _copy(target, run_id, records, unfinished, report)
+        key = state.key if state.key and source.run_for_key(state.key) == run_id else None
+        _copy(target, run_id, records, unfinished, key, report)
     if not finished_only:  # schedules start runs: they move with the unfinished work
         _copy_schedules(source, target, report)
     return report
@@ -75,11 +79,28 @@ def _copy_schedules(source: Store, target: Store, report: MigrateReport) -> None
 
 
 def _copy(
-    target: Store, run_id: str, records: list[Record], unfinished: bool, report: MigrateReport
+    target: Store,
+    run_id: str,
+    records: list[Record],
+    unfinished: bool,
+    key: str | None,
+    report: MigrateReport,
 ) -> None:
     existed = target.exists(run_id)
-    if not existed:
-        target.create_run(lambda _id: records, run_id=run_id)
+    holder = target.run_for_key(key) if key is not None else None
+    if key is not None and holder not in (None, run_id):
+        report.problems.append(
+            f"{run_id}: copied without its key {key!r}: the target holds it for run {holder}"
+        )
+        key = None
+    if not existed or (key is not None and holder is None):
+        created = target.create_run(lambda _id: records, run_id=run_id, key=key)
+        if created != run_id:  # another run took the key meanwhile
+            report.problems.append(
+                f"{run_id}: copied without its key {key!r}: the target holds it for run {created}"
+            )
+            key = None
+            target.create_run(lambda _id: records, run_id=run_id)
     try:
         copied = target.read(run_id)
     except (RunNotFound, JournalCorrupt) as exc:
@@ -89,6 +110,11 @@ def _copy(
         why = "already there with other records" if existed else "the copy differs"
         report.problems.append(f"{run_id}: {why}; left as it is in the target")
         return
+    if key is not None:
+        if target.run_for_key(key) != run_id:
+            report.problems.append(f"{run_id}: its key {key!r} does not read back")
+            return
+        report.keys += 1
     if existed:
         report.already += 1
         return

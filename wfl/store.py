@@ -143,7 +143,7 @@ class FileStore:
         create nothing and return that run's id."""
         self.ensure()
         if key is not None:
-            return self._create_keyed(make_records, key)
+            return self._create_keyed(make_records, key, run_id)
         if run_id is not None:
             try:
                 journal.create(self.journal_path(run_id), make_records(run_id))
@@ -188,7 +188,11 @@ class FileStore:
         owner = self.key_owner(key)
         return owner if owner is not None and self._settle(owner) else None
 
-    def _create_keyed(self, make_records: Callable[[str], list[Record]], key: str) -> str:
+    def _create_keyed(
+        self, make_records: Callable[[str], list[Record]], key: str, fixed: str | None = None
+    ) -> str:
+        """`fixed`: the run's id (wfl migrate: a run and its key move together; a run that
+        is there already gets the key)."""
         keys = self.dir / "keys"
         path = self.key_path(key)
         for _ in range(100):
@@ -198,9 +202,12 @@ class FileStore:
                     return owner
                 self._drop_stale_key(key, owner)
                 continue
-            run_id = new_run_id()
+            run_id = new_run_id() if fixed is None else fixed
             pending = self._pending_path(run_id)
-            journal.create(pending, make_records(run_id))
+            if fixed is not None:
+                pending.unlink(missing_ok=True)  # left by a copy cut short
+            if fixed is None or not self.journal_path(run_id).exists():
+                journal.create(pending, make_records(run_id))
             tmp = keys / f".{run_id}.tmp"
             _write_new(tmp, journal.encode({"key": key, "run": run_id}))
             try:
