@@ -832,7 +832,7 @@ def build_table(bench: Bench) -> Table:
             t.add("3", "timers from outside (see notes)", _err(t, "3", w, "timers"), better=None)
         elif out is not None:
             for key, c in out["cases"].items():
-                if key == "pickup":
+                if " " not in key:  # pickup (4), floor: below
                     continue
                 kind, delay = key.split()
                 what = f"run_after={delay}" if kind == "run_after" else f"sleep({delay}) + step"
@@ -863,6 +863,14 @@ def build_table(bench: Bench) -> Table:
                         f"{fmt(b['median'])} / {fmt(b['p99'])}",
                         better=None,
                     )
+        floor = _get(out, "cases", "floor")
+        if isinstance(floor, dict):
+            t.add(
+                "3",
+                "  the machine: the bench's own sleeps at the same minutes, median / p99 (ms)",
+                f"{fmt(floor['median'])} / {fmt(floor['p99'])}",
+                better=None,
+            )
         if "timer" in w:
             lat = _get(w, "timer", "lateness")
             t.add(
@@ -885,6 +893,14 @@ def build_table(bench: Bench) -> Table:
                 target="<=1.5",
                 ok=pick["median"] <= 1.5,
             )
+            own = _get(w, "timers", "cases", "pickup_start")
+            if isinstance(own, dict):
+                t.add(
+                    "4",
+                    "  of which the Client.start call itself (journal created, fsynced; median ms)",
+                    own["median"],
+                    better=None,
+                )
             b = _get(w, "timers_baseline", "cases", "pickup")
             if isinstance(b, dict):
                 t.add(

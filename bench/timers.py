@@ -10,7 +10,11 @@ lateness is the step body's `time.time()` minus the `run_at` the journal recorde
 covers everything between the due time and user code: the worker's wake-up, loading an
 evicted run (journal read, flow import, replay), the attempt record's fsync, the hop to the
 step thread. Pick-up: a run whose first step is due at once, started by Client.start here;
-latency = its body's `time.time()` minus `time.time()` just before the start call.
+latency = its body's `time.time()` minus `time.time()` just before the start call
+("pickup"), of which "pickup_start" is the start call itself (the journal's creation and
+fsyncs, in this process). "floor": how late this (the bench's) process wakes from its own
+sleeps at the same minutes, mid-way through the gaps between runs: what any thread woken by a
+timer gets from the machine at that load, the part of a timer's lateness no worker can remove.
 
 The worker is whatever `import wfl` gives this interpreter, so run.py measures an older
 commit by putting a git worktree of it first on PYTHONPATH (--baseline). The worker's stdout
@@ -131,7 +135,14 @@ class OutsideWorker:
             except OSError:
                 return
 
-    def idle(self, seconds: float) -> None:
+    def idle(self, seconds: float, floor: list[float] | None = None) -> None:
+        """Wait `seconds` (reading the pseudo-terminal meanwhile). floor: append how late
+        (ms) this process woke from a sleep that ends half-way."""
+        if floor is not None and self.master is None:
+            target = time.time() + seconds / 2
+            time.sleep(max(0.0, target - time.time()))
+            floor.append((time.time() - target) * 1e3)
+            seconds /= 2
         end = time.monotonic() + seconds
         while True:
             left = end - time.monotonic()
@@ -196,6 +207,7 @@ def sitting(o: dict[str, Any], k: int) -> dict[str, Any]:
             client.wait(rid, timeout=30)
         worker.idle(0.3)
         out: dict[str, Any] = {}
+        floor: list[float] = []
         reps = o["reps"]
         for kind, delay in o.get("cases", DEFAULT_CASES):
             flow = FLOWS + (":timed_step" if kind == "run_after" else ":timed_sleep")
@@ -203,18 +215,21 @@ def sitting(o: dict[str, Any], k: int) -> dict[str, Any]:
             ids = []
             for _ in range(reps):
                 ids.append(client.start(flow, {"delay": delay}))
-                worker.idle(gap)
+                worker.idle(gap, floor)
             worker.idle(max(0.0, delay - gap) + 0.5)
             late = [lateness_ms(d, rid, kind) for rid in ids]
             out[f"{kind} {delay:g}"] = late
             log(f"sitting {k} {kind} {delay:g}: median {statistics.median(late):.2f} ms")
-        pick = []
+        pick, started = [], []
         for _ in range(reps):
             t = time.time()
             rid = client.start(FLOWS + ":first_step", {})
+            started.append((time.time() - t) * 1e3)
             worker.idle(0.25)
             pick.append((float(client.wait(rid, timeout=30)) - t) * 1e3)
         out["pickup"] = pick
+        out["pickup_start"] = started
+        out["floor"] = floor
         out["rss_mb"] = worker.rss_mb()
         return out
     finally:

@@ -187,3 +187,28 @@ def test_an_event_wakes_an_idle_wait_without_the_fine_sleep(
 
     asyncio.run(main())
     assert frozen.slept == []
+
+
+def test_news_of_a_due_run_loads_it_in_the_same_turn_not_through_the_timer_heap(
+    env: WorkflowTestEnv,
+) -> None:
+    """Start to first step (issue 16): the callback that brings a new run's news (the wake-up
+    datagram's) leases, replays and starts the run itself, with no turn through the heap."""
+    worker = Worker(env.dir, clock=env.clock, listen=False)
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        task = asyncio.create_task(worker.run(until=lambda: "run" in seen))
+        await asyncio.sleep(0)  # the worker has scanned (nothing) and waits
+        run_id = env.client.start(flows.timed_action, {"delay": 0.0})
+        worker._news(run_id)  # what the datagram's reader calls
+        seen["live"] = run_id in worker.drivers
+        seen["timers"] = [t for _, _, t in worker._heap if not t.canceled]
+        seen["run"] = run_id
+        await task
+
+    asyncio.run(main())
+    assert seen["live"] is True
+    assert seen["timers"] == []  # nothing left to fire for it
+    assert env.result(seen["run"]) == "timed"
+    assert flows.times == [("timed", env.clock.now())]  # and the fake clock never moved

@@ -234,10 +234,17 @@ class Worker:
             self.only.add(run_id)  # a child of a run we drive, or the next run of its chain
         wake = state.next_wake_at()
         self._note_wait(state, wake)
-        if wake is not None:
-            self._wake_at(
-                run_id, due_now_or(wake, state.updated_at, self.clock.now()) - self.load_ahead
-            )
+        if wake is None:
+            return
+        now = self.clock.now()
+        when = due_now_or(wake, state.updated_at, now) - self.load_ahead
+        if when <= now:
+            # due (a new run, a cancel, an event): load it in this turn of the loop rather
+            # than through the timer heap in the next one (start to first step, issue 16);
+            # _load schedules its own retry where it must (lease held, flow broken)
+            self._load(run_id)
+        else:
+            self._wake_at(run_id, when)
 
     def _wake_at(self, run_id: str, when: float) -> None:
         old = self._waking.get(run_id)
