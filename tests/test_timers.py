@@ -212,3 +212,53 @@ def test_news_of_a_due_run_loads_it_in_the_same_turn_not_through_the_timer_heap(
     assert seen["timers"] == []  # nothing left to fire for it
     assert env.result(seen["run"]) == "timed"
     assert flows.times == [("timed", env.clock.now())]  # and the fake clock never moved
+
+
+def test_a_rescan_reads_the_versions_off_the_loop_which_serves_runs_meanwhile(
+    env: WorkflowTestEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """10,000 journals' stats take ~100 ms: a rescan (the safety net, every RESCAN_EVERY s)
+    must not hold up a run that is due meanwhile (issue 16)."""
+    import threading
+
+    from wfl.worker import RESCAN_EVERY
+
+    worker = Worker(env.dir, clock=env.clock)  # listening: it rescans
+    real = worker.store.versions
+    entered, gate = threading.Event(), threading.Event()
+    on_loop: list[bool] = []
+
+    def slow_versions() -> dict[str, object]:
+        on_loop.append(threading.current_thread() is threading.main_thread())
+        if len(on_loop) > 1:  # not the scan at start-up: the rescan
+            entered.set()
+            gate.wait(30)
+        return real()
+
+    monkeypatch.setattr(worker.store, "versions", slow_versions)
+    seen: dict[str, Any] = {}
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        finished = asyncio.Event()
+        worker.on_event = lambda e: finished.set() if e.kind == "run_finished" else None
+        task = asyncio.create_task(worker.run(until=lambda: "run" in seen))
+        await asyncio.sleep(0)
+        env.clock.advance(RESCAN_EVERY + 1)
+        worker.activity()
+        assert await loop.run_in_executor(None, entered.wait, 30)  # the rescan is reading
+        run_id = env.client.start(flows.timed_action, {"delay": 0.0})
+        worker._news(run_id)
+        await asyncio.wait_for(finished.wait(), 30)  # driven to its end meanwhile
+        seen["still reading"] = not gate.is_set()
+        gate.set()
+        seen["run"] = run_id
+        await task
+
+    try:
+        asyncio.run(main())
+    finally:
+        gate.set()
+    assert on_loop == [True, False]  # the scan at start-up on the loop, the rescan off it
+    assert seen["still reading"]
+    assert env.result(seen["run"]) == "timed"
