@@ -151,3 +151,34 @@ def test_append_many_before_read_all_is_refused(store: PostgresStore) -> None:
     store.try_lease(run_id)
     out = store.append_many([(store.writer(run_id), _frames(records.att(0, 1, 1.0)))])
     assert isinstance(out[0], RuntimeError)
+
+
+def test_a_run_another_worker_holds_is_asked_for_again_until_it_is_free(pg_url: str) -> None:
+    first, second = PostgresStore(pg_url), PostgresStore(pg_url)
+    try:
+        run_id = _new_run(first, 0)
+        lease = first.try_lease(run_id)
+        assert lease is not None
+        assert second.try_lease(run_id) is None
+        assert second.try_lease(run_id) is None  # asked on its reads connection this time
+        assert second.is_leased(run_id)
+        lease.release()
+        taken = second.try_lease(run_id)
+        assert taken is not None
+        assert first.try_lease(run_id) is None
+        assert second.try_lease(run_id) is None  # session locks nest: one level only
+        taken.release()
+        assert first.try_lease(run_id) is not None
+    finally:
+        first.close()
+        second.close()
+
+
+def test_a_note_is_deleted_again_once_this_process_wrote_it_again(store: PostgresStore) -> None:
+    notes = store.notes
+    notes.put("unloadable", "k", {"reason": "one"})
+    notes.delete("unloadable", "k")
+    assert notes.get("unloadable", "k") is None
+    notes.put("unloadable", "k", {"reason": "two"})
+    notes.delete("unloadable", "k")
+    assert notes.get("unloadable", "k") is None

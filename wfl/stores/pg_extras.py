@@ -137,6 +137,7 @@ class PgNotes:
         return _document(row[0]) if row else None
 
     def put(self, kind: str, key: str, value: dict[str, Any]) -> None:
+        self.store.cleared_notes.discard((kind, key))
         with suppress(StoreError), self.store.session() as conn:  # the log still says it
             conn.execute(
                 "INSERT INTO wfl_notes (kind, key, data) VALUES (%s, %s, %s) "
@@ -145,8 +146,14 @@ class PgNotes:
             )
 
     def delete(self, kind: str, key: str) -> None:
+        """Once per process and note (unless this process writes it again): a worker clears
+        the note of a workflow each time it loads one of its runs, and a write per load
+        would cost a round trip on the worker's event loop."""
+        if (kind, key) in self.store.cleared_notes:
+            return
         with suppress(StoreError), self.store.session() as conn:
             conn.execute("DELETE FROM wfl_notes WHERE kind = %s AND key = %s", (kind, key))
+            self.store.cleared_notes.add((kind, key))
 
     def all(self, kind: str) -> list[dict[str, Any]]:
         sql = "SELECT data FROM wfl_notes WHERE kind = %s"

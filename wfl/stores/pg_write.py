@@ -4,6 +4,8 @@ same transaction). See postgres.py for the session and the group commit itself."
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from contextlib import suppress
 from typing import TYPE_CHECKING, Any
 
 from wfl import journal
@@ -14,6 +16,7 @@ from wfl.state import RunState
 if TYPE_CHECKING:
     import psycopg
 
+    from wfl.stores.base import RunWriter
     from wfl.stores.postgres import PostgresStore
 
 HEADER = len(journal.MAGIC)
@@ -38,6 +41,35 @@ BATCH = (
     "AS u(id, seq, data) WHERE u.id IN (SELECT id FROM r)) "
     "SELECT id FROM r"
 )
+
+
+def append_many(
+    store: PostgresStore, batches: Sequence[tuple[RunWriter, bytes]]
+) -> list[list[Record] | BaseException]:
+    """PostgresStore.append_many: every writer's records in one group commit; an error is
+    reported for its own batch (the others were committed)."""
+    out: list[list[Record] | BaseException] = []
+    requests: list[_Append] = []
+    for writer, payload in batches:
+        assert isinstance(writer, PgWriter)  # the store's own writers
+        if writer.seq < 0:
+            out.append(RuntimeError("read_all() must come before append()"))
+            continue
+        request = _Append(writer, journal.payloads(payload))
+        requests.append(request)
+        out.append([])
+    with suppress(Exception):  # each failed request holds its error: reported below
+        group_commit(store, [r for r in requests if r.data])
+    pending = iter(requests)
+    for i, item in enumerate(out):
+        if isinstance(item, BaseException):
+            continue
+        request = next(pending)
+        try:
+            out[i] = request.outcome() if request.data else request.writer.poll()
+        except Exception as exc:
+            out[i] = exc
+    return out
 
 
 def group_commit(store: PostgresStore, requests: list[_Append]) -> None:
@@ -196,14 +228,17 @@ class PgWriter:
         self.broken = False
 
     def read_all(self) -> list[Record]:
-        with self.store.reads() as conn:
-            row = conn.execute("SELECT size FROM wfl_runs WHERE id = %s", (self.run_id,)).fetchone()
-            if row is None:
-                raise RunNotFound(self.run_id)
-            records = self.fetch(conn, 0)
+        with self.store.reads() as conn:  # one query: a worker loads runs on its event loop
+            rows = conn.execute(
+                "SELECT seq, data FROM wfl_records WHERE run_id = %s ORDER BY seq",
+                (self.run_id,),
+            ).fetchall()
+        if not rows:  # a run's first records are inserted with its row
+            raise RunNotFound(self.run_id)
+        records = self._decoded(rows)
         self.state = RunState.from_records(records)
         self.seq = len(records)
-        self.known_size = int(row[0])
+        self.known_size = journal_size([bytes(data) for _, data in rows])  # = wfl_runs.size
         return records
 
     def fetch(self, conn: psycopg.Connection[Any], after: int) -> list[Record]:
@@ -211,6 +246,9 @@ class PgWriter:
             "SELECT seq, data FROM wfl_records WHERE run_id = %s AND seq >= %s ORDER BY seq",
             (self.run_id, after),
         ).fetchall()
+        return self._decoded(rows)
+
+    def _decoded(self, rows: list[tuple[int, bytes]]) -> list[Record]:
         records, damage = self.store._decode(self.run_id, rows)
         if damage is not None:
             raise damage

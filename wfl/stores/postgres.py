@@ -42,6 +42,7 @@ from wfl.stores.pg_write import (
     HEADER,
     PgWriter,
     _Append,
+    append_many,
     group_commit,
     insert_records,
     journal_size,
@@ -57,6 +58,7 @@ if TYPE_CHECKING:
 CHANNEL = "wfl"  # news: new runs, cancels, events, children's ends, deletions, schedules
 WORKER_APP = "wfl-worker"
 CONNECT_TIMEOUT = 5
+MAX_CONTESTED = 100_000
 
 
 def lock_key(run_id: str) -> int:
@@ -77,6 +79,8 @@ class PostgresStore(KeysAndSchedules):
         self._conn: psycopg.Connection[Any] | None = None
         self.generation = 0  # bumped at each new session: leases of older ones are gone
         self._leases: dict[str, int] = {}  # run id -> generation it was leased in
+        self._contested: set[str] = set()  # runs another worker held when we asked
+        self.cleared_notes: set[tuple[str, str]] = set()  # see PgNotes.delete
         self._queue: list[_Append] = []
         self._queue_lock = threading.Lock()
         self._read_lock = threading.Lock()
@@ -369,9 +373,24 @@ class PostgresStore(KeysAndSchedules):
     # -- leases -----------------------------------------------------------------------------
 
     def try_lease(self, run_id: str) -> PgLease | None:
-        with self.session() as conn:
-            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (lock_key(run_id),)).fetchone()
+        key = lock_key(run_id)
+        if run_id in self._contested:
+            # Held by another worker when we last asked (it is retried every second or so,
+            # in case that worker died): ask on the reads connection whether the lock is
+            # free, without waiting for the session's commits in progress.
+            with self.reads() as conn:
+                row = conn.execute(
+                    "SELECT pg_try_advisory_lock(%s) AND pg_advisory_unlock(%s)", (key, key)
+                ).fetchone()
             if not row or not row[0]:
+                return None
+            self._contested.discard(run_id)
+        with self.session() as conn:
+            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
+            if not row or not row[0]:
+                if len(self._contested) > MAX_CONTESTED:
+                    self._contested.clear()  # only a shortcut: forgetting costs a wait
+                self._contested.add(run_id)
                 return None
             if run_id in self._leases:  # session locks nest: keep one level only
                 conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(run_id),))
@@ -448,31 +467,7 @@ class PostgresStore(KeysAndSchedules):
         """Append each writer's framed records durably, all in one group commit (one
         statement for every run, see pg_write.write_batch); per batch the records others
         appended before it, or the exception it met."""
-        out: list[list[Record] | BaseException] = []
-        requests: list[_Append] = []
-        for writer, payload in batches:
-            assert isinstance(writer, PgWriter)  # the store's own writers
-            if writer.seq < 0:
-                out.append(RuntimeError("read_all() must come before append()"))
-                continue
-            request = _Append(writer, journal.payloads(payload))
-            requests.append(request)
-            out.append([])
-        try:
-            group_commit(self, [r for r in requests if r.data])
-        except BaseException as exc:
-            if not isinstance(exc, Exception):
-                raise
-        it = iter(requests)
-        for i, item in enumerate(out):
-            if isinstance(item, BaseException):
-                continue
-            request = next(it)
-            try:
-                out[i] = request.outcome() if request.data else request.writer.poll()
-            except Exception as exc:
-                out[i] = exc
-        return out
+        return append_many(self, batches)
 
 
 class PgLease:
