@@ -164,7 +164,7 @@ def wfl_round(
         Path(barrier).touch()
         spies = [
             subprocess.Popen(["py-spy", "record", "-p", str(pid), "-d", str(args.profile),
-                              "-r", "250", "-f", "raw", "--nonblocking", "--threads", "--idle", "-o",
+                              "-r", "250", "-f", "raw", "--nonblocking", "--gil", "-o",
                               f"{args.tmp}/wflbench-prof-{procs}-{i}.txt"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for i, pid in enumerate(wpids) if args.profile
@@ -228,6 +228,29 @@ def dbos_round(cluster: Cluster, n: int, args: argparse.Namespace) -> dict[str, 
     return res
 
 
+def commit_rates(cluster: Cluster, db: str, tmp: str) -> dict[str, float]:
+    """Commits per second this server does on this disk with 1, 2 and 8 connections, each
+    a one-row INSERT (pgbench; fsync on, synchronous_commit on): the ceiling a store that
+    commits once per write would meet."""
+    import psycopg
+
+    with psycopg.connect(cluster.url(db), autocommit=True) as conn:
+        conn.execute("CREATE TABLE IF NOT EXISTS commit_probe (x int)")
+    script = Path(tempfile.mkdtemp(prefix="wflbench-pgbench-", dir=tmp)) / "insert.sql"
+    script.write_text("INSERT INTO commit_probe VALUES (1);\n")
+    pgbench = cluster.bindir / "pgbench"
+    rates = {}
+    for clients in (1, 2, 8):
+        out = subprocess.run(
+            [str(pgbench), "-n", "-c", str(clients), "-j", str(min(clients, 2)), "-T", "3",
+             "-f", str(script), cluster.url(db)],
+            capture_output=True, text=True, check=True,
+        ).stdout  # fmt: skip
+        tps = [ln for ln in out.splitlines() if ln.startswith("tps")]
+        rates[f"commits_per_s_{clients}"] = float(tps[0].split("=")[1].split()[0])
+    return rates
+
+
 def median(values: list[float]) -> float | None:
     return statistics.median(values) if values else None
 
@@ -272,6 +295,11 @@ def main() -> None:
         metavar="NAME=VALUE",
         help="a server setting (e.g. synchronous_commit=off: what it would give)",
     )
+    ap.add_argument(
+        "--commit-rate",
+        action="store_true",
+        help="also measure the server's commits/s with 1, 2, 8 connections (pgbench)",
+    )
     ap.add_argument("--quick", action="store_true", help="40 runs, one repetition")
     ap.add_argument("--tmp", default="/tmp")
     args = ap.parse_args()
@@ -295,6 +323,11 @@ def main() -> None:
         cluster.create_db(db)
         log(f"PostgreSQL {bindir.parent.name} at {cluster.url(db)} (fsync on)")
         n = 0
+        if args.commit_rate:
+            rates = commit_rates(cluster, db, args.tmp)
+            results["commit rate"] = [rates]
+            log("server commits/s, 1/2/8 connections: " + " / ".join(
+                f"{v:.0f}" for v in rates.values()))  # fmt: skip
         for rep in range(args.reps):
             for p in procs:
                 for name, path in variants if rep % 2 == 0 else variants[::-1]:
@@ -333,6 +366,10 @@ def brief(r: dict[str, Any]) -> str:
 
 
 def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> None:
+    rates = results.pop("commit rate", [{}])[0]
+    if rates:
+        print("server commits/s (one-row INSERTs, pgbench), 1 / 2 / 8 connections: "
+              + " / ".join(f"{v:.0f}" for v in rates.values()))  # fmt: skip
     med = {
         name: {k: median([r[k] for r in rs if k in r]) for k, _, _ in COLUMNS}
         for name, rs in results.items()
@@ -351,7 +388,7 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
         one = med.get(name.rsplit(" ", 1)[0] + " 1", {}).get("steps_per_s")
         vs_one = f"{v / one:.2f}x" if one and " pg " in name else ""
         print(f"{name:22}{cells}{vs_dbos:>9}{vs_one:>10}")
-    print("JSON " + json.dumps({"medians": med, "all": results, "reps": args.reps,
+    print("JSON " + json.dumps({"medians": med, "all": results, "reps": args.reps, **rates,
                                 "workflows": args.workflows, "steps": args.steps}))  # fmt: skip
 
 
