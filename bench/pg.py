@@ -4,13 +4,18 @@ processes, and DBOS on the same PostgreSQL server, in one invocation; the journa
 alongside for reference.
 
     python bench/pg.py [--reps 3] [--procs 1,2,4] [--no-dbos] [--no-files] [--quick]
+                       [--baseline REV] [--commit-rate] [--statements] [--setting NAME=VALUE]
 
 Starts a throwaway PostgreSQL cluster (tests/pg_cluster.py: initdb + pg_ctl on a temp dir,
 loopback, fsync on: commits are durable, as the journal's fsyncs are) and removes it at the
 end. Each repetition gets a fresh schema (wfl) or database (DBOS). wfl's runs are created
-first; then N `wfl worker`-like processes (Worker.run(), listening) start together at a
-barrier, and the clock runs from the barrier until every run has completed (a summary query
-every 10 ms), when they are stopped. DBOS runs its `queue8` phase
+first, by the wfl under test in a process of its own; then N `wfl worker`-like processes
+(Worker.run(), listening) start together at a barrier, and the clock runs from the barrier
+until every run has completed (one count of completed summary rows every 20 ms), when they
+are stopped. Per step, the table also gives the commits and WAL flushes of the whole server
+(its cumulative statistics) and the CPU time of the worker processes and of the server's
+processes (/proc), which is what 2 cores bound. --baseline REV measures the wfl of an older
+commit too (a git worktree first on the workers' PYTHONPATH), alternating with this one. DBOS runs its `queue8` phase
 (bench/dbos_peer.py: a queue with worker_concurrency=8 fed the 200 workflows) against its
 system database on the same server. Prints a table and one `JSON {...}` line (medians).
 """
@@ -136,7 +141,7 @@ def wfl_round(
         assert c.stdout is not None
         c.stdout.readline()  # "ready"
     total = args.workflows + 3
-    # the clock's own probe: one count over the summary rows every 10 ms (cheap: the
+    # the clock's own probe: one count over the summary rows every 20 ms (cheap: the
     # harness must not take CPU from what it measures on 2 cores)
     with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
         if store.startswith("postgresql://"):
@@ -173,7 +178,7 @@ def wfl_round(
         while completed() < total:
             if time.perf_counter() > deadline:
                 raise RuntimeError("timed out")
-            time.sleep(0.01)
+            time.sleep(0.02)
         dt = time.perf_counter() - t0
         for spy in spies:
             spy.wait()
