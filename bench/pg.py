@@ -15,9 +15,10 @@ until every run has completed (one count of completed summary rows every 20 ms),
 are stopped. Per step, the table also gives the commits and WAL flushes of the whole server
 (its cumulative statistics) and the CPU time of the worker processes and of the server's
 processes (/proc), which is what 2 cores bound. --baseline REV measures the wfl of an older
-commit too (a git worktree first on the workers' PYTHONPATH), alternating with this one. DBOS runs its `queue8` phase
-(bench/dbos_peer.py: a queue with worker_concurrency=8 fed the 200 workflows) against its
-system database on the same server. Prints a table and one `JSON {...}` line (medians).
+commit too (a git worktree first on the workers' PYTHONPATH), alternating with this one.
+DBOS runs its `queue8` phase (bench/dbos_peer.py: a queue with worker_concurrency=8 fed the
+200 workflows) against its system database on the same server. Prints a table and one
+`JSON {...}` line (medians).
 """
 
 from __future__ import annotations
