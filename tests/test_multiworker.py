@@ -29,7 +29,7 @@ from crash_flows.harness import (
     worker_listening,
 )
 
-from wfl import Client, journal, records
+from wfl import Client, journal, leases, records
 
 ON_COMPLETE = f"{CHAOS}:finished"
 
@@ -56,16 +56,26 @@ def _pickup_delay(records: list[dict[str, object]]) -> float:
 
 
 def _held_runs(pid: int, directory: Path) -> set[str]:
-    """Runs whose lease (lock file) the process `pid` holds open right now."""
+    """Runs whose lease the process `pid` holds right now: journals it has open with a lock
+    on their lease range (/proc/PID/fdinfo lists an open file's locks), or, where leases
+    are lock files, the lock files it has open."""
     held = set()
     fd_dir = Path(f"/proc/{pid}/fd")
     for fd in os.listdir(fd_dir):
         try:
             target = os.readlink(fd_dir / fd)
+            info = Path(f"/proc/{pid}/fdinfo/{fd}").read_text()
         except OSError:
             continue
-        if target.startswith(str(directory / "locks")) and target.endswith(".lock"):
-            held.add(Path(target).name[: -len(".lock")])
+        name = Path(target).name
+        lease_range = f" {leases.LEASE_OFFSET} {leases.LEASE_OFFSET}"
+        if target.startswith(str(directory / "locks")) and name.endswith(".lock"):
+            held.add(name[: -len(".lock")])
+        elif name.endswith(".journal") and any(
+            line.startswith("lock:") and "OFDLCK" in line and line.endswith(lease_range)
+            for line in info.splitlines()
+        ):
+            held.add(name[: -len(".journal")])
     return held
 
 

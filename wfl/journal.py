@@ -7,7 +7,9 @@ a good frame are corruption and raise JournalCorrupt naming file and offset.
 
 Writers (the worker driving the run, and `wfl cancel` / `send-event` from other processes)
 serialize on flock() of the journal file itself; the worker learns of records others appended
-because the file grew past the offset it last wrote.
+because the file grew past the offset it last wrote. The run's lease is a separate lock, on a
+byte range of the same file far past its data (wfl/leases.py): on Linux flock() and byte-range
+locks never wait for each other.
 """
 
 from __future__ import annotations
@@ -103,6 +105,15 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _open(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDWR)
+    except FileNotFoundError:
+        raise
+    except OSError as exc:
+        raise JournalWriteError(f"cannot open journal {path}: {exc.strerror}") from None
+
+
 def _write_all(fd: int, data: bytes, path: Path, verb: str = "append to") -> None:
     view = memoryview(data)
     while view:
@@ -117,14 +128,11 @@ def _write_all(fd: int, data: bytes, path: Path, verb: str = "append to") -> Non
 class JournalWriter:
     """Appends to one journal. Cheap to keep open; every append is under flock()."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, fd: int | None = None) -> None:
+        """`fd`: a read-write descriptor of the journal to adopt (closed by close()), such
+        as a dup of the run's lease descriptor (wfl.leases): saves opening it again."""
         self.path = path
-        try:
-            self._fd = os.open(path, os.O_RDWR)
-        except FileNotFoundError:
-            raise
-        except OSError as exc:
-            raise JournalWriteError(f"cannot open journal {path}: {exc.strerror}") from None
+        self._fd = fd if fd is not None else _open(path)
         self.end = -1  # offset just past the last record we know of; -1: not read yet
         self._unreported: list[Record] = []  # others' records read during a failed append
         # flock() excludes other processes, not threads sharing this fd (a worker appends

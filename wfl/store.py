@@ -3,7 +3,8 @@ listing, deletion, wake-ups. Implements the Store protocol of `wfl.stores.base`.
 
 Layout of a wfl directory (0700):
   <id>.journal          one run's journal (0600) — the only source of truth
-  locks/<id>.lock       lease: held by the one worker driving the run
+  locks/<id>.lock       lease where Linux OFD locks are missing (elsewhere the lease is a
+                        lock on a byte range of the journal itself: wfl/leases.py)
   workers/<token>       one file per live worker; its wake-up socket is named after it
   keys/<sha256>.key     an idempotency key (0600): which run holds it (created with link(),
                         which fails if it exists: one run per key, across processes)
@@ -25,7 +26,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from . import datagrams, journal
+from . import datagrams, journal, leases
 from .datagrams import DatagramListener
 from .datagrams import socket_address as socket_address  # its old home
 from .errors import (
@@ -89,6 +90,8 @@ class FileStore:
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
         self.dir = Path(directory) if directory is not None else default_dir()
         self.dir = self.dir.absolute()
+        # run id -> the lease this store holds on its journal (its writer adopts the fd)
+        self._held: dict[str, leases.JournalLease] = {}
 
     @property
     def spec(self) -> str:
@@ -113,8 +116,8 @@ class FileStore:
 
     def ensure(self) -> None:
         """Create the directory tree (0700) if missing."""
-        for d in (self.dir, self.dir / "locks", self.dir / "workers", self.dir / "keys",
-                  self.dir / "schedules"):  # fmt: skip
+        # (no locks/: leases lock the journals; the fallback makes locks/ when it needs it)
+        for d in (self.dir, self.dir / "workers", self.dir / "keys", self.dir / "schedules"):
             try:
                 d.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             except OSError as exc:
@@ -399,8 +402,16 @@ class FileStore:
         self.lock_path(run_id).unlink(missing_ok=True)
 
     def writer(self, run_id: str) -> journal.JournalWriter:
+        path = self.journal_path(run_id)
+        lease = self._held.get(run_id)
         try:
-            return journal.JournalWriter(self.journal_path(run_id))
+            if lease is None:  # (not leased through this store: the lock file fallback)
+                return journal.JournalWriter(path)
+            fd = lease.adopt_fd()  # the leased journal's own descriptor: no second open
+            if os.fstat(fd).st_nlink == 0:  # deleted since we leased it
+                os.close(fd)
+                raise FileNotFoundError(path)
+            return journal.JournalWriter(path, fd=fd)
         except FileNotFoundError:
             raise RunNotFound(run_id) from None
 
@@ -436,23 +447,24 @@ class FileStore:
 
     # -- leases ----------------------------------------------------------------------------
 
-    def try_lease(self, run_id: str) -> Lease | None:
-        """The run's lease if no other worker holds it, else None. Released on process death."""
-        from filelock import FileLock, Timeout
+    def try_lease(self, run_id: str) -> leases.JournalLease | leases.FileLease | None:
+        """The run's lease if no other worker holds it, else None. Released on process death.
+        A lock on the journal itself (wfl.leases); its descriptor is what `writer` reuses."""
+        if not leases.OFD:
+            return leases.lease_lock_file(self.lock_path(run_id))
+        lease = leases.lease_journal(self.journal_path(run_id), run_id, self._forget)
+        if lease is not None:
+            self._held[run_id] = lease
+        return lease
 
-        lock = FileLock(str(self.lock_path(run_id)), timeout=0, mode=0o600)
-        try:
-            lock.acquire()
-        except Timeout:
-            return None
-        return Lease(lock)
+    def _forget(self, run_id: str, lease: leases.JournalLease) -> None:
+        if self._held.get(run_id) is lease:
+            del self._held[run_id]
 
     def is_leased(self, run_id: str) -> bool:
-        lease = self.try_lease(run_id)
-        if lease is None:
-            return True
-        lease.release()
-        return False
+        if not leases.OFD:
+            return leases.lock_file_leased(self.lock_path(run_id))
+        return leases.journal_leased(self.journal_path(run_id))
 
     def workers_alive(self) -> bool:
         return any(True for _ in self.worker_tokens())
@@ -497,14 +509,6 @@ def _write_new(path: Path, data: bytes) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
-
-
-class Lease:
-    def __init__(self, lock: object) -> None:
-        self._lock = lock
-
-    def release(self) -> None:
-        self._lock.release()  # type: ignore[attr-defined]
 
 
 Store = FileStore  # the name this class had before the Store protocol (wfl.stores.base)
