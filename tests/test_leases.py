@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -268,6 +269,37 @@ def test_a_worker_drives_runs_with_either_kind_of_lease_and_leaves_lock_files_on
         assert isinstance(store, FileStore)
         assert (store.dir / "locks").exists() == (mode == "lockfile")
         assert not store.is_leased(run_id)
+
+
+def test_a_worker_warns_when_lock_files_of_an_older_wfl_are_there(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Older workers lease through locks/ and do not see these leases: a worker starting on a
+    directory they served says so once (they must all be stopped), until locks/ is gone."""
+    if not leases.OFD:
+        pytest.skip("no F_OFD_SETLK on this platform")
+    store = FileStore(tmp_path / "runs")
+    store.ensure()
+    assert not (store.dir / "locks").exists()
+    for older in (True, False):
+        if older:
+            (store.dir / "locks").mkdir()
+            (store.dir / "locks" / "abc.lock").touch()
+        else:
+            shutil.rmtree(store.dir / "locks")
+        caplog.clear()
+        opened = store.listen()
+        assert opened is not None
+        opened[1].close()
+        watcher = store.listen(worker=False)  # (a UI watching drives nothing)
+        assert watcher is not None
+        watcher[1].close()
+        warned = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+        if older:
+            assert len(warned) == 1
+            assert f"{store.dir}/locks/ is from an older wfl" in warned[0]
+        else:
+            assert warned == []
 
 
 def flows_run(run_id: str) -> list[dict[str, object]]:

@@ -482,6 +482,14 @@ class FileStore:
         self.notify(SCHEDULES_NEWS)
 
     def listen(self, *, worker: bool = True) -> tuple[str, DatagramListener] | None:
+        if worker and leases.OFD and (self.dir / "locks").is_dir():
+            # a worker starting is when a rolling upgrade goes wrong: say it where it shows
+            log.warning(
+                "%s/locks/ is from an older wfl, whose workers lease runs through lock files "
+                "that this one does not see: make sure no older worker serves this directory, "
+                "then delete locks/",
+                self.dir,
+            )
         return datagrams.listen(self.dir, worker=worker)
 
     def notify(self, run_id: str, *, skip: str = "") -> None:
