@@ -411,19 +411,19 @@ def test_shutdown_waits_for_a_flush_in_flight(tmp_path: Path, monkeypatch: Any) 
     log = tmp_path / "effects.log"
     run_id = Client(directory).start(f"{CHAOS}:lingering", {"log": str(log), "seconds": 0})
     worker = Worker(directory, listen=False)
-    original = journal.JournalWriter.append_frames
+    original = journal.JournalWriter._write_held  # the worker's group commit writes with it
     stopped: list[set[str]] = []
 
-    def append_frames(self: journal.JournalWriter, payload: bytes, *, sync: bool = True) -> Any:
+    def write_held(self: journal.JournalWriter, payload: bytes) -> Any:
         # SIGTERM arrives while a batch no attempt waits for is being written
         kinds = {r["t"] for r in journal.parse(payload, start=0, path="batch").records}
         if "done" in kinds and "att" not in kinds and not worker.draining:
             stopped.append(kinds)
             loop.call_soon_threadsafe(worker.stop)
             time.sleep(0.2)
-        return original(self, payload, sync=sync)
+        return original(self, payload)
 
-    monkeypatch.setattr(journal.JournalWriter, "append_frames", append_frames)
+    monkeypatch.setattr(journal.JournalWriter, "_write_held", write_held)
 
     async def main() -> None:
         nonlocal loop

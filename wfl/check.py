@@ -199,6 +199,9 @@ class _DryHost:
     async def io(self, fn: Any, *args: Any) -> Any:
         await asyncio.Future()  # never: a check writes nothing (the task is canceled)
 
+    def commit(self, driver: Any, *, urgent: bool) -> asyncio.Future[None]:
+        return asyncio.get_running_loop().create_future()  # never durable: nothing is written
+
     def track(self, task: Any) -> None:
         task.cancel()  # flushes and on_complete calls: nothing of that in a check
 

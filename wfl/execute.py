@@ -145,7 +145,8 @@ async def _execute(self: RunDriver, p: Pending) -> None:
         self._append(records.att(p.n, attempt, start), flush_soon=False)
         self.inflight += 1
         try:
-            await self.flush()  # write-ahead: the attempt is on disk before it runs
+            if p.kind != "query":  # a query changes nothing: its records ride along (commit.py)
+                await self.flush()  # write-ahead: the attempt is on disk before it runs
             # a recorded attempt runs even if the worker began stopping meanwhile (its
             # shutdown waits for it): skipped, it would count as a failed attempt
             if self._halted():
@@ -161,9 +162,19 @@ async def _execute(self: RunDriver, p: Pending) -> None:
                 await self._wait_armed(p.n, start)
                 if self._halted():
                     return
-            ok, value = await self._call(p, attempt, start)
+            if p.kind == "query":
+                self.queries_running += 1
+                try:
+                    ok, value = await self._call(p, attempt, start)
+                finally:
+                    self.queries_running -= 1
+                    if not self.queries_running:
+                        self.host.committer.query_ended(self)
+            else:
+                ok, value = await self._call(p, attempt, start)
         except Exception as exc:  # the write-ahead failed (user errors stay in _call)
-            self.host.driver_failed(self, exc)
+            if exc is not self.commit_error:  # (that one the committer reported)
+                self.host.driver_failed(self, exc)
             return
         finally:
             self.inflight -= 1
@@ -344,6 +355,9 @@ async def _start_child(self: RunDriver, p: Pending) -> None:
     # The child's id is derived from this step, so a crash between creating the child and
     # recording it here cannot start a second child: creating it again finds the first.
     child_id = child_run_id(self.run_id, p.n, self.state.restarts)
+    # the child's arguments may come from queries whose records are not durable yet: they
+    # are, before the child exists (a restart must not call it with other arguments)
+    await self.flush()
     await self.host.io(
         self.host.create_child, child_wf, child_args, [self.run_id, p.n], child_id,
         self.state.deadline,

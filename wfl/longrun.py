@@ -98,6 +98,7 @@ async def continue_as_new(self: RunDriver, args: dict[str, Any] | None) -> Conti
     args = self.workflow.validate_args(args)
     state = self.state
     new_id = continued_run_id(self.run_id, state.restarts)
+    await self.flush()  # what the new run's arguments came from is durable before it exists
     await self.host.io(self.host.create_continued, self.workflow, args, state, new_id)
     self.continued_as = new_id
     return ContinuedAsNew(new_id)

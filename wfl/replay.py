@@ -81,8 +81,14 @@ class RunDriver:
         self.next_n = 0
         self.buffer: list[bytes] = []
         self.buffer_size = 0
+        # records on their way (commit.py): the batch being written now and when it is
+        # durable, when the buffered ones will be, and why this run can write no more
+        self.writing_size = 0
         self.flushing: asyncio.Future[None] | None = None
-        self.quiet_flush: object | None = None  # token of the _flush_quietly task to come
+        self.next_flush: asyncio.Future[None] | None = None
+        self.commit_error: BaseException | None = None
+        self.flush_urgent = False  # someone waits for the buffered records
+        self.queries_running = 0  # (their records wait for the next write-ahead)
         self.task: asyncio.Task[None] | None = None
         self.violation: DeterminismViolation | None = None
         self.closing = False  # finishing, canceled or evicted: no new work starts
@@ -439,7 +445,6 @@ class RunDriver:
     poll = commit.poll
     _poll_after_flush = commit._poll_after_flush
     apply_foreign = commit.apply_foreign
-    _flush_quietly = commit._flush_quietly
 
     # -- executing: execute.py --------------------------------------------------------------
 

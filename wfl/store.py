@@ -22,7 +22,7 @@ import hashlib
 import logging
 import os
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -414,6 +414,19 @@ class FileStore:
             return journal.JournalWriter(path, fd=fd)
         except FileNotFoundError:
             raise RunNotFound(run_id) from None
+
+    def append_many(
+        self, batches: Sequence[tuple[journal.JournalWriter, bytes]]
+    ) -> list[list[Record] | BaseException]:
+        """Group commit across runs (stores.base.GroupCommit): one sync for every journal."""
+        return journal.append_group(batches)
+
+    def begin_many(
+        self, batches: Sequence[tuple[journal.JournalWriter, bytes]]
+    ) -> journal.GroupWrite:
+        """append_many in parts: write now, sync in any thread, then finish (the worker's
+        loop writes and hops to a thread only for the sync)."""
+        return journal.GroupWrite(batches)
 
     def summaries(self, *, newest: int | None = None, save: bool = True) -> list[RunSummary]:
         from .index import summaries

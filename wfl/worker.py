@@ -25,6 +25,7 @@ from typing import Any
 from . import channel, codestate, journal, records, timing
 from .channel import WorkerEvent as WorkerEvent  # its home for users and tests
 from .clock import Clock, SystemClock
+from .commit import Committer
 from .errors import (
     FlowLoadError,
     JournalCorrupt,
@@ -108,6 +109,7 @@ class Worker:
         self.offline: float | None = None  # the store is unreachable: next retry's delay
         self.step_pool = ThreadPoolExecutor(max_parallelism, thread_name_prefix="wfl-step")
         self._io_pool = ThreadPoolExecutor(self.store.io_threads, thread_name_prefix="wfl-io")
+        self.committer = Committer(self)  # group commit of every run's records
         self._global_slots: asyncio.Semaphore | None = None
         self._workflow_slots: dict[object, asyncio.Semaphore] = {}  # WorkflowDef, manager
         self.stats = {"steps": 0, "runs_finished": 0, "failures": 0}
@@ -395,6 +397,10 @@ class Worker:
     def alone(self, driver: RunDriver) -> bool:
         """`driver` is the only live run: blocking the loop for its fsync delays nobody."""
         return len(self.drivers) == 1 and driver.inflight <= 1
+
+    def commit(self, driver: RunDriver, *, urgent: bool) -> asyncio.Future[None]:
+        """The driver's buffered records go with the next group commit (commit.py)."""
+        return self.committer.want(driver, urgent=urgent)
 
     def activity(self) -> None:
         if self._wakeup is not None:

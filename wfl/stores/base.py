@@ -18,7 +18,7 @@ Guarantees every implementation gives:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from wfl.records import Record
@@ -52,6 +52,52 @@ class RunWriter(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+Batch = tuple[RunWriter, bytes]  # a writer and records framed by `journal.frame()`
+BatchResult = list[Record] | BaseException  # what others appended before it, or its failure
+
+
+class GroupCommit(Protocol):
+    """What a store offers the worker's durability service (wfl/commit.py) to make several
+    runs' records durable in one commit: a directory writes them all and syncs once,
+    PostgreSQL could commit them in one transaction. Optional: a store without it gets each
+    writer's `append_frames` called in parallel I/O threads."""
+
+    def append_many(self, batches: Sequence[Batch]) -> list[BatchResult]:
+        """Append each batch durably, all together; per batch (in order) the records others
+        appended since its writer last looked (as `append_frames` returns them), or the
+        exception that batch met: the other batches are still committed."""
+        ...
+
+
+class GroupWrite(Protocol):
+    """append_many in three parts (GroupCommit.begin_many, optional): the store writes the
+    batches when it is created (cheap: the worker does it on its loop thread), `sync` makes
+    them durable (blocking: called in an I/O thread), `finish` says per batch what happened
+    (on the loop thread again)."""
+
+    @property
+    def written(self) -> bool:
+        """Whether there is anything to sync (else `sync` need not be called)."""
+        ...
+
+    def sync(self) -> None: ...
+
+    def finish(self, error: BaseException | None = None) -> list[BatchResult]:
+        """Per batch, as append_many; `error`: what sync() raised (nothing is durable)."""
+        ...
+
+
+def append_each(batches: Sequence[Batch]) -> list[BatchResult]:
+    """The default `append_many`: each batch on its own, one commit each."""
+    results: list[BatchResult] = []
+    for writer, payload in batches:
+        try:
+            results.append(writer.append_frames(payload))
+        except Exception as exc:
+            results.append(exc)
+    return results
 
 
 class Lease(Protocol):

@@ -1,0 +1,221 @@
+"""The worker's durability service (wfl/commit.py): group commit across runs, the write-ahead
+rule (SPEC §5), and queries, whose records ride with the next write-ahead (issue 9).
+
+In-process tests hook journal.sync_journals to keep, per journal, the bytes that were durable
+after its last sync; step bodies (tests/commit_flows.py) look at them when they run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import commit_flows
+import pytest
+from crash_flows.harness import WorkerProc, log_lines, settled, state_of, wait_for
+
+from wfl import Client, journal
+from wfl.errors import JournalWriteError
+from wfl.worker import Worker
+
+FLOWS = str(Path(commit_flows.__file__))
+
+
+@pytest.fixture
+def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A journal directory whose syncs are watched: each sync's journals and their bytes."""
+    directory = tmp_path / "runs"
+    commit_flows.durable.clear()
+    commit_flows.seen.clear()
+    commit_flows.journal_dir[:] = [str(directory)]
+    real = journal.sync_journals
+    syncs.clear()
+
+    def watched(fds: Sequence[int]) -> dict[int, str]:
+        failed = real(fds)
+        paths = []
+        for k, fd in enumerate(fds):
+            path = os.readlink(f"/proc/self/fd/{fd}")
+            paths.append(path)
+            if k not in failed:
+                commit_flows.durable[path] = os.pread(fd, os.fstat(fd).st_size, 0)
+        syncs.append(paths)
+        return failed
+
+    monkeypatch.setattr(journal, "sync_journals", watched)
+    return directory
+
+
+syncs: list[list[str]] = []  # the journals of each sync, in order
+
+
+def drive(directory: Path, **kwargs: Any) -> Worker:
+    worker = Worker(directory, listen=False, **kwargs)
+    asyncio.run(worker.run(once=True))
+    return worker
+
+
+def test_runs_records_are_written_and_synced_together(runs: Path) -> None:
+    client = Client(runs)
+    ids = [client.start(commit_flows.actions, {"n": 4}) for _ in range(6)]
+    drive(runs)
+    assert [client.status(r).result for r in ids] == [1 + 2 + 3 + 4] * 6
+    # several journals in one sync, so fewer syncs than journal writes
+    assert max(len(s) for s in syncs) > 1
+    assert len(syncs) < sum(len(s) for s in syncs)
+
+
+def test_no_action_starts_before_its_attempt_is_durable(runs: Path) -> None:
+    client = Client(runs)
+    ids = [client.start(commit_flows.actions, {"n": 3}) for _ in range(5)]
+    drive(runs)
+    assert all(client.status(r).state == "completed" for r in ids)
+    actions = [s for s in commit_flows.seen if s[0] == "action"]
+    assert len(actions) == 15
+    for _, n, _, durable in actions:
+        assert ("att", n) in durable, f"step {n} ran before its attempt record was durable"
+        assert ("sched", n) in durable
+
+
+@pytest.mark.parametrize("use_async", [False, True])
+def test_a_chain_of_queries_shares_one_sync_with_the_next_action(
+    runs: Path, use_async: bool
+) -> None:
+    client = Client(runs)
+    rid = client.start(commit_flows.queries_then_action, {"n": 5, "use_async": use_async})
+    drive(runs)
+    assert client.status(rid).result == 2 * (0 + 1 + 2 + 3 + 4) + 1
+    mine = [s for s in syncs if any(p.endswith(f"{rid}.journal") for p in s)]
+    # one sync carries the five queries and the action's attempt, one the result and the end
+    assert len(mine) == 2
+    queries = [s for s in commit_flows.seen if s[0] == "query"]
+    assert len(queries) == 5
+    assert all(("att", n) not in durable for _, n, _, durable in queries)
+    (action,) = [s for s in commit_flows.seen if s[0] == "action"]
+    _, n, _, durable = action
+    # what the action acts on is durable before it starts: every query's result, in order
+    assert [("done", k) for k in range(5)] == [r for r in durable if r[0] == "done"]
+    assert ("att", n) in durable
+
+
+def test_a_group_member_that_cannot_be_synced_is_paused_and_retried(
+    runs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The sync fails for one journal of a group: its records are taken back (no gap in the
+    journal), the run is paused and retried; the other runs of the group go on."""
+    client = Client(runs)
+    ids = [client.start(commit_flows.actions, {"n": 2}) for _ in range(3)]
+    watched = journal.sync_journals
+    failures = [ids[1]]
+
+    def failing(fds: Sequence[int]) -> dict[int, str]:
+        failed = watched(fds)
+        for k, fd in enumerate(fds):
+            if failures and os.readlink(f"/proc/self/fd/{fd}").endswith(f"{failures[0]}.journal"):
+                failures.clear()
+                failed[k] = "Input/output error"
+        return failed
+
+    monkeypatch.setattr(journal, "sync_journals", failing)
+    events: list[str] = []
+    worker = Worker(runs, listen=False, on_event=lambda e: events.append(f"{e.kind} {e.run_id}"))
+    asyncio.run(worker.run(once=True))
+    assert failures == []
+    assert f"paused {ids[1]}" in events  # (retried in 5 s: by the next drive here)
+    assert client.status(ids[0]).state == client.status(ids[2]).state == "completed"
+    drive(runs)  # the retry
+    assert [client.status(r).result for r in ids] == [3, 3, 3]
+    for r in ids:  # every journal reads back cleanly: nothing half-kept from the failed sync
+        assert journal.read(runs / f"{r}.journal").torn == 0
+
+
+def test_group_write_isolates_a_failing_journal(tmp_path: Path) -> None:
+    paths = [tmp_path / f"{i}.journal" for i in range(3)]
+    for p in paths:
+        journal.create(p, [{"t": "run", "i": str(p)}])
+    writers = [journal.JournalWriter(p) for p in paths]
+    for w in writers:
+        w.read_all()
+    journal.update(paths[2], lambda recs: [{"t": "foreign"}])  # another process appended
+    writers[1].close()
+    results = journal.append_group(
+        [(w, journal.frame({"t": "mine", "i": i})) for i, w in enumerate(writers)]
+    )
+    assert results[0] == []
+    assert isinstance(results[1], JournalWriteError)
+    assert results[2] == [{"t": "foreign"}]
+    assert [r["t"] for r in journal.read(paths[0]).records] == ["run", "mine"]
+    assert [r["t"] for r in journal.read(paths[2]).records] == ["run", "foreign", "mine"]
+
+
+def test_several_journals_are_fsynced_in_parallel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each journal of a group gets its own fsync, concurrently (ext4 batches them into one
+    commit); a journal that cannot be synced is named, the others are still synced."""
+    import threading
+
+    inside: list[int] = []
+    both = threading.Barrier(2, timeout=10)  # passes only if two fsyncs are in flight at once
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        inside.append(fd)
+        both.wait()
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    fds = [os.open(tmp_path / f"f{i}", os.O_RDWR | os.O_CREAT, 0o600) for i in range(2)]
+    try:
+        assert journal.sync_journals(fds) == {}
+        assert sorted(inside) == sorted(fds)
+        monkeypatch.setattr(os, "fsync", real_fsync)
+        os.close(fds[1])  # (a closed descriptor: EBADF)
+        assert set(journal.sync_journals(fds)) == {1}
+    finally:
+        os.close(fds[0])
+
+
+def test_queries_crash_safety_sigkill(tmp_path: Path) -> None:
+    """SIGKILL while a query of a chain runs (its records, and its predecessor's, not durable
+    yet), then while the action that uses their answers runs. The queries run again after the
+    first kill (with new answers); the action's two attempts see the same answers, the ones
+    the journal holds: they were durable before the action first started."""
+    directory = tmp_path / "runs"
+    log, qgate, agate = tmp_path / "log", tmp_path / "qgate", tmp_path / "agate"
+    qgate.touch()
+    agate.touch()
+    rid = Client(directory).start(
+        f"{FLOWS}:chain", {"log": str(log), "query_gate": str(qgate), "action_gate": str(agate)}
+    )
+
+    def lines(kind: str) -> list[list[str]]:
+        return [ln.split() for ln in log_lines(log) if ln.startswith(kind)]
+
+    w = WorkerProc(directory)
+    try:
+        wait_for(lambda: len(lines("query")) == 2, 20, "the second query to run")
+        w.kill()
+        qgate.unlink()
+        w = WorkerProc(directory)
+        wait_for(lambda: len(lines("action")) == 1, 20, "the action to start")
+        w.kill()
+        agate.unlink()
+        w = WorkerProc(directory)
+        wait_for(lambda: settled(directory, rid), 20, "the run to end")
+    finally:
+        w.kill()
+    st = state_of(directory, rid)
+    assert st.end is not None, w.output()
+    assert st.end["kind"] == "success"
+    queries = lines("query")
+    assert [q[1] for q in queries] == ["0", "1", "0", "1"]  # ran again after the first kill
+    answers = [st.steps[0].result, st.steps[1].result]
+    assert answers == [queries[2][3], queries[3][3]]  # the journal holds the second answers
+    actions = lines("action")
+    assert [(a[1], a[2]) for a in actions] == [("2", "1"), ("2", "2")]
+    assert actions[0][3] == actions[1][3] == ",".join(answers)
+    assert st.steps[2].attempts == 2  # every execution of the action is a recorded attempt
