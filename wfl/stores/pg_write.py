@@ -27,17 +27,18 @@ HEADER = len(journal.MAGIC)
 # row moved. A run that others appended to meanwhile (a cancel, an event...) keeps its row and
 # gets no records: its append is redone the careful way (_Append.check). Autocommitted on its
 # own, the statement is one round trip, one transaction and one WAL flush for every run; the
-# same text each time, so psycopg prepares it once per connection.
+# same text each time, so psycopg prepares it once per connection. Parameters go in binary
+# (%b): psycopg then neither quotes nor hex-escapes the arrays (half the client CPU).
 BATCH = (
-    "WITH a AS (SELECT * FROM unnest(%s::text[], %s::int[], %s::int[], %s::bigint[], "
-    "%s::float8[], %s::float8[], %s::text[], %s::text[], %s::float8[], %s::bytea[]) "
+    "WITH a AS (SELECT * FROM unnest(%b::text[], %b::int[], %b::int[], %b::bigint[], "
+    "%b::float8[], %b::float8[], %b::text[], %b::text[], %b::float8[], %b::bytea[]) "
     "AS a(id, old, seq, size, created_at, updated_at, state, workflow, wake_at, summary)), "
     "r AS (UPDATE wfl_runs w SET seq = a.seq, size = a.size, created_at = a.created_at, "
     "updated_at = a.updated_at, state = a.state, workflow = a.workflow, wake_at = a.wake_at, "
     "summary = a.summary, changed = nextval('wfl_change_seq') "
     "FROM a WHERE w.id = a.id AND w.seq = a.old RETURNING w.id), "
     "i AS (INSERT INTO wfl_records (run_id, seq, data) "
-    "SELECT u.id, u.seq, u.data FROM unnest(%s::text[], %s::int[], %s::bytea[]) "
+    "SELECT u.id, u.seq, u.data FROM unnest(%b::text[], %b::int[], %b::bytea[]) "
     "AS u(id, seq, data) WHERE u.id IN (SELECT id FROM r)) "
     "SELECT id FROM r"
 )
@@ -297,6 +298,7 @@ def summary_values(state: RunState) -> tuple[Any, ...]:
     from wfl.index import RunSummary
 
     summary = RunSummary.of(state)
+    # times are floats (RunState makes them so): a binary array's elements share one type
     return (summary.created_at, summary.updated_at, summary.status["state"], state.workflow,
             summary.wake_at, journal.pack(summary.to_record()))  # fmt: skip
 
