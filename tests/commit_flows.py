@@ -103,3 +103,21 @@ async def chain(step: Step, log: str, query_gate: str, action_gate: str) -> str:
     return await step.run_action(
         use, {"log": log, "gate": action_gate, "values": [a, b]}, retry=RetryPolicy(max_attempts=3)
     )
+
+
+one_at_a_time = WorkflowManager(max_parallelism=1)
+
+
+def note(run: str, i: int) -> int:
+    order.append((run, i))
+    return i
+
+
+order: list[tuple[str, int]] = []  # (run label, step) in the order steps ran
+
+
+@one_at_a_time.define
+async def steps_in_turn(step: Step, label: str, n: int = 6) -> int:
+    for i in range(n):
+        await step.run_action(note, {"run": label, "i": i})
+    return n

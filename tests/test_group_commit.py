@@ -8,6 +8,7 @@ after its last sync; step bodies (tests/commit_flows.py) look at them when they 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -219,3 +220,36 @@ def test_queries_crash_safety_sigkill(tmp_path: Path) -> None:
     assert [(a[1], a[2]) for a in actions] == [("2", "1"), ("2", "2")]
     assert actions[0][3] == actions[1][3] == ",".join(answers)
     assert st.steps[2].attempts == 2  # every execution of the action is a recorded attempt
+
+
+def test_a_run_keeps_its_slot_for_its_next_step(runs: Path) -> None:
+    """One slot, three runs: a run's next step takes over the slot its previous step leaves
+    (its attempt record then goes in the same write and sync as that step's result), for
+    SLOT_CHAIN steps in a row at most."""
+    commit_flows.order.clear()
+    client = Client(runs)
+    ids = [client.start(commit_flows.steps_in_turn, {"label": x, "n": 6}) for x in "abc"]
+    drive(runs)
+    assert [client.status(r).result for r in ids] == [6, 6, 6]
+    labels = "".join(label for label, _ in commit_flows.order)
+    assert sum(x != y for x, y in itertools.pairwise(labels)) == 2  # run by run
+    for r in ids:
+        mine = [s for s in syncs if any(p.endswith(f"{r}.journal") for p in s)]
+        # its first schedule (written while it waited), each attempt with the result before
+        # it, the last result with the end: 6 + 2, where a slot taken anew costs one more
+        assert len(mine) <= 8, (r, len(mine))
+
+
+def test_a_run_gives_its_slot_up_after_a_chain(runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from wfl import worker
+
+    monkeypatch.setattr(worker, "SLOT_CHAIN", 2)
+    commit_flows.order.clear()
+    client = Client(runs)
+    for x in "ab":
+        client.start(commit_flows.steps_in_turn, {"label": x, "n": 6})
+    drive(runs)
+    labels = "".join(label for label, _ in commit_flows.order)
+    assert "aaaa" not in labels
+    assert "bbbb" not in labels
+    assert sorted(labels) == list("aaaaaabbbbbb")

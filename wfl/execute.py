@@ -134,51 +134,16 @@ def _settle(
 
 
 async def _execute(self: RunDriver, p: Pending) -> None:
-    async with self.host.slot(self.workflow):
-        if self._halted() or self.host.draining:
-            return  # a stopping worker starts no attempt
-        s = self.state.steps[p.n]
-        attempt = s.attempts + 1
-        # Fired ahead of its due time, the attempt is recorded as starting then, and the
-        # write-ahead's fsync happens while the step waits for that moment, not after it.
-        start = max(self.clock.now(), p.due)
-        self._append(records.att(p.n, attempt, start), flush_soon=False)
-        self.inflight += 1
-        try:
-            if p.kind != "query":  # a query changes nothing: its records ride along (commit.py)
-                await self.flush()  # write-ahead: the attempt is on disk before it runs
-            # a recorded attempt runs even if the worker began stopping meanwhile (its
-            # shutdown waits for it): skipped, it would count as a failed attempt
-            if self._halted():
-                if self.state.cancel_requested and not self.finished:
-                    # canceled while the attempt was being recorded: say it never ran, so a
-                    # restart that keeps this step runs it rather than calling it interrupted
-                    self._append(records.fail(p.n, attempt, "Canceled", NOT_STARTED,
-                                              self.clock.now(), self.clock.now()))  # fmt: skip
-                return
-            self.host.emit("step_started", self, step=p.n, name=s.name, attempt=attempt, at=start)
-            in_thread = self.clock.blocking_waits and not inspect.iscoroutinefunction(p.fn)
-            if start > self.clock.now() and not in_thread:  # the loop waits, then calls
-                await self._wait_armed(p.n, start)
-                if self._halted():
-                    return
-            if p.kind == "query":
-                self.queries_running += 1
-                try:
-                    ok, value = await self._call(p, attempt, start)
-                finally:
-                    self.queries_running -= 1
-                    if not self.queries_running:
-                        self.host.committer.query_ended(self)
-            else:
-                ok, value = await self._call(p, attempt, start)
-        except Exception as exc:  # the write-ahead failed (user errors stay in _call)
-            if exc is not self.commit_error:  # (that one the committer reported)
-                self.host.driver_failed(self, exc)
-            return
-        finally:
-            self.inflight -= 1
-            self.host.activity()
+    await self.host.take_slot(self)
+    ran: tuple[int, bool, Any] | None = None
+    try:
+        ran = await self._attempt(p)
+    finally:
+        self.host.give_slot(self, keep=ran is not None)  # kept a moment for the next step
+    if ran is None:
+        return
+    attempt, ok, value = ran
+    s = self.state.steps[p.n]
     if not self.host.listening:
         self.poll()  # a cancel may have come while the step ran (no datagram to tell us)
     if self.finished:
@@ -198,6 +163,56 @@ async def _execute(self: RunDriver, p: Pending) -> None:
     self._attempt_failed(
         p, attempt, type(error).__name__, str(error), retryable=retryable, tb=capture(error)
     )
+
+
+async def _attempt(self: RunDriver, p: Pending) -> tuple[int, bool, Any] | None:
+    """Record an attempt, durably unless it is a query's, and run it: (attempt, ok, value),
+    or None if it did not run."""
+    if self._halted() or self.host.draining:
+        return None  # a stopping worker starts no attempt
+    s = self.state.steps[p.n]
+    attempt = s.attempts + 1
+    # Fired ahead of its due time, the attempt is recorded as starting then, and the
+    # write-ahead's fsync happens while the step waits for that moment, not after it.
+    start = max(self.clock.now(), p.due)
+    self._append(records.att(p.n, attempt, start), flush_soon=False)
+    self.inflight += 1
+    try:
+        if p.kind != "query":  # a query changes nothing: its records ride along (commit.py)
+            await self.flush()  # write-ahead: the attempt is on disk before it runs
+        # a recorded attempt runs even if the worker began stopping meanwhile (its
+        # shutdown waits for it): skipped, it would count as a failed attempt
+        if self._halted():
+            if self.state.cancel_requested and not self.finished:
+                # canceled while the attempt was being recorded: say it never ran, so a
+                # restart that keeps this step runs it rather than calling it interrupted
+                self._append(records.fail(p.n, attempt, "Canceled", NOT_STARTED,
+                                          self.clock.now(), self.clock.now()))  # fmt: skip
+            return None
+        self.host.emit("step_started", self, step=p.n, name=s.name, attempt=attempt, at=start)
+        in_thread = self.clock.blocking_waits and not inspect.iscoroutinefunction(p.fn)
+        if start > self.clock.now() and not in_thread:  # the loop waits, then calls
+            await self._wait_armed(p.n, start)
+            if self._halted():
+                return None
+        if p.kind == "query":
+            self.queries_running += 1
+            try:
+                ok, value = await self._call(p, attempt, start)
+            finally:
+                self.queries_running -= 1
+                if not self.queries_running:
+                    self.host.committer.query_ended(self)
+        else:
+            ok, value = await self._call(p, attempt, start)
+    except Exception as exc:  # the write-ahead failed (user errors stay in _call)
+        if exc is not self.commit_error:  # (that one the committer reported)
+            self.host.driver_failed(self, exc)
+        return None
+    finally:
+        self.inflight -= 1
+        self.host.activity()
+    return attempt, ok, value
 
 
 def _record_dropped(self: RunDriver, p: Pending, attempt: int, ok: bool, value: Any) -> None:

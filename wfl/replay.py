@@ -88,6 +88,8 @@ class RunDriver:
         self.next_flush: asyncio.Future[None] | None = None
         self.commit_error: BaseException | None = None
         self.flush_urgent = False  # someone waits for the buffered records
+        self.held_slot: object | None = None  # a step slot kept for the next step (worker)
+        self.slot_chain = 0  # steps in a row on the slot it holds
         self.queries_running = 0  # (their records wait for the next write-ahead)
         self.task: asyncio.Task[None] | None = None
         self.violation: DeterminismViolation | None = None
@@ -454,6 +456,7 @@ class RunDriver:
     _attempt_failed = execute._attempt_failed
     _settle = execute._settle
     _execute = execute._execute
+    _attempt = execute._attempt
     _record_dropped = execute._record_dropped
     _halted = execute._halted
     _call = execute._call
