@@ -241,9 +241,9 @@ def test_a_run_keeps_its_slot_for_its_next_step(runs: Path) -> None:
 
 
 def test_a_run_gives_its_slot_up_after_a_chain(runs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from wfl import worker
+    from wfl import slots
 
-    monkeypatch.setattr(worker, "SLOT_CHAIN", 2)
+    monkeypatch.setattr(slots, "SLOT_CHAIN", 2)
     commit_flows.order.clear()
     client = Client(runs)
     for x in "ab":

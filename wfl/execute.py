@@ -11,6 +11,8 @@ import functools
 import hashlib
 import inspect
 import logging
+import os
+import sys
 from contextvars import copy_context
 from typing import TYPE_CHECKING, Any
 
@@ -430,3 +432,28 @@ def _step_failed(s: StepState) -> WflError:
     if s.kind == "event" and s.error_type == "EventFailed":
         return EventFailed(s.message or "", name=str(s.sched.get("event")))
     return StepFailed(s.n, s.name, s.error_type or "Error", s.message or "", s.tb)
+
+
+def _unserializable(args: Any) -> str | None:
+    return _normalize(args)[1]
+
+
+def _normalize(value: Any) -> tuple[Any, str | None]:
+    """(value as it reads back from the journal, None) — tuples become lists, as they will
+    on replay — or (value, why it cannot be stored)."""
+    try:
+        return journal.decode(journal.encode(value)), None
+    except SerializationError as exc:
+        return value, str(exc)
+
+
+def _caller_location() -> str:
+    """file:line of the workflow code that made the step call."""
+    wfl_dir = os.path.dirname(os.path.abspath(__file__))
+    frame = sys._getframe(1)
+    while frame is not None:
+        filename = os.path.abspath(frame.f_code.co_filename)
+        if not filename.startswith(wfl_dir + os.sep) and "asyncio" not in filename:
+            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
+        frame = frame.f_back  # type: ignore[assignment]
+    return ""

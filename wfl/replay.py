@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import random
-import sys
 import uuid
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -29,7 +27,7 @@ from .errors import (
     StepFailed,
     WflError,
 )
-from .execute import _step_failed, describe
+from .execute import _caller_location, _normalize, _step_failed, _unserializable, describe
 from .execute import child_run_id as child_run_id  # tests and tools import it from here
 from .manager import NO_RETRY, RetryPolicy, WorkflowDef
 from .records import Record
@@ -481,28 +479,3 @@ class RunDriver:
     _deadline_passed = longrun._deadline_passed
     continue_as_new = longrun.continue_as_new
     set_progress = longrun.set_progress
-
-
-def _unserializable(args: Any) -> str | None:
-    return _normalize(args)[1]
-
-
-def _normalize(value: Any) -> tuple[Any, str | None]:
-    """(value as it reads back from the journal, None) — tuples become lists, as they will
-    on replay — or (value, why it cannot be stored)."""
-    try:
-        return journal.decode(journal.encode(value)), None
-    except SerializationError as exc:
-        return value, str(exc)
-
-
-def _caller_location() -> str:
-    """file:line of the workflow code that made the step call."""
-    wfl_dir = os.path.dirname(os.path.abspath(__file__))
-    frame = sys._getframe(1)
-    while frame is not None:
-        filename = os.path.abspath(frame.f_code.co_filename)
-        if not filename.startswith(wfl_dir + os.sep) and "asyncio" not in filename:
-            return f"{frame.f_code.co_filename}:{frame.f_lineno}"
-        frame = frame.f_back  # type: ignore[assignment]
-    return ""
