@@ -170,8 +170,8 @@ def wfl_round(
         Path(barrier).touch()
         spies = [
             subprocess.Popen(["py-spy", "record", "-p", str(pid), "-d", str(args.profile),
-                              "-r", "250", "-f", "raw", "--nonblocking", "--gil", "-o",
-                              f"{args.tmp}/wflbench-prof-{procs}-{i}.txt"],
+                              "-r", "250", "-f", "raw", "--nonblocking", "--threads", "--idle",
+                              "-o", f"{args.tmp}/wflbench-prof-{procs}-{i}.txt"],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for i, pid in enumerate(wpids) if args.profile
         ]  # fmt: skip

@@ -14,7 +14,7 @@ from wfl.errors import LeaseLost
 from wfl.index import RunSummary
 from wfl.records import Record
 from wfl.state import RunState
-from wfl.stores.postgres import PostgresStore
+from wfl.stores.postgres import HELD_FRESH, PostgresStore
 
 
 def _new_run(store: PostgresStore, n: int) -> str:
@@ -160,9 +160,12 @@ def test_a_run_another_worker_holds_is_asked_for_again_until_it_is_free(pg_url: 
         lease = first.try_lease(run_id)
         assert lease is not None
         assert second.try_lease(run_id) is None
-        assert second.try_lease(run_id) is None  # asked on its reads connection this time
+        assert second.try_lease(run_id) is None  # answered by a look at pg_locks
         assert second.is_leased(run_id)
         lease.release()
+        # that look is kept HELD_FRESH s: a run freed meanwhile is taken at the next retry
+        assert second.try_lease(run_id) is None
+        second._held_at -= HELD_FRESH
         taken = second.try_lease(run_id)
         assert taken is not None
         assert first.try_lease(run_id) is None

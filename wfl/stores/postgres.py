@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import os
 import threading
+import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,7 @@ CHANNEL = "wfl"  # news: new runs, cancels, events, children's ends, deletions, 
 WORKER_APP = "wfl-worker"
 CONNECT_TIMEOUT = 5
 MAX_CONTESTED = 100_000
+HELD_FRESH = 0.2  # seconds a look at the held advisory locks answers contested leases
 
 
 def lock_key(run_id: str) -> int:
@@ -80,6 +82,8 @@ class PostgresStore(KeysAndSchedules):
         self.generation = 0  # bumped at each new session: leases of older ones are gone
         self._leases: dict[str, int] = {}  # run id -> generation it was leased in
         self._contested: set[str] = set()  # runs another worker held when we asked
+        self._held: set[int] = set()  # advisory lock keys held HELD_FRESH s ago...
+        self._held_at = -HELD_FRESH  # ...as of this time.monotonic()
         self.cleared_notes: set[tuple[str, str]] = set()  # see PgNotes.delete
         self._queue: list[_Append] = []
         self._queue_lock = threading.Lock()
@@ -374,17 +378,9 @@ class PostgresStore(KeysAndSchedules):
 
     def try_lease(self, run_id: str) -> PgLease | None:
         key = lock_key(run_id)
-        if run_id in self._contested:
-            # Held by another worker when we last asked (it is retried every second or so,
-            # in case that worker died): ask on the reads connection whether the lock is
-            # free, without waiting for the session's commits in progress.
-            with self.reads() as conn:
-                row = conn.execute(
-                    "SELECT pg_try_advisory_lock(%s) AND pg_advisory_unlock(%s)", (key, key)
-                ).fetchone()
-            if not row or not row[0]:
-                return None
-            self._contested.discard(run_id)
+        if run_id in self._contested and self._held_elsewhere(key):
+            return None
+        self._contested.discard(run_id)
         with self.session() as conn:
             row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
             if not row or not row[0]:
@@ -397,6 +393,22 @@ class PostgresStore(KeysAndSchedules):
                 return None
             self._leases[run_id] = self.generation
             return PgLease(self, run_id, self.generation)
+
+    def _held_elsewhere(self, key: int) -> bool:
+        """Whether a session held lock `key` a moment ago: a worker asks every second or so
+        for each run another worker holds (it may have died); one look at pg_locks per
+        HELD_FRESH s answers them all, not a round trip each behind the session's commits."""
+        now = time.monotonic()
+        if now - self._held_at > HELD_FRESH:
+            with self.reads() as conn:
+                rows = conn.execute(
+                    "SELECT classid::bigint, objid::bigint FROM pg_locks "
+                    "WHERE locktype = 'advisory' AND objsubid = 1 AND granted AND database = "
+                    "(SELECT oid FROM pg_database WHERE datname = current_database())"
+                ).fetchall()
+            self._held = {(hi << 32) | lo for hi, lo in rows}
+            self._held_at = now
+        return key & 0xFFFFFFFFFFFFFFFF in self._held
 
     def release(self, run_id: str, generation: int) -> None:
         with self._lock:
