@@ -56,6 +56,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--baseline", help="a git revision, checked out in a temporary worktree")
     ap.add_argument("--baseline-dir", help="an existing checkout to compare with")
+    ap.add_argument("--this-dir", help="measure this checkout instead of the installed wfl")
     ap.add_argument("--reps", type=int, default=3)
     ap.add_argument("--only", default="w1_sync,w1_async,w2")
     ap.add_argument("--workflows", type=int, default=200)
@@ -73,9 +74,10 @@ def main() -> None:
     results: dict[str, list[dict[str, float]]] = {"A": [], "B": []}
     try:
         for rep in range(args.reps):
-            order = [("A", None), ("B", bpath)] if rep % 2 == 0 else [("B", bpath), ("A", None)]
+            a = ("A", args.this_dir)
+            order = [a, ("B", bpath)] if rep % 2 == 0 else [("B", bpath), a]
             for which, path in order:
-                if which == "B" and bpath is None:
+                if which == "B" and bpath is None:  # (no baseline: A alone)
                     continue
                 results[which].append(sitting(which, path, args))
     finally:

@@ -121,3 +121,33 @@ async def steps_in_turn(step: Step, label: str, n: int = 6) -> int:
     for i in range(n):
         await step.run_action(note, {"run": label, "i": i})
     return n
+
+
+threads: list[tuple[int, str]] = []  # (i, thread name) of each `where` call
+
+
+def where(i: int, sleep: float = 0.0, use_asyncio: bool = False) -> int:
+    import asyncio
+    import threading
+
+    threads.append((i, threading.current_thread().name))
+    if sleep:
+        time.sleep(sleep)
+    if use_asyncio:  # works inline too: the body sees no running loop
+
+        async def inner() -> int:
+            return i
+
+        return asyncio.run(inner())
+    return i
+
+
+@workflow.define
+async def many(step: Step, n: int, timeout: float = 0.0, slow_at: int = -1) -> int:
+    for i in range(n):
+        await step.run_action(
+            where,
+            {"i": i, "sleep": 0.005 if i == slow_at else 0.0, "use_asyncio": i == n - 1},
+            timeout=timeout or None,
+        )
+    return n

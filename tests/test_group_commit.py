@@ -253,3 +253,55 @@ def test_a_run_gives_its_slot_up_after_a_chain(runs: Path, monkeypatch: pytest.M
     assert "aaaa" not in labels
     assert "bbbb" not in labels
     assert sorted(labels) == list("aaaaaabbbbbb")
+
+
+def test_a_short_sync_step_runs_on_the_loop_after_a_few_runs_in_threads(runs: Path) -> None:
+    from wfl import hops
+
+    commit_flows.threads.clear()
+    client = Client(runs)
+    n = hops.SHORT_RUNS + 10
+    rid = client.start(commit_flows.many, {"n": n, "slow_at": hops.SHORT_RUNS + 3})
+    drive(runs)
+    assert client.status(rid).result == n
+    names = [name for _, name in commit_flows.threads]
+    assert all(x.startswith("wfl-step") for x in names[: hops.SHORT_RUNS])
+    loop_thread = names[hops.SHORT_RUNS]
+    assert not loop_thread.startswith("wfl-step")  # inline from then on ...
+    assert names[hops.SHORT_RUNS + 3] == loop_thread
+    # ... until one run was slow: back to threads (the last call, asyncio.run inside, too)
+    assert all(x.startswith("wfl-step") for x in names[hops.SHORT_RUNS + 4 :])
+
+
+def test_a_sync_step_with_a_timeout_always_runs_in_a_thread(runs: Path) -> None:
+    from wfl import hops
+
+    commit_flows.threads.clear()
+    client = Client(runs)
+    rid = client.start(commit_flows.many, {"n": hops.SHORT_RUNS + 4, "timeout": 5.0})
+    drive(runs)
+    assert client.status(rid).state == "completed"
+    assert all(name.startswith("wfl-step") for _, name in commit_flows.threads)
+
+
+def test_hops_bookkeeping() -> None:
+    from wfl import hops
+
+    h = hops.Hops()
+
+    def f() -> None: ...
+
+    for _ in range(hops.SHORT_RUNS - 1):
+        h.ran(f, 0.00001, inline=False)
+    assert not h.inline(f)
+    h.ran(f, 0.01, inline=False)  # one long run starts the count again
+    assert not h.inline(f)
+    for _ in range(hops.SHORT_RUNS):
+        h.ran(f, 0.00001, inline=False)
+    assert h.inline(f)
+    for _ in range(hops.MAX_DEMOTIONS):
+        h.ran(f, 0.01, inline=True)
+        assert not h.inline(f)
+        for _ in range(hops.SHORT_RUNS):
+            h.ran(f, 0.00001, inline=False)
+    assert not h.inline(f)  # demoted too often: threads for good

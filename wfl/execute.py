@@ -243,11 +243,13 @@ async def _call(self: RunDriver, p: Pending, attempt: int, start: float = 0.0) -
     token = _current.set(StepContext(self.run_id, p.n, attempt))
     try:
         ahead = max(0.0, start - self.clock.now())  # a sync step's thread waits this long
+        hops = self.host.hops
         if inspect.iscoroutinefunction(p.fn):
             call: Any = p.fn(**p.args)
+        elif not p.timeout and not ahead and hops.inline(p.fn):  # short: no hop (hops.py)
+            call = _done(hops.run_inline(copy_context(), p.fn, p.args))
         else:
-            ctx = copy_context()
-            body = functools.partial(ctx.run, p.fn, **p.args)
+            body = functools.partial(hops.run_timed, copy_context(), p.fn, p.args)
             if ahead:  # one wake-up at the due time (this thread's), not the loop's and then this
                 body = functools.partial(_when_due, self.clock, start, body)
             call = self.loop.run_in_executor(self.host.step_pool, body)
@@ -279,6 +281,10 @@ async def _call(self: RunDriver, p: Pending, attempt: int, start: float = 0.0) -
             f"result_limit is {limit}; store big data elsewhere and return an id"
         )
     return True, value
+
+
+async def _done(value: Any) -> Any:
+    return value
 
 
 async def _within(call: Any, timeout: float) -> tuple[bool, Any]:

@@ -34,6 +34,7 @@ from .errors import (
     WflError,
 )
 from .execute import describe
+from .hops import Hops
 from .loader import load_function
 from .manager import WorkflowDef
 from .replay import RunDriver
@@ -109,6 +110,7 @@ class Worker:
         self.step_pool = ThreadPoolExecutor(max_parallelism, thread_name_prefix="wfl-step")
         self._io_pool = ThreadPoolExecutor(self.store.io_threads, thread_name_prefix="wfl-io")
         self.committer = Committer(self)  # group commit of every run's records
+        self.hops = Hops()  # which sync steps are short enough to run on the loop
         self._global_slots: asyncio.Semaphore | None = None
         self._owner_slots: dict[object, asyncio.Semaphore] = {}  # WorkflowDef, manager
         self._workflow_slots: dict[WorkflowDef, list[asyncio.Semaphore]] = {}  # all three
