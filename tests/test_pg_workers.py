@@ -24,7 +24,8 @@ from crash_flows.harness import (
 from pg_cluster import Cluster
 
 from wfl import Client
-from wfl.stores.postgres import PostgresStore, lock_key
+from wfl.stores.pg_leases import lock_key
+from wfl.stores.postgres import PostgresStore
 
 
 def _leases_by_process(url: str, run_ids: list[str]) -> dict[int, set[str]]:

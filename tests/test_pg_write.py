@@ -14,7 +14,8 @@ from wfl.errors import LeaseLost
 from wfl.index import RunSummary
 from wfl.records import Record
 from wfl.state import RunState
-from wfl.stores.postgres import HELD_FRESH, PostgresStore
+from wfl.stores.pg_leases import HELD_FRESH
+from wfl.stores.postgres import PostgresStore
 
 
 def _new_run(store: PostgresStore, n: int) -> str:
@@ -185,3 +186,36 @@ def test_a_note_is_deleted_again_once_this_process_wrote_it_again(store: Postgre
     notes.put("unloadable", "k", {"reason": "two"})
     notes.delete("unloadable", "k")
     assert notes.get("unloadable", "k") is None
+
+
+def test_a_lease_released_while_the_session_is_busy_is_unlocked_when_it_is_done(
+    pg_url: str,
+) -> None:
+    import threading
+
+    worker, other = PostgresStore(pg_url), PostgresStore(pg_url)
+    try:
+        run_id = _new_run(worker, 0)
+        lease = worker.try_lease(run_id)
+        assert lease is not None
+        busy, done = threading.Event(), threading.Event()
+
+        def commit_in_flight() -> None:  # as the I/O thread's group commit holds the session
+            with worker.session():
+                busy.set()
+                done.wait(30)
+
+        thread = threading.Thread(target=commit_in_flight)
+        thread.start()
+        assert busy.wait(30)
+        lease.release()  # returns at once: the event loop does not wait for the commit
+        assert other.try_lease(run_id) is None  # still locked in the database...
+        with pytest.raises(LeaseLost):
+            worker.writer(run_id)  # ...but this worker no longer writes to the run
+        done.set()
+        thread.join(30)
+        other._held_at -= HELD_FRESH
+        assert other.try_lease(run_id) is not None  # unlocked as the session was let go
+    finally:
+        worker.close()
+        other.close()

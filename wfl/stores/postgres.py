@@ -15,10 +15,8 @@ the journal store shares one fsync among a run's records.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import threading
-import time
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager, suppress
 from typing import TYPE_CHECKING, Any
@@ -38,6 +36,7 @@ from wfl.state import RunState
 from wfl.store import check_id, new_run_id
 from wfl.stores import mask, pg_schema
 from wfl.stores.pg_extras import KeysAndSchedules, PgNotes
+from wfl.stores.pg_leases import Leases
 from wfl.stores.pg_news import PgListener, watch_changes
 from wfl.stores.pg_write import (
     HEADER,
@@ -59,17 +58,9 @@ if TYPE_CHECKING:
 CHANNEL = "wfl"  # news: new runs, cancels, events, children's ends, deletions, schedules
 WORKER_APP = "wfl-worker"
 CONNECT_TIMEOUT = 5
-MAX_CONTESTED = 100_000
-HELD_FRESH = 0.2  # seconds a look at the held advisory locks answers contested leases
 
 
-def lock_key(run_id: str) -> int:
-    """The advisory lock key of a run (64 bits of a hash: collisions are negligible)."""
-    digest = hashlib.blake2b(run_id.encode(), digest_size=8, person=b"wfl-lease").digest()
-    return int.from_bytes(digest, "big", signed=True)
-
-
-class PostgresStore(KeysAndSchedules):
+class PostgresStore(KeysAndSchedules, Leases):
     """Runs in a PostgreSQL database; see the module docstring."""
 
     def __init__(self, url: str, *, application_name: str | None = None) -> None:
@@ -80,10 +71,7 @@ class PostgresStore(KeysAndSchedules):
         self._lock = threading.RLock()  # the session connection, one user at a time
         self._conn: psycopg.Connection[Any] | None = None
         self.generation = 0  # bumped at each new session: leases of older ones are gone
-        self._leases: dict[str, int] = {}  # run id -> generation it was leased in
-        self._contested: set[str] = set()  # runs another worker held when we asked
-        self._held: set[int] = set()  # advisory lock keys held HELD_FRESH s ago...
-        self._held_at = -HELD_FRESH  # ...as of this time.monotonic()
+        self.init_leases()
         self.cleared_notes: set[tuple[str, str]] = set()  # see PgNotes.delete
         self._queue: list[_Append] = []
         self._queue_lock = threading.Lock()
@@ -138,19 +126,22 @@ class PostgresStore(KeysAndSchedules):
         """The session connection (reconnecting if it broke), for one user at a time."""
         import psycopg
 
-        with self._lock:
-            if self._conn is None or self._conn.broken or self._conn.closed:
-                self._drop()
-                self._conn = self.connect()
-            try:
-                yield self._conn
-            except psycopg.Error as exc:
+        try:
+            with self._lock:
                 if self._conn is None or self._conn.broken or self._conn.closed:
                     self._drop()
-                    raise self.unavailable(exc) from None
-                if isinstance(exc, psycopg.OperationalError):
-                    raise self.unavailable(exc) from None
-                raise StoreError(f"store {self._spec}: {_one_line(exc)}") from None
+                    self._conn = self.connect()
+                try:
+                    yield self._conn
+                except psycopg.Error as exc:
+                    if self._conn is None or self._conn.broken or self._conn.closed:
+                        self._drop()
+                        raise self.unavailable(exc) from None
+                    if isinstance(exc, psycopg.OperationalError):
+                        raise self.unavailable(exc) from None
+                    raise StoreError(f"store {self._spec}: {_one_line(exc)}") from None
+        finally:
+            self.unlock_released()  # leases released while we held the session
 
     @contextmanager
     def reads(self) -> Iterator[psycopg.Connection[Any]]:
@@ -374,58 +365,7 @@ class PostgresStore(KeysAndSchedules):
             raise RunNotFound(run_id)
         return float(row[0])
 
-    # -- leases -----------------------------------------------------------------------------
-
-    def try_lease(self, run_id: str) -> PgLease | None:
-        key = lock_key(run_id)
-        if run_id in self._contested and self._held_elsewhere(key):
-            return None
-        self._contested.discard(run_id)
-        with self.session() as conn:
-            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-            if not row or not row[0]:
-                if len(self._contested) > MAX_CONTESTED:
-                    self._contested.clear()  # only a shortcut: forgetting costs a wait
-                self._contested.add(run_id)
-                return None
-            if run_id in self._leases:  # session locks nest: keep one level only
-                conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(run_id),))
-                return None
-            self._leases[run_id] = self.generation
-            return PgLease(self, run_id, self.generation)
-
-    def _held_elsewhere(self, key: int) -> bool:
-        """Whether a session held lock `key` a moment ago: a worker asks every second or so
-        for each run another worker holds (it may have died); one look at pg_locks per
-        HELD_FRESH s answers them all, not a round trip each behind the session's commits."""
-        now = time.monotonic()
-        if now - self._held_at > HELD_FRESH:
-            with self.reads() as conn:
-                rows = conn.execute(
-                    "SELECT classid::bigint, objid::bigint FROM pg_locks "
-                    "WHERE locktype = 'advisory' AND objsubid = 1 AND granted AND database = "
-                    "(SELECT oid FROM pg_database WHERE datname = current_database())"
-                ).fetchall()
-            self._held = {(hi << 32) | lo for hi, lo in rows}
-            self._held_at = now
-        return key & 0xFFFFFFFFFFFFFFFF in self._held
-
-    def release(self, run_id: str, generation: int) -> None:
-        with self._lock:
-            if self._leases.get(run_id) != generation or generation != self.generation:
-                return  # that session is gone, and its locks with it
-            del self._leases[run_id]
-            with suppress(StoreUnavailable), self.session() as conn:
-                conn.execute("SELECT pg_advisory_unlock(%s)", (lock_key(run_id),))
-
-    def is_leased(self, run_id: str) -> bool:
-        if run_id in self._leases:
-            return True
-        lease = self.try_lease(run_id)
-        if lease is None:
-            return True
-        lease.release()
-        return False
+    # -- leases: pg_leases.py ---------------------------------------------------------------
 
     def workers_alive(self) -> bool:
         with self.reads() as conn:
@@ -480,16 +420,6 @@ class PostgresStore(KeysAndSchedules):
         statement for every run, see pg_write.write_batch); per batch the records others
         appended before it, or the exception it met."""
         return append_many(self, batches)
-
-
-class PgLease:
-    def __init__(self, store: PostgresStore, run_id: str, generation: int) -> None:
-        self.store = store
-        self.run_id = run_id
-        self.generation = generation
-
-    def release(self) -> None:
-        self.store.release(self.run_id, self.generation)
 
 
 class _Collision(Exception):
