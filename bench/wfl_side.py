@@ -589,51 +589,85 @@ def _sub(phase: str, opts: dict[str, Any], timeout: float) -> dict[str, Any]:
 
 
 def phase_throughput_procs(o: dict[str, Any]) -> dict[str, Any]:
-    """Workload 1 with `procs` worker processes on one directory (both cores): the runs exist
-    first; each process imports wfl and builds its worker, waits at a barrier, then drains
-    what it can lease (`once`). The clock runs from the barrier to the last process's exit."""
+    """Workload 1 through the real command: `wfl worker --processes N` (`procs`, default 2)
+    is up and idle, a client thread here starts the W runs (as in `throughput`), and the clock
+    stops at the worker's last `run_finished` line (off a terminal it writes one line per
+    event; this process reads them as they come). `share_delay` (seconds; the children read
+    WFL_SHARE_DELAY) measures other splits: 0 is every process racing for every run."""
     d = fresh_dir(o, "tpp")
     W, S, procs = o["workflows"], o["steps"], o.get("procs", 2)
     wf = getattr(flows, o.get("workflow", "steps"))
+    cli = wfl_cli()
+    if cli is None:
+        raise RuntimeError("the wfl command is not installed")
+    env = dict(os.environ)
+    if "share_delay" in o:
+        env["WFL_SHARE_DELAY"] = str(o["share_delay"])
+    err = tempfile.TemporaryFile()  # noqa: SIM115 - the worker's stderr, read on failure
+    worker = subprocess.Popen(
+        [cli, "worker", "--processes", str(procs), "--dir", d],
+        stdout=subprocess.PIPE, stderr=err, text=True, cwd=str(HERE), env=env,
+    )  # fmt: skip
+    assert worker.stdout is not None
+    lines = worker.stdout
     try:
-        warm_up(d, wf, {"n": S})
         client = Client(d)
-        ids = [client.start(wf, {"n": S}) for _ in range(W)]
-        barrier = Path(d).parent / (Path(d).name + ".go")
-        code = (
-            "import os, sys, time\n"
-            f"sys.path.insert(0, {str(HERE)!r})\n"
-            "import flows\n"
-            "from wfl.worker import Worker\n"
-            f"w = Worker({d!r}, listen=False)\n"
-            "print('ready', flush=True)\n"
-            f"while not os.path.exists({str(barrier)!r}):\n"
-            "    time.sleep(0.001)\n"
-            "w.run_sync(once=True)\n"
-        )
-        children = [
-            subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-            for _ in range(procs)
-        ]
-        for c in children:
-            assert c.stdout is not None
-            c.stdout.readline()  # "ready"
+        deadline = time.monotonic() + 60
+        sockets = Path(d) / "workers"  # each process's wake-up socket: it listens
+        while not sockets.exists() or len(os.listdir(sockets)) < procs:
+            if time.monotonic() > deadline or worker.poll() is not None:
+                raise RuntimeError("the worker's processes did not start")
+            time.sleep(0.01)
+
+        def wait_finished(ids: set[str]) -> float:
+            """Read the worker's lines until every run of `ids` finished; when the last did."""
+            left = set(ids)
+            end = time.perf_counter()
+            for line in lines:
+                if " run_finished " in line:
+                    parts = line.split()
+                    if parts[1] in left:
+                        left.discard(parts[1])
+                        end = time.perf_counter()
+                        if not left:
+                            return end
+            raise RuntimeError(f"the worker ended with {len(left)} runs unfinished")
+
+        # warm-up through the worker: each process loads the flow on its first run
+        wait_finished({client.start(wf, {"n": S}) for _ in range(4 * procs)})
+        ids: list[str] = []
+
+        def starter() -> None:
+            for _ in range(W):
+                ids.append(client.start(wf, {"n": S}))
+
         t0 = time.perf_counter()
-        barrier.touch()
-        for c in children:
-            c.wait(timeout=o["timeout"])
-        dt = time.perf_counter() - t0
-        barrier.unlink()
-        leftover = [r for r in ids if client.status(r).state != "completed"]
-        if leftover:  # a process left runs another one held: finish them, count the time
-            t1 = time.perf_counter()
-            Worker(d, listen=False).run_sync(once=True)
-            dt += time.perf_counter() - t1
+        thread = threading.Thread(target=starter)
+        thread.start()
+        # the ids are not all known yet: count run_finished lines of runs started after t0
+        seen: set[str] = set()
+        end = t0
+        for line in lines:
+            if " run_finished " in line:
+                seen.add(line.split()[1])
+                end = time.perf_counter()
+                if len(seen) >= W:
+                    break
+        thread.join()
+        if set(ids) != seen:
+            raise RuntimeError(f"finished runs are not the started ones ({len(seen)}/{W})")
+        dt = end - t0
         bad = check_completed(client, ids)
         if bad:
             raise RuntimeError(f"{len(bad)} runs did not complete: {bad[:2]}")
-        return {"procs": procs, "seconds": dt, "steps_per_s": W * S / dt, "wf_per_s": W / dt}
+        return {"procs": procs, "seconds": dt, "steps_per_s": W * S / dt, "wf_per_s": W / dt,
+                "load": os.getloadavg()[0]}  # fmt: skip
     finally:
+        worker.terminate()
+        try:
+            worker.wait(60)
+        except subprocess.TimeoutExpired:
+            worker.kill()
         shutil.rmtree(d, ignore_errors=True)
 
 

@@ -153,7 +153,7 @@ def test_two_flow_folders_with_a_same_named_neighbour_do_not_share_it(cli: Wfl) 
     billing, shipping = two_folders(cli.tmp)
     first = cli.start(str(billing))
     second = cli.start(str(shipping))
-    cli.drive()  # one worker process for both
+    cli.ok("worker", "--once", "--processes", "1")  # one worker process for both
     assert cli.peek(first)["result"] == "billing"
     st = cli.peek(second)
     assert st["state"] == "in_progress"  # refused, not run with billing's helpers
@@ -302,7 +302,7 @@ def finished(st: dict[str, Any]) -> bool:
 @pytest.mark.slow
 def test_a_running_worker_keeps_the_code_it_loaded_and_says_newer_code_waits(cli: Wfl) -> None:
     flow = mixed_code(cli.tmp, "1")
-    proc = spawn_worker(cli)
+    proc = spawn_worker(cli, "--processes", "1")  # the code one process loaded
     try:
         first = cli.start(str(flow))
         assert poll_status(cli, first, finished)["result"] == "flow-1 helper-1"
@@ -437,7 +437,7 @@ def test_a_new_flow_is_not_loaded_beside_a_changed_neighbour_the_worker_holds(cl
         cli.tmp / "other.py",
         MIXED_FLOW.replace("async def mixed", "async def other").replace("VERSION", "other"),
     )
-    proc = spawn_worker(cli)
+    proc = spawn_worker(cli, "--processes", "1")  # the code one process loaded
     try:
         first = cli.start(str(flow))
         assert poll_status(cli, first, finished)["result"] == "flow-1 helper-1"

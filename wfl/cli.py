@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,7 +22,7 @@ from .entry import (
     parse_limit,
     start_run,
 )
-from .errors import InvalidArguments, WflError
+from .errors import FlowLoadError, InvalidArguments, WflError
 
 app = typer.Typer(
     help="Durable workflows for Python: start, drive, watch, cancel and clean up runs.",
@@ -165,9 +166,16 @@ def cleanup(
 @app.command()
 def worker(
     max_parallelism: Annotated[
-        int, typer.Option("--max-parallelism", help="steps executing at once", min=1)
+        int,
+        typer.Option("--max-parallelism", help="steps executing at once (per process)", min=1),
     ] = 64,
     once: Annotated[bool, typer.Option("--once", help="drain what is due now, then exit")] = False,
+    processes: Annotated[
+        int | None,
+        typer.Option(
+            "--processes", metavar="N", min=1, help="worker processes (default: one per CPU)"
+        ),
+    ] = None,
     grace: Annotated[
         float, typer.Option("--grace", help="seconds running steps get to finish on SIGTERM", min=0)
     ] = 10.0,
@@ -185,11 +193,26 @@ def worker(
     store: StoreOption = None,
 ) -> None:
     """Drive runs: replay due runs, execute steps, sleep until the next timer or new work."""
-    from .foreground import parse_level, serve
+    from .foreground import parse_level
 
     level = parse_level(log_level)
+    chosen = _client(dir, store).store  # bad --dir/--store: one line, before any child starts
+    count = processes if processes is not None else (os.cpu_count() or 1)
+    if count > 1 and not os.environ.get("WFL_WORKER_PROCESS"):  # (not in a child)
+        from .processes import supervise
+
+        if app_dir is not None and not os.path.isdir(app_dir):
+            raise FlowLoadError(f"app directory not found: {app_dir}")  # not one per child
+        argv = ["worker", "--max-parallelism", str(max_parallelism), "--grace", str(grace),
+                "--log-level", log_level, *(["--reload"] if reload else []),
+                *(["--app-dir", app_dir] if app_dir is not None else []),
+                *(["--dir", str(dir)] if dir is not None else []),
+                *(["--store", store] if store is not None else [])]  # fmt: skip
+        raise typer.Exit(supervise(count, argv, once=once, grace=grace, store=chosen))
+    from .foreground import serve
+
     serve(
-        _client(dir, store).store, max_parallelism=max_parallelism, once=once, grace=grace,
+        chosen, max_parallelism=max_parallelism, once=once, grace=grace,
         app_dir=app_dir, reload=reload, log_level=level,
     )  # fmt: skip
 

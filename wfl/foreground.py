@@ -82,8 +82,10 @@ def serve(
     log_level: int = logging.INFO,
 ) -> None:
     from . import reload as reloader
+    from . import share
     from .loader import add_app_dir
 
+    setup = share.child_setup()  # one process of `wfl worker --processes N`
     if reload and not once and not os.environ.get(reloader.CHILD_ENV):
         sys.exit(reloader.supervise())
     if app_dir is not None:
@@ -92,8 +94,18 @@ def serve(
         with contextlib.suppress(OSError):  # a working directory deleted under us: no app dir
             add_app_dir(os.getcwd())
     live = sys.stdout.isatty()
-    worker = Worker(store, max_parallelism=max_parallelism, grace=grace)
-    view = live_view.WorkerView(worker, live=live)
+    reporter = share.Reporter(setup.report_fd) if setup is not None else None
+    view: live_view.WorkerView
+    if setup is not None and reporter is not None:
+        worker: Worker = share.ShareWorker(store, max_parallelism=max_parallelism, grace=grace,
+                                           index=setup.index, count=setup.count)  # fmt: skip
+        if setup.live:  # the supervisor draws the table
+            view = share.ReportView(worker, reporter)  # type: ignore[arg-type]
+        else:
+            view = live_view.WorkerView(worker, live=False)
+    else:
+        worker = Worker(store, max_parallelism=max_parallelism, grace=grace)
+        view = live_view.WorkerView(worker, live=live)
     worker.on_event = view.on_event
     setup_logging(log_level, view.on_log)
 
@@ -104,6 +116,9 @@ def serve(
         worker.install_signal_handlers()
         if early_stop_requested():  # SIGTERM came while wfl was still importing
             worker.stop()
+        if setup is not None and reporter is not None:
+            share.watch_lifeline(worker, setup.lifeline_fd)
+            reporter.send({"ready": os.getpid()})
         watcher = asyncio.create_task(reloader.watch_code(worker, reload=reload and not once))
         try:
             await worker.run(once=once)

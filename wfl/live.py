@@ -1,5 +1,9 @@
 """What a worker in the foreground shows: its live table on a terminal (runs executing and
-waiting, counts, steps/s), one line per event elsewhere, and the user's log lines."""
+waiting, counts, steps/s), one line per event elsewhere, and the user's log lines.
+
+A worker of several processes (`wfl worker --processes N`) shows one table for all of them:
+each child collects its rows (`collect`) and sends them to the supervisor, whose `WholeView`
+merges them with `render`; one process draws `collect`'s rows itself (`WorkerView`)."""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Group
 from rich.live import Live
@@ -24,6 +29,94 @@ log = logging.getLogger(__name__)
 
 ROWS = 20  # runs listed; the rest are counted
 RATE_WINDOW = 10.0  # seconds over which steps/s is measured
+RECENT = ("run_finished", "step_failed", "broken", "paused", "on_complete_failed")
+COUNTS = ("steps", "runs_finished", "failures")
+
+# A snapshot of one worker process's table, as plain JSON values (children send it to their
+# supervisor): {"executing": [[run, workflow, step, attempt, started_at|None]...],
+# "waiting": [[wake|None, run, workflow, what]...] (soonest first), "n_executing": int,
+# "n_waiting": int, "steps": int, "runs_finished": int, "failures": int}
+Snapshot = dict[str, Any]
+
+
+def collect(
+    w: Worker, look: Callable[[str, float | None], str], keep: Callable[[str], bool] | None = None
+) -> Snapshot:
+    """The first ROWS rows of each kind and the counts. `keep`: which waiting runs this
+    process reports (a child reports its own share; its siblings report theirs)."""
+    executing = []
+    waiting: list[tuple[float, str, str, str]] = []
+    for d in list(w.drivers.values()):
+        running = [s for s in list(d.state.open.values()) if s.running]
+        if running:
+            for s in running:
+                executing.append([d.run_id, d.workflow.name, f"step {s.n} {s.name}",
+                                  str(s.attempts), s.started_at])  # fmt: skip
+        elif not d.closing:
+            from .why import waits_for
+
+            wake = d.state.next_wake_at()
+            waiting.append(_waiting_row(d.run_id, d.workflow.name, waits_for(d.state), wake))
+    for run_id, (workflow, what, wake) in list(w.waits.items()):
+        if run_id in w.drivers or (keep is not None and not keep(run_id)):
+            continue
+        waiting.append(_waiting_row(run_id, workflow, what, wake))
+    waiting.sort()
+    shown = []
+    for wake, run_id, workflow, what in waiting[: max(0, ROWS - len(executing))]:
+        finite = None if wake == float("inf") else wake
+        shown.append([finite, run_id, workflow, what or look(run_id, finite)])
+    return {"executing": executing[:ROWS], "waiting": shown, "n_executing": len(executing),
+            "n_waiting": len(waiting), **{k: w.stats[k] for k in COUNTS}}  # fmt: skip
+
+
+def render(snapshots: list[Snapshot], recent: list[Text], rate: float, now: float) -> Group:
+    """One table of every process's rows: executing first, then waiting, soonest wake first."""
+    table = Table(title="runs in progress", box=None, header_style="bold", title_justify="left")
+    for column in ("RUN", "WORKFLOW", "STATE", "STEP / WAITS FOR", "ATTEMPT", "NEXT WAKE"):
+        table.add_column(column, no_wrap=True)
+    executing = [row for s in snapshots for row in s["executing"]]
+    waiting = sorted((row for s in snapshots for row in s["waiting"]), key=_soonest)
+    n_executing = sum(s["n_executing"] for s in snapshots)
+    n_waiting = sum(s["n_waiting"] for s in snapshots)
+    shown = 0
+    for run_id, workflow, what, attempt, started_at in executing[:ROWS]:
+        since = f"running {_span(now - started_at)}" if started_at else "running"
+        table.add_row(run_id, workflow, Text("executing", "cyan"), what, attempt, since)
+        shown += 1
+    for wake, run_id, workflow, what in waiting[: max(0, ROWS - shown)]:
+        table.add_row(run_id, workflow, Text("waiting", "yellow"), what, "-",
+                      _next_wake(wake, now))  # fmt: skip
+        shown += 1
+    rows = n_executing + n_waiting
+    more = Text(f"… and {rows - shown} more", style="dim") if rows > shown else Text("")
+    total = {k: sum(s[k] for s in snapshots) for k in COUNTS}
+    summary = Text(
+        f"{n_executing} executing · {n_waiting} waiting · {total['steps']} steps done"
+        f" · {rate:.1f} steps/s · {total['runs_finished']} runs "
+        f"finished · {total['failures']} step failures",
+        style="bold",
+    )
+    panel = Table(title="recent", box=None, title_justify="left", show_header=False)
+    panel.add_column()
+    for line in reversed(recent):
+        panel.add_row(line)
+    return Group(table, more, panel, summary)
+
+
+class Rate:
+    """Steps finished per second over the last RATE_WINDOW seconds."""
+
+    def __init__(self) -> None:
+        self._samples: deque[tuple[float, int]] = deque()
+
+    def __call__(self, steps: int) -> float:
+        now = time.monotonic()  # the screen's own pace, not the worker's (possibly fake) clock
+        self._samples.append((now, steps))
+        while len(self._samples) > 2 and now - self._samples[0][0] > RATE_WINDOW:
+            self._samples.popleft()
+        t0, s0 = self._samples[0]
+        return (steps - s0) / (now - t0) if now - t0 >= 0.5 else 0.0
 
 
 class WorkerView:
@@ -37,7 +130,7 @@ class WorkerView:
         self.live = live
         self.recent: deque[WorkerEvent] = deque(maxlen=8)
         self._live: Live | None = None
-        self._samples: deque[tuple[float, int]] = deque()
+        self._rate = Rate()
         self._looked: dict[str, tuple[float | None, str]] = {}  # run id -> (wake, what)
         self._last: Group = Group()
         self._lock = threading.Lock()
@@ -54,7 +147,7 @@ class WorkerView:
             self._live.__exit__(None, None, None)
 
     def on_event(self, event: WorkerEvent) -> None:
-        if event.kind in ("run_finished", "step_failed", "broken", "paused", "on_complete_failed"):
+        if event.kind in RECENT:
             self.recent.append(event)
         if not self.live:
             # one plain line (no terminal: no styles); rich's rendering took ~0.5 ms, and a
@@ -78,63 +171,9 @@ class WorkerView:
             return self._last
 
     def render(self) -> Group:
-        w = self.worker
-        now = w.clock.now()
-        table = Table(title="runs in progress", box=None, header_style="bold", title_justify="left")
-        for column in ("RUN", "WORKFLOW", "STATE", "STEP / WAITS FOR", "ATTEMPT", "NEXT WAKE"):
-            table.add_column(column, no_wrap=True)
-        executing = []
-        waiting: list[tuple[float, str, str, str, str]] = []
-        for d in list(w.drivers.values()):
-            running = [s for s in list(d.state.open.values()) if s.running]
-            if running:
-                for s in running:
-                    since = f"running {_span(now - s.started_at)}" if s.started_at else "running"
-                    executing.append((d.run_id, d.workflow.name, f"step {s.n} {s.name}",
-                                      str(s.attempts), since))  # fmt: skip
-            elif not d.closing:
-                from .why import waits_for
-
-                wake = d.state.next_wake_at()
-                waiting.append(_waiting_row(d.run_id, d.workflow.name, waits_for(d.state), wake))
-        for run_id, (workflow, what, wake) in list(w.waits.items()):
-            if run_id in w.drivers:
-                continue
-            waiting.append(_waiting_row(run_id, workflow, what, wake))
-        waiting.sort()
-        shown = 0
-        for run_id, workflow, what, attempt, since in executing[:ROWS]:
-            table.add_row(run_id, workflow, Text("executing", "cyan"), what, attempt, since)
-            shown += 1
-        for wake, run_id, workflow, what, _ in waiting[: max(0, ROWS - shown)]:
-            if what == "":
-                what = self._look(run_id, None if wake == float("inf") else wake)
-            table.add_row(run_id, workflow, Text("waiting", "yellow"), what, "-",
-                          _next_wake(wake, now))  # fmt: skip
-            shown += 1
-        rows = len(executing) + len(waiting)
-        more = Text(f"… and {rows - shown} more", style="dim") if rows > shown else Text("")
-        stats = w.stats
-        summary = Text(
-            f"{len(executing)} executing · {len(waiting)} waiting · {stats['steps']} steps done"
-            f" · {self._rate(stats['steps']):.1f} steps/s · {stats['runs_finished']} runs "
-            f"finished · {stats['failures']} step failures",
-            style="bold",
-        )
-        recent = Table(title="recent", box=None, title_justify="left", show_header=False)
-        recent.add_column()
-        for e in reversed(list(self.recent)):
-            recent.add_row(log_line(e))
-        return Group(table, more, recent, summary)
-
-    def _rate(self, steps: int) -> float:
-        """Steps finished per second over the last RATE_WINDOW seconds."""
-        now = time.monotonic()  # the screen's own pace, not the worker's (possibly fake) clock
-        self._samples.append((now, steps))
-        while len(self._samples) > 2 and now - self._samples[0][0] > RATE_WINDOW:
-            self._samples.popleft()
-        t0, s0 = self._samples[0]
-        return (steps - s0) / (now - t0) if now - t0 >= 0.5 else 0.0
+        snap = collect(self.worker, self._look)
+        lines = [log_line(e) for e in list(self.recent)]
+        return render([snap], lines, self._rate(snap["steps"]), self.worker.clock.now())
 
     def _look(self, run_id: str, wake: float | None) -> str:
         """What a run the worker knows only from the index waits for: read its journal once
@@ -153,28 +192,96 @@ class WorkerView:
         return what
 
 
+class WholeView:
+    """The supervisor's table for a worker of several processes: the children's latest
+    snapshots merged, counts summed (a restarted child's earlier counts kept)."""
+
+    def __init__(self) -> None:
+        self.snapshots: dict[int, Snapshot] = {}  # child (one per start) -> its last snapshot
+        self.gone = dict.fromkeys(COUNTS, 0)  # the counts of children that exited
+        self.recent: deque[Text] = deque(maxlen=8)
+        self._rate = Rate()
+        self._lock = threading.Lock()
+        self._last: Group = Group()
+        self._live = Live(console=console, refresh_per_second=4, get_renderable=self._draw)
+
+    def __enter__(self) -> WholeView:
+        self._live.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._live.refresh()
+        self._live.__exit__(None, None, None)
+
+    def update(self, child: int, snapshot: Snapshot) -> None:
+        with self._lock:
+            self.snapshots[child] = snapshot
+
+    def exited(self, child: int) -> None:
+        with self._lock:
+            last = self.snapshots.pop(child, None)
+            if last is not None:
+                for k in COUNTS:
+                    self.gone[k] += int(last[k])
+
+    def event(self, fields: dict[str, Any]) -> None:
+        with self._lock:
+            self.recent.append(event_line(**fields))
+
+    def print(self, text: str, style: str = "") -> None:
+        self._live.console.print(Text(text, style=style), highlight=False, soft_wrap=True)
+
+    def _draw(self) -> Group:
+        with self._lock:
+            try:
+                gone: Snapshot = {"executing": [], "waiting": [], "n_executing": 0,
+                                  "n_waiting": 0, **self.gone}  # fmt: skip
+                snaps = [gone, *self.snapshots.values()]
+                rate = self._rate(sum(int(s["steps"]) for s in snaps))
+                self._last = render(snaps, list(self.recent), rate, time.time())
+            except Exception:  # a malformed snapshot: keep the last frame
+                log.debug("live view frame skipped", exc_info=True)
+            return self._last
+
+
 def _waiting_row(
     run_id: str, workflow: str, what: str | None, wake: float | None
-) -> tuple[float, str, str, str, str]:
+) -> tuple[float, str, str, str]:
     # soonest wake first; runs only an event can wake come last
-    return (wake if wake is not None else float("inf"), run_id, workflow, what or "", "")
+    return (wake if wake is not None else float("inf"), run_id, workflow, what or "")
 
 
-def _next_wake(wake: float, now: float) -> str:
-    if wake == float("inf"):
+def _soonest(row: list[Any]) -> tuple[float, str]:
+    return (float("inf") if row[0] is None else float(row[0]), str(row[1]))
+
+
+def _next_wake(wake: float | None, now: float) -> str:
+    if wake is None:
         return "on event"
     return "now" if wake <= now else "in " + _span(wake - now)
 
 
+def event_fields(e: WorkerEvent) -> dict[str, Any]:
+    return {"kind": e.kind, "run_id": e.run_id, "workflow": e.workflow, "step": e.step,
+            "name": e.name, "attempt": e.attempt, "detail": e.detail, "at": e.at}  # fmt: skip
+
+
 def log_line(e: WorkerEvent) -> Text:
-    when = datetime.fromtimestamp(e.at or time.time(), UTC).strftime("%H:%M:%S.%f")[:-3]
-    step = f" step {e.step} {e.name}" if e.step is not None else ""
-    attempt = f" attempt {e.attempt}" if e.attempt else ""
-    detail = f" {e.detail}" if e.detail else ""
-    style = "red" if e.kind in ("step_failed", "broken", "paused", "on_complete_failed") else ""
-    if e.kind == "run_finished":
-        style = {"success": "green", "failed": "red", "canceled": "yellow"}.get(e.detail, "")
-    return Text(f"{when} {e.run_id} {e.workflow} {e.kind}{step}{attempt}{detail}", style=style)
+    return event_line(**event_fields(e))
+
+
+def event_line(
+    *, kind: str, run_id: str, workflow: str, step: int | None, name: str, attempt: int,
+    detail: str, at: float,
+) -> Text:  # fmt: skip
+    when = datetime.fromtimestamp(at or time.time(), UTC).strftime("%H:%M:%S.%f")[:-3]
+    where = f" step {step} {name}" if step is not None else ""
+    tries = f" attempt {attempt}" if attempt else ""
+    more = f" {detail}" if detail else ""
+    style = "red" if kind in ("step_failed", "broken", "paused", "on_complete_failed") else ""
+    if kind == "run_finished":
+        style = {"success": "green", "failed": "red", "canceled": "yellow"}.get(detail, "")
+    return Text(f"{when} {run_id} {workflow} {kind}{where}{tries}{more}", style=style)
 
 
 _LEVEL_STYLE = {"WARNING": "yellow", "ERROR": "red", "CRITICAL": "bold red", "DEBUG": "dim"}

@@ -62,6 +62,10 @@ def store_at(where: Path | str) -> Store:
     return _stores[spec]
 
 
+def _one_process(extra: tuple[str, ...]) -> tuple[str, ...]:
+    return extra if "--processes" in extra else ("--processes", "1", *extra)
+
+
 class WorkerProc:
     """One `wfl worker --store STORE` process; its output goes to a file for post-mortems
     (beside the directory, or in `out_dir` for a PostgreSQL store)."""
@@ -74,7 +78,8 @@ class WorkerProc:
         self.out_path = folder / f"worker-{os.getpid()}-{WorkerProc.count}.out"
         self._out = open(self.out_path, "w")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(
-            [*wfl_command(), "worker", "--store", str(where), *extra],
+            # one process unless asked: these tests kill "the worker" and look at its locks
+            [*wfl_command(), "worker", "--store", str(where), *_one_process(extra)],
             stdout=self._out,
             stderr=subprocess.STDOUT,
             start_new_session=True,

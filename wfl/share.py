@@ -1,0 +1,182 @@
+"""One process of a `wfl worker --processes N` (the supervisor is wfl/processes.py).
+
+Which process drives which run: the store's leases decide, as between any workers, so
+correctness does not depend on the split. The split is for speed: every process hears of every
+new run (the store's news goes to all workers), and N processes racing for each lease would each
+read the journal, try the lock and retry. So a process takes its share of the runs (by a hash
+of the run id) at once, and the others only SHARE_DELAY later: by then a living sibling holds
+them (the lease attempt fails, as today between workers) or has finished them; if the sibling
+died, this process drives them. Runs a process creates itself (children, continue-as-new) are
+its own: their parent waits on them here, and no sibling has to wake for them.
+
+A child reports to the supervisor over a pipe in JSON lines (never pickle): `ready` once it
+serves, and on a terminal its table's rows every REPORT_EVERY seconds, the events of the
+`recent` panel and the user's log lines; off a terminal it writes its event lines itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import threading
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+from . import live as live_view
+from .manager import WorkflowDef
+from .processes import CHILD_ENV
+from .state import RunState
+from .worker import Worker, WorkerEvent
+
+log = logging.getLogger(__name__)
+
+# seconds before a process takes a run of a sibling's share (WFL_SHARE_DELAY: for benchmarks
+# of other splits; 0 is every process racing for every run)
+SHARE_DELAY = float(os.environ.get("WFL_SHARE_DELAY", "2.0"))
+REPORT_EVERY = 0.25  # seconds between snapshots of the table sent to the supervisor
+
+
+@dataclass(frozen=True)
+class Setup:
+    """What the supervisor tells a child (CHILD_ENV: index,count,report fd,lifeline fd,live)."""
+
+    index: int
+    count: int
+    report_fd: int
+    lifeline_fd: int
+    live: bool
+
+
+def child_setup() -> Setup | None:
+    value = os.environ.get(CHILD_ENV)
+    if not value:
+        return None
+    index, count, report, lifeline, live = value.split(",")
+    return Setup(int(index), int(count), int(report), int(lifeline), live == "1")
+
+
+def share_of(run_id: str, count: int) -> int:
+    """The process (0..count-1) whose share `run_id` is: stable across processes and runs
+    (Python's hash() of a str is salted per process)."""
+    return zlib.crc32(run_id.encode()) % count
+
+
+class ShareWorker(Worker):
+    """A Worker that prefers its share of the runs (see the module's docstring)."""
+
+    def __init__(self, *args: Any, index: int, count: int, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.index = index
+        self.count = count
+        self.adopted: set[str] = set()  # runs this process created: its own, whatever the hash
+
+    def mine(self, run_id: str) -> bool:
+        return (
+            self.count <= 1 or run_id in self.adopted or share_of(run_id, self.count) == self.index
+        )
+
+    def _wake_at(self, run_id: str, when: float) -> None:
+        # every wake-up of a run goes through here (found by a scan, news, a lease held by
+        # another, eviction): a sibling's run is looked at SHARE_DELAY after its time
+        if not self.mine(run_id):
+            when += SHARE_DELAY
+        super()._wake_at(run_id, when)
+
+    def create_child(
+        self,
+        wf: WorkflowDef,
+        args: dict[str, Any],
+        parent: list[Any],
+        run_id: str,
+        deadline: float | None = None,
+    ) -> str:
+        self.adopted.add(run_id)  # (I/O thread; a set's add is atomic)
+        return super().create_child(wf, args, parent, run_id, deadline)
+
+    def create_continued(
+        self, wf: WorkflowDef, args: dict[str, Any], prev: RunState, run_id: str
+    ) -> str:
+        self.adopted.add(run_id)
+        return super().create_continued(wf, args, prev, run_id)
+
+
+class Reporter:
+    """JSON lines to the supervisor. Written from the loop, the snapshot thread and step
+    threads (user log lines): one write per line under a lock. A supervisor that is gone is
+    not an error here: the lifeline stops this process."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._lock = threading.Lock()
+        self.closed = False
+
+    def send(self, message: dict[str, Any]) -> None:
+        data = (json.dumps(message, separators=(",", ":"), default=str) + "\n").encode()
+        with self._lock:
+            if self.closed:
+                return
+            try:
+                while data:
+                    data = data[os.write(self.fd, data) :]
+            except OSError:  # EPIPE: the supervisor died
+                self.closed = True
+
+
+class ReportView(live_view.WorkerView):
+    """A child's view on a terminal: the table's rows go to the supervisor, which draws one
+    table for the whole worker; nothing is written to the terminal here."""
+
+    def __init__(self, worker: ShareWorker, reporter: Reporter) -> None:
+        super().__init__(worker, live=False)
+        self.share_worker = worker
+        self.reporter = reporter
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._report, name="wfl-report", daemon=True)
+
+    def __enter__(self) -> ReportView:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._thread.join()
+        self._snapshot()  # the final counts
+
+    def on_event(self, event: WorkerEvent) -> None:
+        if event.kind in live_view.RECENT:
+            self.reporter.send({"event": live_view.event_fields(event)})
+
+    def on_log(self, record: logging.LogRecord) -> None:
+        line = live_view.log_record_line(record)
+        self.reporter.send({"print": line.plain, "style": str(line.style)})
+
+    def _report(self) -> None:
+        while not self._done.wait(REPORT_EVERY):
+            self._snapshot()
+
+    def _snapshot(self) -> None:
+        try:
+            snap = live_view.collect(self.worker, self._look, self.share_worker.mine)
+        except Exception:  # read mid-change by the loop thread: the next one will do
+            log.debug("snapshot skipped", exc_info=True)
+            return
+        self.reporter.send({"snapshot": snap})
+
+
+def watch_lifeline(worker: Worker, fd: int) -> None:
+    """Stop (cleanly, as on SIGTERM) when the supervisor is gone: the pipe whose write end
+    only it holds reads as closed, even when it was SIGKILLed."""
+    loop = asyncio.get_running_loop()
+
+    def gone() -> None:
+        with contextlib.suppress(Exception):
+            loop.remove_reader(fd)
+        if not worker.draining:
+            log.warning("the supervisor of this worker process is gone: stopping")
+        worker.stop()
+
+    loop.add_reader(fd, gone)
