@@ -367,6 +367,8 @@ class Bench:
             "precreated": dict(base, precreated=True),
             "async_steps": dict(base, workflow="steps_async"),
         }
+        # the real command, `wfl worker --processes N`, runs started while it is up
+        variants["cli_1_process"] = dict(base, procs=1, phase="throughput_procs")
         variants["two_workers"] = dict(base, procs=2, phase="throughput_procs")
         reps: dict[str, list[dict[str, Any]]] = {k: [] for k in variants}
         for rep in range(1, self.cfg["reps"] + 1):
@@ -734,7 +736,14 @@ def build_table(bench: Bench) -> Table:
             )
             t.add(
                 "1",
-                "  wfl: 2 worker processes on one directory (steps/s)",
+                "  wfl worker --processes 1, the command (steps/s)",
+                _get(tp, "cli_1_process", "steps_per_s"),
+                peer1,
+                better=None,
+            )
+            t.add(
+                "1",
+                "  wfl worker --processes 2, the command (steps/s)",
                 _get(tp, "two_workers", "steps_per_s"),
                 peer1,
                 better=None,

@@ -616,7 +616,9 @@ def phase_throughput_procs(o: dict[str, Any]) -> dict[str, Any]:
         sockets = Path(d) / "workers"  # each process's wake-up socket: it listens
         while not sockets.exists() or len(os.listdir(sockets)) < procs:
             if time.monotonic() > deadline or worker.poll() is not None:
-                raise RuntimeError("the worker's processes did not start")
+                err.seek(0)
+                said = err.read().decode(errors="replace").strip()[-300:]
+                raise RuntimeError(f"the worker's processes did not start: {said}")
             time.sleep(0.01)
 
         def wait_finished(ids: set[str]) -> float:

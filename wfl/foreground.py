@@ -96,13 +96,17 @@ def serve(
     live = sys.stdout.isatty()
     reporter = share.Reporter(setup.report_fd) if setup is not None else None
     view: live_view.WorkerView
+    worker: Worker
     if setup is not None and reporter is not None:
-        worker: Worker = share.ShareWorker(store, max_parallelism=max_parallelism, grace=grace,
-                                           index=setup.index, count=setup.count)  # fmt: skip
-        if setup.live:  # the supervisor draws the table
-            view = share.ReportView(worker, reporter)  # type: ignore[arg-type]
-        else:
-            view = live_view.WorkerView(worker, live=False)
+        shared = share.ShareWorker(store, max_parallelism=max_parallelism, grace=grace,
+                                   index=setup.index, count=setup.count)  # fmt: skip
+        worker = shared
+        # on a terminal the supervisor draws the table; else each process writes its lines
+        view = (
+            share.ReportView(shared, reporter)
+            if setup.live
+            else live_view.WorkerView(shared, live=False)
+        )
     else:
         worker = Worker(store, max_parallelism=max_parallelism, grace=grace)
         view = live_view.WorkerView(worker, live=live)

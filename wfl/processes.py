@@ -110,7 +110,7 @@ class Supervisor:
         wake_r, wake_w = os.pipe()
         os.set_blocking(wake_w, False)
         os.set_blocking(wake_r, False)
-        signal.set_wakeup_fd(wake_w)
+        signal.set_wakeup_fd(wake_w, warn_on_full_buffer=False)  # (a full pipe wakes too)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, self._on_signal)
         signal.signal(signal.SIGCHLD, lambda *_: None)  # wakes select() through the wake fd
@@ -226,8 +226,10 @@ class Supervisor:
         slot.child = None
         code = child.proc.returncode
         if self.stopping:
-            if code != 0 and not self.code:
-                self.code = code if code > 0 else 1
+            # (killed by our SIGTERM before it could take it: a clean stop too; one killed
+            # after the grace period has set the code already)
+            if code > 0 and not self.code:
+                self.code = code
             return
         if code == 0 and self.once:
             slot.done = True
