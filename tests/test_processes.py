@@ -32,6 +32,7 @@ from crash_flows.harness import (
 )
 
 from wfl import Client
+from wfl.clock import FakeClock
 
 SHARES = str(Path(__file__).resolve().parent / "cli_flows" / "shares.py")
 WIDE = str(Path(__file__).resolve().parent / "cli_flows" / "wide_steps.py")
@@ -130,6 +131,24 @@ def test_processes_must_be_a_positive_integer(tmp_path: Path, value: str) -> Non
 
 
 # -- sharing the work ------------------------------------------------------------------------
+
+
+def test_a_process_takes_its_share_at_once_and_a_siblings_runs_later(tmp_path: Path) -> None:
+    from wfl.share import SHARE_DELAY, ShareWorker, share_of
+
+    client = Client(tmp_path)
+    ids = [client.start(f"{SHARES}:pids", {"n": 1}) for _ in range(40)]
+    clock = FakeClock(time.time() + 3600)  # an hour after they were created: long due
+    worker = ShareWorker(tmp_path, index=1, count=2, listen=False, clock=clock)
+    worker.scan()
+    shares = Counter(share_of(r, 2) for r in ids)
+    assert min(shares.values()) > 5  # (the hash splits them)
+    for run_id in ids:
+        when = worker._waking[run_id].when
+        if share_of(run_id, 2) == 1:
+            assert when <= clock.now()
+        else:  # not before SHARE_DELAY from now, however long it has been due
+            assert when >= clock.now() + SHARE_DELAY - 0.2
 
 
 def test_two_processes_drive_200_runs_each_step_once(store_spec: str, tmp_path: Path) -> None:

@@ -34,7 +34,7 @@ COUNTS = ("steps", "runs_finished", "failures")
 
 # A snapshot of one worker process's table, as plain JSON values (children send it to their
 # supervisor): {"executing": [[run, workflow, step, attempt, started_at|None]...],
-# "waiting": [[wake|None, run, workflow, what]...] (soonest first), "n_executing": int,
+# "waiting": [[wake|None, run, workflow, what, held]...] (soonest first), "n_executing": int,
 # "n_waiting": int, "steps": int, "runs_finished": int, "failures": int}
 Snapshot = dict[str, Any]
 
@@ -57,15 +57,18 @@ def collect(
 
             wake = d.state.next_wake_at()
             waiting.append(_waiting_row(d.run_id, d.workflow.name, waits_for(d.state), wake))
+    held = len(waiting)
     for run_id, (workflow, what, wake) in list(w.waits.items()):
         if run_id in w.drivers or (keep is not None and not keep(run_id)):
             continue
         waiting.append(_waiting_row(run_id, workflow, what, wake))
+    live = {row[1] for row in waiting[:held]}
     waiting.sort()
     shown = []
     for wake, run_id, workflow, what in waiting[: max(0, ROWS - len(executing))]:
         finite = None if wake == float("inf") else wake
-        shown.append([finite, run_id, workflow, what or look(run_id, finite)])
+        # held: this process holds the run (its row is the truth where two processes list it)
+        shown.append([finite, run_id, workflow, what or look(run_id, finite), run_id in live])
     return {"executing": executing[:ROWS], "waiting": shown, "n_executing": len(executing),
             "n_waiting": len(waiting), **{k: w.stats[k] for k in COUNTS}}  # fmt: skip
 
@@ -76,7 +79,15 @@ def render(snapshots: list[Snapshot], recent: list[Text], rate: float, now: floa
     for column in ("RUN", "WORKFLOW", "STATE", "STEP / WAITS FOR", "ATTEMPT", "NEXT WAKE"):
         table.add_column(column, no_wrap=True)
     executing = [row for s in snapshots for row in s["executing"]]
-    waiting = sorted((row for s in snapshots for row in s["waiting"]), key=_soonest)
+    # a run two processes list (one holds it, the other last saw it before): shown once, as
+    # the process that holds it sees it
+    rows = sorted((row for s in snapshots for row in s["waiting"]), key=_soonest)
+    seen = {row[0] for row in executing} | {row[1] for row in rows if row[4]}
+    waiting = []
+    for row in rows:
+        if row[4] or row[1] not in seen:
+            seen.add(row[1])
+            waiting.append(row)
     n_executing = sum(s["n_executing"] for s in snapshots)
     n_waiting = sum(s["n_waiting"] for s in snapshots)
     shown = 0
@@ -84,7 +95,7 @@ def render(snapshots: list[Snapshot], recent: list[Text], rate: float, now: floa
         since = f"running {_span(now - started_at)}" if started_at else "running"
         table.add_row(run_id, workflow, Text("executing", "cyan"), what, attempt, since)
         shown += 1
-    for wake, run_id, workflow, what in waiting[: max(0, ROWS - shown)]:
+    for wake, run_id, workflow, what, _ in waiting[: max(0, ROWS - shown)]:
         table.add_row(run_id, workflow, Text("waiting", "yellow"), what, "-",
                       _next_wake(wake, now))  # fmt: skip
         shown += 1
@@ -199,6 +210,7 @@ class WholeView:
     def __init__(self) -> None:
         self.snapshots: dict[int, Snapshot] = {}  # child (one per start) -> its last snapshot
         self.gone = dict.fromkeys(COUNTS, 0)  # the counts of children that exited
+        self.final: dict[int, Snapshot] = {}  # children that ended: their last snapshot
         self.recent: deque[Text] = deque(maxlen=8)
         self._rate = Rate()
         self._lock = threading.Lock()
@@ -217,12 +229,29 @@ class WholeView:
         with self._lock:
             self.snapshots[child] = snapshot
 
-    def exited(self, child: int) -> None:
+    def exited(self, child: int, *, final: bool) -> None:
+        """`final`: the worker is stopping (or this child drained its share): its last rows
+        stay, as one process's table shows what is left waiting when it stops. Else (it
+        died, it is restarted): its counts stay, its rows come from the new process."""
         with self._lock:
             last = self.snapshots.pop(child, None)
-            if last is not None:
-                for k in COUNTS:
-                    self.gone[k] += int(last[k])
+            if last is None:
+                return
+            if final:
+                self.final[child] = last
+            else:
+                self._count(last)
+
+    def new_round(self) -> None:
+        """--once's last drain starts: the rows of the children before it are history."""
+        with self._lock:
+            for last in self.final.values():
+                self._count(last)
+            self.final.clear()
+
+    def _count(self, snapshot: Snapshot) -> None:
+        for k in COUNTS:
+            self.gone[k] += int(snapshot[k])
 
     def event(self, fields: dict[str, Any]) -> None:
         with self._lock:
@@ -236,7 +265,7 @@ class WholeView:
             try:
                 gone: Snapshot = {"executing": [], "waiting": [], "n_executing": 0,
                                   "n_waiting": 0, **self.gone}  # fmt: skip
-                snaps = [gone, *self.snapshots.values()]
+                snaps = [gone, *self.final.values(), *self.snapshots.values()]
                 rate = self._rate(sum(int(s["steps"]) for s in snaps))
                 self._last = render(snaps, list(self.recent), rate, time.time())
             except Exception:  # a malformed snapshot: keep the last frame

@@ -126,6 +126,8 @@ class Supervisor:
         try:
             self._round(self.count)
             if self.once and not self.stopping and not self.fatal and self._due_left():
+                if self.view is not None:
+                    self.view.new_round()
                 self._round(1)  # the rest, as one `--once` process would drain it
         finally:
             if self.view is not None:
@@ -221,10 +223,10 @@ class Supervisor:
         for stream in (child.proc.stdout, child.proc.stderr):
             if stream is not None:
                 stream.close()
-        if self.view is not None:
-            self.view.exited(child.serial)
-        slot.child = None
         code = child.proc.returncode
+        if self.view is not None:
+            self.view.exited(child.serial, final=self.stopping or (self.once and code == 0))
+        slot.child = None
         if self.stopping:
             # (killed by our SIGTERM before it could take it: a clean stop too; one killed
             # after the grace period has set the code already)

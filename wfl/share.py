@@ -27,9 +27,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import live as live_view
+from .errors import WflError
 from .manager import WorkflowDef
 from .processes import CHILD_ENV
-from .state import RunState
+from .state import RunState, due_now_or
 from .worker import Worker, WorkerEvent
 
 log = logging.getLogger(__name__)
@@ -73,18 +74,63 @@ class ShareWorker(Worker):
         self.index = index
         self.count = count
         self.adopted: set[str] = set()  # runs this process created: its own, whatever the hash
+        self.held_elsewhere: set[str] = set()  # runs whose lease another process held
+        self._missed = False
 
     def mine(self, run_id: str) -> bool:
         return (
             self.count <= 1 or run_id in self.adopted or share_of(run_id, self.count) == self.index
         )
 
+    def shows(self, run_id: str) -> bool:
+        """Whether this process's table lists `run_id` when it does not hold it: its own runs,
+        but not one another process holds (that one lists it, as it is now)."""
+        return self.mine(run_id) and run_id not in self.held_elsewhere
+
+    def lease_retry(self) -> float:
+        self._missed = True  # (called when another process holds the lease: see _load)
+        return super().lease_retry()
+
     def _wake_at(self, run_id: str, when: float) -> None:
         # every wake-up of a run goes through here (found by a scan, news, a lease held by
-        # another, eviction): a sibling's run is looked at SHARE_DELAY after its time
+        # another, eviction): a sibling's run is looked at SHARE_DELAY after its time, or
+        # after now if that has passed (a run waiting since before this process started)
         if not self.mine(run_id):
-            when += SHARE_DELAY
+            when = max(when, self.clock.now()) + SHARE_DELAY
         super()._wake_at(run_id, when)
+
+    def _load(self, run_id: str) -> None:
+        self._missed = False
+        self._take(run_id)
+        if self._missed:
+            self.held_elsewhere.add(run_id)
+        else:
+            self.held_elsewhere.discard(run_id)
+
+    def _take(self, run_id: str) -> None:
+        if self.mine(run_id) or run_id in self.drivers or self.draining:
+            super()._load(run_id)
+            return
+        # A sibling's run, its delay over: take it only if it is due. Its owner may hold it
+        # and have made it wait meanwhile (a backoff, a timer): leasing it as soon as the
+        # owner lets go would replay it here for nothing, and hold it from its owner.
+        try:
+            state = RunState.from_records(self.store.read(run_id))
+        except WflError:  # gone, or broken: the worker's own path says so
+            super()._load(run_id)
+            return
+        wake = state.next_wake_at()
+        now = self.clock.now()
+        if wake is None:  # finished, or waits for an event: nothing to do here
+            self._waking.pop(run_id, None)
+            self._note_wait(state, None)
+            return
+        due = due_now_or(wake, state.updated_at, now)
+        if due - self.load_ahead > now:
+            self._note_wait(state, wake)
+            self._wake_at(run_id, due - self.load_ahead)  # (plus the delay: a sibling's)
+            return
+        super()._load(run_id)
 
     def create_child(
         self,
@@ -160,7 +206,7 @@ class ReportView(live_view.WorkerView):
 
     def _snapshot(self) -> None:
         try:
-            snap = live_view.collect(self.worker, self._look, self.share_worker.mine)
+            snap = live_view.collect(self.worker, self._look, self.share_worker.shows)
         except Exception:  # read mid-change by the loop thread: the next one will do
             log.debug("snapshot skipped", exc_info=True)
             return
