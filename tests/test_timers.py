@@ -262,3 +262,28 @@ def test_a_rescan_reads_the_versions_off_the_loop_which_serves_runs_meanwhile(
     assert on_loop == [True, False]  # the scan at start-up on the loop, the rescan off it
     assert seen["still reading"]
     assert env.result(seen["run"]) == "timed"
+
+
+def test_an_evicted_run_leaves_nothing_of_its_driver_behind(env: WorkflowTestEnv) -> None:
+    """Its canceled timers stay in the heap until their time (a month, for a sleep): they must
+    not hold the driver (10,000 sleeping runs kept ~90 MB of drivers alive through them)."""
+    import gc
+    import weakref
+
+    run_id = env.start(flows.long_sleep, {"days": 30.0})
+    worker = Worker(env.dir, clock=env.clock, listen=False, evict_after=60.0)
+    drivers: list[weakref.ref[Any]] = []
+    evicted: list[str] = []
+
+    def on_event(e: Any) -> None:
+        if e.kind == "loaded":
+            drivers.append(weakref.ref(worker.drivers[e.run_id]))
+        elif e.kind == "evicted":
+            evicted.append(e.run_id)
+
+    worker.on_event = on_event
+    asyncio.run(worker.run(until=lambda: bool(evicted)))
+    assert evicted == [run_id]
+    assert any(not t.canceled for _, _, t in worker._heap)  # its wake-up, a month ahead
+    gc.collect()
+    assert [d() for d in drivers] == [None]

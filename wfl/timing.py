@@ -39,7 +39,15 @@ class _Timer:
         self.canceled = False
 
     def cancel(self) -> None:
+        # A canceled timer stays in the heap until its time comes (lazy deletion), and a
+        # run's timer closes over its driver: an evicted run sleeping 30 days kept its whole
+        # RunDriver (state, coroutine, history) alive through it, ~13 KB a run
         self.canceled = True
+        self.fn = _nothing
+
+
+def _nothing() -> None:
+    pass
 
 
 # -- the worker's timer heap ------------------------------------------------------------------
