@@ -287,3 +287,47 @@ def test_an_evicted_run_leaves_nothing_of_its_driver_behind(env: WorkflowTestEnv
     assert any(not t.canceled for _, _, t in worker._heap)  # its wake-up, a month ahead
     gc.collect()
     assert [d() for d in drivers] == [None]
+
+
+@pytest.mark.slow
+def test_a_worker_killed_while_an_attempt_waits_for_its_time_never_runs_it(tmp_path: Any) -> None:
+    """The trade-off of recording attempts ahead (README, Performance): SIGKILL between an
+    attempt's durable record and its due time. Its body never ran, and a replay cannot tell
+    that from a body cut short, so a non-retried action fails "Interrupted": at most once per
+    recorded attempt (SPEC §1), never twice. The worker here arms 29.5 s ahead instead of
+    ARM_AHEAD, so that the kill lands in the window without a race."""
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    from crash_flows.harness import wait_for, wfl_command
+
+    from wfl import journal
+    from wfl.state import RunState
+
+    flow = Path(__file__).resolve().parent / "crash_flows" / "armed.py"
+    runs, mark = tmp_path / "runs", tmp_path / "mark"
+    run_id = Client(runs).start(f"{flow}:armed", {"path": str(mark), "delay": 30.0})
+    path = runs / f"{run_id}.journal"
+    script = (  # (not evicted meanwhile: it would be loaded again only 0.1 s before its time)
+        "import sys, wfl.worker as w; w.ARM_AHEAD = 29.5; "
+        "w.Worker(sys.argv[1], evict_after=3600).run_sync()"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script, str(runs)], cwd=tmp_path)
+    try:
+        wait_for(lambda: any(r["t"] == "att" for r in journal.read(path).records), 60, "arming")
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(30)
+    (att,) = [r for r in journal.read(path).records if r["t"] == "att"]
+    assert time.time() < att["at"] - 20  # killed well before the attempt's time: never started
+    done = subprocess.run([*wfl_command(), "worker", "--once", "--dir", str(runs)], timeout=60)
+    assert done.returncode == 0
+    assert not mark.exists()
+    state = RunState.from_records(journal.read(path).records)
+    assert state.end is not None
+    assert state.end["kind"] == "failed"
+    assert state.steps[0].attempts == 1
+    assert "Interrupted" in str(state.end["error"])
