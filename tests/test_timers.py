@@ -331,3 +331,37 @@ def test_a_worker_killed_while_an_attempt_waits_for_its_time_never_runs_it(tmp_p
     assert state.end["kind"] == "failed"
     assert state.steps[0].attempts == 1
     assert "Interrupted" in str(state.end["error"])
+
+
+def test_news_loads_a_process_own_share_at_once_and_a_siblings_run_only_after_its_delay(
+    env: WorkflowTestEnv,
+) -> None:
+    """`wfl worker --processes N` (wfl/share.py): loading a due run straight from its news must
+    not skip the delay before a sibling's run is taken."""
+    from wfl.share import SHARE_DELAY, ShareWorker, share_of
+
+    worker = ShareWorker(env.dir, index=0, count=2, clock=env.clock, listen=False)
+    ids: list[str] = []
+    seen: dict[str, tuple[bool, float | None]] = {}
+
+    async def main() -> None:
+        task = asyncio.create_task(worker.run(until=lambda: len(seen) == 12))
+        await asyncio.sleep(0)  # the worker has scanned (nothing) and waits
+        for _ in range(12):
+            run_id = env.client.start(flows.timed_action, {"delay": 0.0})
+            ids.append(run_id)
+            worker._news(run_id)
+            timer = worker._waking.get(run_id)
+            seen[run_id] = (run_id in worker.drivers, timer.when if timer else None)
+        worker.stop()
+        await task
+
+    asyncio.run(main())
+    assert {share_of(r, 2) for r in ids} == {0, 1}
+    for run_id, (live, when) in seen.items():
+        if share_of(run_id, 2) == 0:
+            assert live
+        else:
+            assert not live
+            assert when is not None
+            assert when >= env.clock.now() + SHARE_DELAY

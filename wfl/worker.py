@@ -254,13 +254,13 @@ class Worker:
             return
         now = self.clock.now()
         when = due_now_or(wake, state.updated_at, now) - self.load_ahead
-        if when <= now:
+        self._wake_at(run_id, when)  # (a subclass may put it off: a sibling's share)
+        timer = self._waking.get(run_id)
+        if timer is not None and timer.when <= now:
             # due (a new run, a cancel, an event): load it in this turn of the loop rather
             # than through the timer heap in the next one (start to first step, issue 16);
             # _load schedules its own retry where it must (lease held, flow broken)
             self._load(run_id)
-        else:
-            self._wake_at(run_id, when)
 
     def _wake_at(self, run_id: str, when: float) -> None:
         old = self._waking.get(run_id)
