@@ -319,18 +319,140 @@ def test_watch_json_prints_one_json_document_per_change(tmp_path: Path) -> None:
     assert all(a != b for a, b in itertools.pairwise(docs))  # one per change
 
 
+def _damage_index_entry(store: Store, run_id: str, *, summary: bytes | None = None,
+                        text: str | None = None) -> None:  # fmt: skip
+    """Replace one run's cached summary and/or JSON text, keeping its journal stamp (so the
+    entry is trusted)."""
+    from wfl import indexfile
+
+    cache = indexfile.load(store)
+    i = cache.positions()[run_id]
+    entry = (cache.mtime[i], cache.size[i], cache.created[i],
+             cache.packed(i) if summary is None else summary,
+             cache.text(i).decode() if text is None else text)  # fmt: skip
+    indexfile.save(store, cache, cache.ids, {run_id: entry})
+
+
+def expected_json(client: Client, **filters: object) -> str:
+    """What `wfl status --json` prints: SPEC §4's list, by json itself."""
+    runs = [r.to_dict() for r in client.list(**filters)]  # type: ignore[arg-type]
+    return json.dumps(runs, indent=2, default=repr) + "\n"
+
+
+@pytest.mark.parametrize("newest", [2, None])
 def test_an_index_entry_that_does_not_unpack_is_read_again_from_its_journal(
-    tmp_path: Path,
+    tmp_path: Path, newest: int | None
 ) -> None:
     """The index packs each run's summary on its own (a listing of the newest 50 unpacks 50):
-    a damaged one costs a journal read, never a wrong listing."""
-    from wfl import index
-
+    a damaged one costs a journal read, never a wrong listing, in a listing of the newest
+    runs and of all (which unpacks them in one pass)."""
     client = Client(tmp_path)
     ids = [client.start(QUICK, {"text": str(i)}) for i in range(3)]
     assert {s.id for s in client.store.summaries()} == set(ids)
-    runs = index._load(client.store)
-    runs[ids[1]][2] = b"\xc1 not msgpack"
-    index._save(client.store, runs)
-    listed = {s.id: s.status["args"] for s in client.store.summaries(newest=2)}
-    assert listed == {ids[2]: {"text": "2"}, ids[1]: {"text": "1"}}
+    _damage_index_entry(client.store, ids[1], summary=b"\xc1 not msgpack")
+    listed = {s.id: s.status["args"] for s in client.store.summaries(newest=newest)}
+    assert listed == {ids[2]: {"text": "2"}, ids[1]: {"text": "1"}} | (
+        {ids[0]: {"text": "0"}} if newest is None else {}
+    )
+
+
+def test_an_index_entry_holding_another_runs_summary_is_not_believed(tmp_path: Path) -> None:
+    """Bytes that unpack, but as the wrong run (a damaged index can shift where one summary
+    ends), are caught by the run id every summary carries."""
+    from wfl import indexfile
+
+    client = Client(tmp_path)
+    ids = [client.start(QUICK, {"text": str(i)}) for i in range(3)]
+    client.store.summaries()
+    cache = indexfile.load(client.store)
+    other = cache.packed(cache.positions()[ids[0]])
+    _damage_index_entry(client.store, ids[1], summary=other)
+    for newest in (None, 3):
+        listed = {s.id: s.status["args"] for s in client.store.summaries(newest=newest)}
+        assert listed == {r: {"text": str(i)} for i, r in enumerate(ids)}
+
+
+def test_status_json_is_what_json_writes_and_a_damaged_cached_text_is_rebuilt(
+    tmp_path: Path,
+) -> None:
+    """`wfl status --json` copies each run's JSON from the index (no decoding, no encoding):
+    the text is json.dumps's, byte for byte, also for text JSON must escape; a cached text
+    that is damaged or names another run is made again from the run's summary."""
+    client = Client(tmp_path)
+    args = [{"text": "plain"}, {"text": 'é ☃ \u2028 "q" \\'}, {"text": "x" * 300}]
+    ids = [client.start(QUICK, a) for a in args]
+    assert ok(wfl(tmp_path, "status", "--json")) == expected_json(client)
+    assert ok(wfl(tmp_path, "status", "--json", "--limit", "2")) == expected_json(client, limit=2)
+    assert ok(wfl(tmp_path, "status", "--json", "--state", "in_progress")) == expected_json(
+        client, state="in_progress"
+    )
+    _damage_index_entry(client.store, ids[0], text="{garbage")
+    _damage_index_entry(client.store, ids[1], text=f'{{\n    "id": "{ids[2]}"}}')
+    assert ok(wfl(tmp_path, "status", "--json")) == expected_json(client)
+    assert ok(wfl(tmp_path, "status", "--json", "--limit", "3")) == expected_json(client)
+    assert ok(wfl(tmp_path, "status", "--json", "--workflow", "nope")) == "[]\n"
+    (tmp_path / "index").unlink()
+    assert ok(wfl(tmp_path, "status", "--json")) == expected_json(client)
+
+
+def _summary(n: int, workflow: str = "quick", current: str = "", state: str = "in_progress"):  # type: ignore[no-untyped-def]
+    from wfl.index import RunSummary
+
+    status = {"id": f"{n:012x}", "workflow": workflow, "state": state,
+              "created_at": "2026-01-01T00:00:00.000+00:00",
+              "next_wake_at": "2099-01-01T00:00:00.000+00:00"}  # fmt: skip
+    return RunSummary(status["id"], status, 0.0, 0.0, None, n % 3, 3, current)
+
+
+@pytest.mark.parametrize(
+    "runs",
+    [
+        [],
+        [_summary(i) for i in range(5)],
+        [_summary(1, state="completed"), _summary(2, current="2 send (scheduled)")],
+        [_summary(1, workflow="wide" * 40)],  # wider than 160 columns: rich folds it
+        [_summary(1, workflow="café ☃"), _summary(2)],  # not ASCII: rich measures it
+    ],
+)
+@pytest.mark.parametrize("more", [0, 1, 1234])
+def test_the_run_table_off_a_terminal_is_what_rich_prints(
+    runs: list[object],
+    more: int,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`wfl status` on a pipe lays the table out without importing rich: byte for byte what
+    rich prints there (and rich still prints what the plain layout cannot)."""
+    from wfl import runlist, views
+
+    more = more if runs else 0
+    printed = {}
+    for plain in (False, True):
+        monkeypatch.setattr(runlist, "plain_stdout", lambda plain=plain: plain)
+        views.print_runs(runs, more=more)  # type: ignore[arg-type]
+        printed[plain] = capsys.readouterr().out
+    assert printed[True] == printed[False]
+    assert printed[True].endswith("\n")
+
+
+def test_plain_output_follows_richs_rules_for_what_is_a_terminal(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from wfl import runlist
+
+    monkeypatch.delitem(sys.modules, "wfl.render", raising=False)
+    for name in ("TTY_COMPATIBLE", "FORCE_COLOR"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: False)
+    assert runlist.plain_stdout()
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    assert not runlist.plain_stdout()  # rich would colour it
+    monkeypatch.setenv("FORCE_COLOR", "")
+    assert runlist.plain_stdout()
+    monkeypatch.setenv("TTY_COMPATIBLE", "1")
+    assert not runlist.plain_stdout()
+    monkeypatch.setenv("TTY_COMPATIBLE", "0")
+    monkeypatch.setenv("FORCE_COLOR", "1")
+    assert runlist.plain_stdout()
+    monkeypatch.setattr(sys.stdout, "isatty", lambda: True)
+    assert not runlist.plain_stdout()

@@ -48,6 +48,11 @@ def test_index_is_rebuilt_when_deleted_or_damaged(tmp_path: Path) -> None:
     assert {s.id for s in index.summaries(client.store)} == ids
     (tmp_path / "index").write_bytes(b"\xc1 not msgpack")
     assert {s.id for s in index.summaries(client.store)} == ids
+    whole = (tmp_path / "index").read_bytes()
+    for cut in (len(whole) - 1, len(whole) // 2, 20):  # the layout does not add up: rebuilt
+        (tmp_path / "index").write_bytes(whole[:cut])
+        assert {s.id for s in index.summaries(client.store)} == ids
+        assert {s.id for s in index.summaries(client.store, newest=2)} <= ids
     (tmp_path / "index").unlink()
     assert {s.id for s in index.summaries(client.store)} == ids
     assert (tmp_path / "index").exists()

@@ -19,8 +19,10 @@ from rich.style import Style
 from rich.table import Row, Table
 from rich.text import Text
 
+from .runlist import GAP as _GAP
+from .runlist import layout, simple
+
 BIG = 300  # rows from which a table is printed here rather than by rich
-_GAP = "  "  # rich's padding (0, 1) between columns, with pad_edge=False
 
 
 class Cell(str):
@@ -87,26 +89,10 @@ def _lines(console: Console, table: Table) -> tuple[list[str], int] | None:
             return None
         texts.append([str(column.header), *(_text(c) for c in cells)])
     paint = _Painter(console)
-    if paint.system or not all(_simple("".join(t)) for t in texts):
+    if paint.system or not all(simple("".join(t)) for t in texts):
         return _lines_one_by_one(table, paint)
     # plain ASCII, one line a cell (a pipe, the usual case for big output): str methods only
-    laid_out = []
-    last = len(columns) - 1
-    total = len(_GAP) * last
-    for i, (column, column_texts) in enumerate(zip(columns, texts, strict=True)):
-        width = max(map(len, column_texts))
-        total += width
-        if column.justify == "right":
-            laid_out.append([t.rjust(width) for t in column_texts])
-        elif i == last:
-            laid_out.append(column_texts)
-        else:
-            laid_out.append([t.ljust(width) for t in column_texts])
-    return [line.rstrip() for line in map(_GAP.join, zip(*laid_out, strict=True))], total
-
-
-def _simple(text: str) -> bool:
-    return text.isascii() and "\n" not in text
+    return layout(texts, [column.justify == "right" for column in columns])
 
 
 def _text(c: Any) -> str:

@@ -12,7 +12,6 @@ from typing import Any
 from . import ops
 from .clock import Clock, SystemClock
 from .errors import (
-    InvalidArguments,
     JournalCorrupt,
     RefusedOperation,
     RunNotFound,
@@ -20,20 +19,14 @@ from .errors import (
     WorkflowCanceled,
     WorkflowFailed,
 )
+from .index import STATES as STATES  # (re-exported: their home is the listing code)
+from .index import check_filters as check_filters
+from .index import listed
 from .loader import file_sha
 from .manager import WorkflowDef
 from .state import RunState
 from .stores import open_store
 from .stores.base import Store
-
-STATES = ("in_progress", "completed", "failed", "canceled")
-
-
-def check_filters(state: str | None, limit: int | None) -> None:
-    if state is not None and state not in STATES:
-        raise InvalidArguments(f"state must be one of {', '.join(STATES)}, not {state!r}")
-    if limit is not None and (type(limit) is not int or limit < 1):
-        raise InvalidArguments(f"limit must be a whole number of runs, 1 or more, not {limit!r}")
 
 
 class StepStatus:
@@ -172,17 +165,7 @@ class Client:
         steps: bool = False,
     ) -> list[RunStatus]:
         """Runs, newest first (from the index: only changed journals are read)."""
-        check_filters(state, limit)
-        newest = limit if state is None and workflow is None else None
-        found = [
-            s
-            for s in self.store.summaries(newest=newest)
-            if (state is None or s.status["state"] == state)
-            and (workflow is None or s.status["workflow"] == workflow)
-        ]
-        found.sort(key=lambda s: s.created_at, reverse=True)
-        if limit is not None:
-            found = found[:limit]
+        found = listed(self.store, state=state, workflow=workflow, limit=limit)
         if steps:
             return [st for s in found if (st := self._status_or_none(s.id)) is not None]
         return [RunStatus(dict(s.status), None, summary=s) for s in found]

@@ -5,7 +5,6 @@ An idle worker so blocks on its socket instead of polling the directory."""
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,8 +12,6 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     import socket
-
-log = logging.getLogger(__name__)
 
 NOTIFY_TIMEOUT = 0.5  # seconds to wait for a busy worker's wake-up queue
 DIR_MODE = 0o700
@@ -34,7 +31,11 @@ def listen(directory: Path, *, worker: bool = True) -> tuple[str, DatagramListen
     try:
         sock.bind(socket_address(token))
     except OSError as exc:
-        log.warning("no wake-up socket (%s); new work is found by rescanning", exc)
+        import logging  # (here: `wfl status` imports this module and never logs)
+
+        logging.getLogger(__name__).warning(
+            "no wake-up socket (%s); new work is found by rescanning", exc
+        )
         sock.close()
         return None
     sock.setblocking(False)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import sys
-import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,6 +15,7 @@ from . import jsonout
 from .bigtable import BigTable, Cell, cell
 from .client import RunStatus
 from .clock import utc_text
+from .runlist import HEADERS, STATE_COLUMN, span, until
 from .tracebacks import format_tb, is_traceback, where
 
 STATE_STYLE = {
@@ -33,26 +33,7 @@ console = Console(width=None if sys.stdout.isatty() else 160)
 err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 
-def ago(iso_time: str | None, now: float | None = None) -> str:
-    if not iso_time:
-        return "-"
-    ts = datetime.fromisoformat(iso_time).timestamp()
-    return _span((now or time.time()) - ts)
-
-
-def until(iso_time: str | None, now: float | None = None) -> str:
-    if not iso_time:
-        return "-"
-    delta = datetime.fromisoformat(iso_time).timestamp() - (now or time.time())
-    return "now" if delta <= 0 else "in " + _span(delta)
-
-
-def _span(seconds: float) -> str:
-    seconds = abs(seconds)
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if seconds >= size:
-            return f"{seconds / size:.0f}{unit}"
-    return f"{seconds:.0f}s" if seconds >= 1 else f"{seconds * 1000:.0f}ms"
+_span = span  # (live.py's name for it)
 
 
 def short_time(iso_time: str | None) -> str:
@@ -68,22 +49,16 @@ def styled(state: str) -> Text:
     return Text(state, style=STATE_STYLE.get(state, ""))
 
 
-def runs_table(runs: list[RunStatus]) -> Table:
+def runs_table(rows: list[list[str]]) -> Table:
+    """The run list (rows from runlist.row), for rich: on a terminal, or when it does not fit
+    runlist's plain layout."""
     table = BigTable(box=None, header_style="bold", pad_edge=False)
-    for column in ("RUN", "WORKFLOW", "STATE", "STEPS", "CURRENT STEP", "NEXT WAKE", "AGE"):
+    for column in HEADERS:
         table.add_column(column, no_wrap=True)
-    now = time.time()
-    for st in runs:
-        done, total, current = st.step_counts
-        table.add_row(
-            st.id,
-            st.workflow or "?",
-            styled(st.state),
-            f"{done}/{total}",
-            current or "-",
-            until(st.next_wake_at, now) if not st.finished else "-",
-            ago(st.created_at, now),
-        )
+    for row in rows:
+        cells: list[Any] = list(row)
+        cells[STATE_COLUMN] = styled(row[STATE_COLUMN])
+        table.add_row(*cells)
     return table
 
 

@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import hashlib
-import logging
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -44,8 +42,6 @@ from .records import Record
 if TYPE_CHECKING:
     from .codestate import DirNotes
     from .index import RunSummary
-
-log = logging.getLogger(__name__)
 
 DIR_MODE = 0o700
 SUFFIX = ".journal"
@@ -171,6 +167,8 @@ class FileStore:
     # that cannot appear, and no process can see a run whose key another process holds.
 
     def key_path(self, key: str) -> Path:
+        import hashlib  # (here: `wfl status` never needs it)
+
         return self.dir / "keys" / (hashlib.sha256(key.encode()).hexdigest() + ".key")
 
     def _pending_path(self, run_id: str) -> Path:
@@ -321,17 +319,20 @@ class FileStore:
 
     # -- listing ---------------------------------------------------------------------------
 
-    def run_ids(self) -> list[str]:
-        """Every run in the directory. A `*.journal` file whose name is not a run id (a
-        backup copy, say) is not a run: it is left alone (see stray_files)."""
+    def run_ids(self, names: list[str] | None = None) -> list[str]:
+        """Every run in the directory (`names`: its listing, if already made). A `*.journal`
+        file whose name is not a run id (a backup copy, say) is not a run: it is left alone
+        (see stray_files)."""
         # one regex pass over all names at C speed: 10,000 names in ~2 ms, not ~9
-        return _RUN_JOURNAL.findall("\0".join(self._names()))
+        return _RUN_JOURNAL.findall("\0".join(self._names() if names is None else names))
 
-    def stray_files(self) -> list[str]:
+    def stray_files(self, names: list[str] | None = None) -> list[str]:
         """Names of `*.journal` files that are not runs (their name is not a run id)."""
-        return sorted(
-            n for n in self._names() if n.endswith(SUFFIX) and not _ID.match(n[: -len(SUFFIX)])
-        )
+        names = self._names() if names is None else names
+        joined = "\0".join(names) + "\0"
+        if joined.count(SUFFIX + "\0") == len(_RUN_JOURNAL.findall(joined)):
+            return []  # (the usual case, at C speed: every journal is a run's)
+        return sorted(n for n in names if n.endswith(SUFFIX) and not _ID.match(n[: -len(SUFFIX)]))
 
     def _names(self) -> list[str]:
         try:
@@ -497,7 +498,9 @@ class FileStore:
     def listen(self, *, worker: bool = True) -> tuple[str, DatagramListener] | None:
         if worker and leases.OFD and (self.dir / "locks").is_dir():
             # a worker starting is when a rolling upgrade goes wrong: say it where it shows
-            log.warning(
+            import logging  # (here: `wfl status` never logs)
+
+            logging.getLogger(__name__).warning(
                 "%s/locks/ is from an older wfl, whose workers lease runs through lock files "
                 "that this one does not see: make sure no older worker serves this directory, "
                 "then delete locks/",
