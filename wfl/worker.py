@@ -25,6 +25,7 @@ from . import channel, codestate, journal, records, slots, timing
 from .channel import WorkerEvent as WorkerEvent  # its home for users and tests
 from .clock import Clock, SystemClock
 from .commit import Committer
+from .dirwatch import updated, version_watch
 from .errors import (
     FlowLoadError,
     JournalCorrupt,
@@ -106,6 +107,7 @@ class Worker:
         self._token = ""
         self._versions: dict[str, object] = {}  # what the last rescan saw
         self._rescanning = False
+        self._version_watch = version_watch(self.store)  # what changed, for rescans
         self.offline: float | None = None  # the store is unreachable: next retry's delay
         self.step_pool = ThreadPoolExecutor(max_parallelism, thread_name_prefix="wfl-step")
         self._io_pool = ThreadPoolExecutor(self.store.io_threads, thread_name_prefix="wfl-io")
@@ -188,7 +190,7 @@ class Worker:
     def scan(self) -> None:
         """Schedule every unfinished run at its wake time (journals that did not change since
         the index last saw them are not read)."""
-        self._versions = self.store.versions()  # before reading: a change meanwhile is seen
+        self._versions = self._version_watch.snapshot()  # before reading: a change is seen
         now = self.clock.now()
         for s in self.store.summaries():
             if s.broken:
@@ -206,24 +208,23 @@ class Worker:
     def rescan(self) -> None:
         # the safety net for lost wake-ups: look again at every run that changed, sleeping
         # ones too (a dropped datagram must not strand a cancel until the run's own timer)
-        self._rescanned(self.store.versions())
+        self._rescanned(self._version_watch.changes(self._versions))
 
     async def _rescan(self) -> None:
-        """rescan() with the versions read off the loop: 10,000 journals' stats take ~100 ms
-        (a timer due meanwhile would wait for them; issue 16). The changed runs are looked
-        at on the loop."""
+        """rescan() asking what changed off the loop (a full look at 10,000 journals takes
+        ~100 ms: a timer due meanwhile would wait); the changed runs are looked at on it."""
         try:
-            versions = await self.io(self.store.versions)
+            changes = await self.io(self._version_watch.changes, self._versions)
         finally:
             self._rescanning = False
         if self.offline is None and not self.draining:
-            self._rescanned(versions)
+            self._rescanned(changes)
 
-    def _rescanned(self, versions: dict[str, object]) -> None:
-        for run_id, version in versions.items():
-            if run_id not in self.drivers and self._versions.get(run_id) != version:
+    def _rescanned(self, changes: dict[str, object | None]) -> None:
+        self._versions = updated(self._versions, changes)
+        for run_id, version in changes.items():
+            if version is not None and run_id not in self.drivers:  # (None: gone)
                 self._consider(run_id)
-        self._versions = versions
         self.look_at_schedules()  # the safety net for schedule news, too
 
     def lease_retry(self) -> float:  # another worker holds the run; it may die: look again
