@@ -519,8 +519,15 @@ def phase_scan(o: dict[str, Any]) -> dict[str, Any]:
 
 
 def phase_sleepers(o: dict[str, Any]) -> dict[str, Any]:
+    """N runs put to sleep for 30 days: the RSS of the worker that drives them there and of a
+    fresh one holding them; `wfl status` (the default view: newest 50 + "N more") and
+    `wfl status --json` (all N) as whole processes; a `wfl worker` holding them: its CPU
+    over `idle_seconds` of sleep and its RSS. With o["baseline"] (a checkout of an older
+    wfl), the commands and the idle worker run on both, alternating, each on its own copy
+    of the directory (the index's format may differ)."""
     d = fresh_dir(o, "sl")
     N = o["sleepers"]
+    base_dir = d + "-baseline"
     try:
         client = Client(d)
         t0 = time.perf_counter()
@@ -537,14 +544,20 @@ def phase_sleepers(o: dict[str, Any]) -> dict[str, Any]:
         log(f"driven to sleep: {out['drive']}")
         out["scan"] = _sub("scan", {"dir": d, "hold": 1.0}, o["timeout"])
         log(f"fresh worker: {out['scan']}")
-        wfl = wfl_cli()
-        env = dict(os.environ, WFL_DIR=d)
-        R = o["status_reps"]
-        if wfl is None:
-            out["status_limit50"] = out["status_json"] = {"error": "no `wfl` console script"}
-        else:
-            out["status_limit50"] = timed_cmd([wfl, "status", "--limit", "50", "--dir", d], R, env)
-            out["status_json"] = timed_cmd([wfl, "status", "--json", "--dir", d], R, env)
+        sides = {"new": str(HERE.parent)}
+        if o.get("baseline"):
+            sides["baseline"] = o["baseline"]
+            shutil.copytree(d, base_dir)
+        for root in sides.values():  # as pip install does; this machine sets
+            _compile(root)  # PYTHONDONTWRITEBYTECODE, which would compile wfl every time
+        dirs = {"new": d, "baseline": base_dir}
+        commands = {"status_default": ["status"], "status_json": ["status", "--json"]}
+        for name, args in commands.items():
+            out[name] = _timed_sides(sides, dirs, args, o["status_reps"])
+            log(f"{name}: {out[name]}")
+        idle_s = o.get("idle_seconds", 30.0)
+        out["idle"] = {side: _idle_worker(root, dirs[side], idle_s) for side, root in sides.items()}
+        log(f"idle worker: {out['idle']}")
         t0 = time.perf_counter()
         n50 = len(client.list(limit=50))
         out["client_list50_ms"] = (time.perf_counter() - t0) * 1e3
@@ -555,6 +568,106 @@ def phase_sleepers(o: dict[str, Any]) -> dict[str, Any]:
         return out
     finally:
         shutil.rmtree(d, ignore_errors=True)
+        shutil.rmtree(base_dir, ignore_errors=True)
+
+
+_MAIN = "import sys; from wfl.entry import main; sys.argv[0] = 'wfl'; main()"
+
+
+def _side_env(root: str, directory: str) -> dict[str, str]:
+    """`wfl` of the checkout `root` (first on the path: ahead of the editable install)."""
+    env = {k: v for k, v in os.environ.items() if k not in ("WFL_DIR", "WFL_STORE")}
+    env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [os.environ.get("PYTHONPATH")])])
+    env["WFL_DIR"] = directory
+    return env
+
+
+def _compile(root: str) -> None:
+    import compileall
+
+    compileall.compile_dir(os.path.join(root, "wfl"), quiet=1)
+
+
+def _timed_sides(
+    sides: dict[str, str], dirs: dict[str, str], args: list[str], reps: int
+) -> dict[str, Any]:
+    """Median wall and CPU time of `wfl ARGS` as a whole process on each side, the sides
+    alternating (one untimed run each first: it brings the index up to date)."""
+    import resource
+
+    wall: dict[str, list[float]] = {side: [] for side in sides}
+    cpu: dict[str, list[float]] = {side: [] for side in sides}
+    size: dict[str, int] = {}
+    for rep in range(reps + 1):
+        for side, root in sides.items():
+            env = _side_env(root, dirs[side])
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.perf_counter()
+            p = subprocess.run([sys.executable, "-c", _MAIN, *args], capture_output=True,
+                               env=env, timeout=300, cwd="/")  # fmt: skip
+            dt = time.perf_counter() - t0
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            if p.returncode != 0:
+                return {"error": f"{side}: exit {p.returncode}: {p.stderr.decode()[-200:]}"}
+            size[side] = len(p.stdout)
+            if rep:
+                wall[side].append(dt * 1e3)
+                cpu[side].append(
+                    (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1e3
+                )
+    return {
+        side: {
+            "median_ms": statistics.median(wall[side]),
+            "min_ms": min(wall[side]),
+            "cpu_median_ms": statistics.median(cpu[side]),
+            "reps": reps,
+            "stdout_bytes": size[side],
+        }
+        for side in sides
+    }
+
+
+def _proc_cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _proc_mem_mb(pid: int) -> dict[str, float]:
+    found = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(("VmRSS:", "VmHWM:")):
+            key, value = line.split(":", 1)
+            found[key] = int(value.split()[0]) / 1024
+    return {"rss_mb": found.get("VmRSS", 0.0), "peak_rss_mb": found.get("VmHWM", 0.0)}
+
+
+def _idle_worker(root: str, directory: str, seconds: float) -> dict[str, Any]:
+    """A `wfl worker` process over the sleeping runs: once its start-up scan is over (no CPU
+    used for a second), the CPU it uses in `seconds` while every run sleeps."""
+    p = subprocess.Popen([sys.executable, "-c", _MAIN, "worker"], env=_side_env(root, directory),
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")  # fmt: skip
+    try:
+        t0 = time.perf_counter()
+        last = -1.0
+        while time.perf_counter() - t0 < 120:
+            time.sleep(1.0)
+            used = _proc_cpu_s(p.pid)
+            if used == last:
+                break
+            last = used
+        start_cpu, start = _proc_cpu_s(p.pid), time.perf_counter()
+        time.sleep(seconds)
+        idle_cpu, idle_wall = _proc_cpu_s(p.pid) - start_cpu, time.perf_counter() - start
+        return {
+            "startup_cpu_s": start_cpu,
+            "idle_seconds": idle_wall,
+            "idle_cpu_ms": idle_cpu * 1e3,
+            "idle_cpu_percent": 100 * idle_cpu / idle_wall,
+            **_proc_mem_mb(p.pid),
+        }
+    finally:
+        p.terminate()
+        p.wait(timeout=60)
 
 
 # -- workload 7: disk limits ------------------------------------------------------------------
