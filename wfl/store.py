@@ -10,32 +10,30 @@ Layout of a wfl directory (0700):
                         which fails if it exists: one run per key, across processes)
   keys/<id>.pending     a keyed run's first journal, until its key is held (see create_run)
   schedules/<name>.schedule   a schedule (0600), replaced whole (write + rename) under
-                        schedules/<name>.lock
+                        schedules/<name>.lock (wfl/dirschedules.py)
   watchers/<token>      the same for listeners that are not workers (a UI)
 """
 
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import datagrams, journal, leases
 from .datagrams import DatagramListener
 from .datagrams import socket_address as socket_address  # its old home
+from .dirschedules import ScheduleFiles, write_new
+from .dirschedules import check_schedule_name as check_schedule_name  # its old home
 from .errors import (
     AmbiguousRunId,
-    InvalidArguments,
     InvalidRunId,
     JournalCorrupt,
     JournalWriteError,
     RunNotFound,
-    ScheduleExists,
-    ScheduleNotFound,
 )
 from .records import Record
 
@@ -49,7 +47,6 @@ SUFFIX = ".journal"
 _ID = re.compile(r"^[0-9a-z]{1,64}$")
 # a run journal's name among names joined by NUL (the one byte no file name holds)
 _RUN_JOURNAL = re.compile(r"(?:\A|(?<=\x00))([0-9a-z]{1,64})\.journal(?=\x00|\Z)")
-_SCHEDULE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 ID_LENGTH = 12
 
 
@@ -65,15 +62,6 @@ def is_run_id(name: str) -> bool:
     return bool(_ID.match(name))
 
 
-def check_schedule_name(name: str) -> str:
-    if not isinstance(name, str) or not _SCHEDULE_NAME.match(name):
-        raise InvalidArguments(
-            f"invalid schedule name {name!r}: use letters, digits, '.', '_' and '-' "
-            "(at most 100, starting with a letter or digit)"
-        )
-    return name
-
-
 def check_id(run_id: str) -> str:
     """A run id (or prefix) that is safe to put in a path, else InvalidRunId."""
     if not isinstance(run_id, str) or not _ID.match(run_id):
@@ -81,7 +69,7 @@ def check_id(run_id: str) -> str:
     return run_id
 
 
-class FileStore:
+class FileStore(ScheduleFiles):
     """Runs as journal files in one directory, on one machine (several workers may share it)."""
 
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
@@ -211,7 +199,7 @@ class FileStore:
             if fixed is None or not self.journal_path(run_id).exists():
                 journal.create(pending, make_records(run_id))
             tmp = keys / f".{run_id}.tmp"
-            _write_new(tmp, journal.encode({"key": key, "run": run_id}))
+            write_new(tmp, journal.encode({"key": key, "run": run_id}))
             try:
                 os.link(tmp, path)
             except FileExistsError:
@@ -244,79 +232,6 @@ class FileStore:
         with contextlib.suppress(JournalWriteError):
             if self.key_owner(key) == run_id:
                 self.key_path(key).unlink(missing_ok=True)
-
-    # -- schedules -------------------------------------------------------------------------
-
-    def _schedule_path(self, name: str) -> Path:
-        return self.dir / "schedules" / (check_schedule_name(name) + ".schedule")
-
-    def add_schedule(self, data: dict[str, Any]) -> None:
-        """Store a new schedule; ScheduleExists if the name is taken."""
-        name = check_schedule_name(data["name"])  # before the name goes into any path
-        self.ensure()
-        tmp = self.dir / "schedules" / f".{name}.{os.getpid()}.tmp"
-        _write_new(tmp, journal.encode(data))
-        try:
-            os.link(tmp, self._schedule_path(name))
-        except FileExistsError:
-            raise ScheduleExists(name) from None
-        finally:
-            tmp.unlink(missing_ok=True)
-        journal.fsync_dir(self.dir / "schedules")
-
-    def schedules(self) -> list[dict[str, Any]]:
-        try:
-            names = sorted(os.listdir(self.dir / "schedules"))
-        except FileNotFoundError:
-            return []
-        found = []
-        for n in names:
-            if n.endswith(".schedule"):
-                with contextlib.suppress(ScheduleNotFound):  # removed while we listed
-                    found.append(self.schedule(n[: -len(".schedule")]))
-        return found
-
-    def schedule(self, name: str) -> dict[str, Any]:
-        try:
-            data = journal.decode(self._schedule_path(name).read_bytes())
-        except FileNotFoundError:
-            raise ScheduleNotFound(name) from None
-        return dict(data)
-
-    def update_schedule(
-        self, name: str, change: Callable[[dict[str, Any]], dict[str, Any] | None]
-    ) -> dict[str, Any]:
-        """Read-modify-write one schedule under its lock; `change` returns the new content
-        (None: leave it). Returns what is stored afterwards."""
-        with self._schedule_lock(name):
-            current = self.schedule(name)
-            new = change(dict(current))
-            if new is None or new == current:
-                return current
-            tmp = self.dir / "schedules" / f".{name}.{os.getpid()}.tmp"
-            _write_new(tmp, journal.encode(new))
-            os.replace(tmp, self._schedule_path(name))
-            journal.fsync_dir(self.dir / "schedules")
-            return new
-
-    def remove_schedule(self, name: str) -> None:
-        with self._schedule_lock(name):
-            try:
-                self._schedule_path(name).unlink()
-            except FileNotFoundError:
-                raise ScheduleNotFound(name) from None
-        # the lock file stays: deleting it could let two writers lock different files
-
-    @contextlib.contextmanager
-    def _schedule_lock(self, name: str) -> Iterator[None]:
-        if not self._schedule_path(name).exists():
-            raise ScheduleNotFound(name)
-        fd = os.open(self.dir / "schedules" / (name + ".lock"), os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            yield
-        finally:
-            os.close(fd)
 
     # -- listing ---------------------------------------------------------------------------
 
@@ -516,17 +431,6 @@ def check_history(records: list[Record], path: Path) -> None:
 
 
 SCHEDULES_NEWS = "schedules"  # the datagram that tells workers the schedules changed
-
-
-def _write_new(path: Path, data: bytes) -> None:
-    """Write a small private file durably (0600); `path` is a temporary name of ours."""
-    path.unlink(missing_ok=True)  # a leftover of a crashed writer with our pid
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 Store = FileStore  # the name this class had before the Store protocol (wfl.stores.base)
