@@ -192,7 +192,7 @@ async def _attempt(self: RunDriver, p: Pending) -> tuple[int, bool, Any] | None:
                                           self.clock.now(), self.clock.now()))  # fmt: skip
             return None
         self.host.emit("step_started", self, step=p.n, name=s.name, attempt=attempt, at=start)
-        in_thread = self.clock.blocking_waits and not inspect.iscoroutinefunction(p.fn)
+        in_thread = self.clock.blocking_waits and not _is_async(p.fn)
         if start > self.clock.now() and not in_thread:  # the loop waits, then calls
             await self._wait_armed(p.n, start)
             if self._halted():
@@ -244,7 +244,7 @@ async def _call(self: RunDriver, p: Pending, attempt: int, start: float = 0.0) -
     try:
         ahead = max(0.0, start - self.clock.now())  # a sync step's thread waits this long
         hops = self.host.hops
-        if inspect.iscoroutinefunction(p.fn):
+        if _is_async(p.fn):
             call: Any = p.fn(**p.args)
         elif not p.timeout and not ahead and hops.inline(p.fn):  # short: no hop (hops.py)
             call = _done(hops.run_inline(copy_context(), p.fn, p.args))
@@ -269,11 +269,10 @@ async def _call(self: RunDriver, p: Pending, attempt: int, start: float = 0.0) -
         _current.reset(token)
     name = self.state.steps[p.n].name
     try:
-        data = journal.encode(value)
+        data, value = journal.roundtrip(value)  # as replay will hand it out: lists for tuples
     except SerializationError as exc:
         return False, SerializationError(f"step {p.n} ({name}) returned a {exc}")
     size = len(data)
-    value = journal.decode(data)  # what replay will hand out: tuples become lists
     limit = self.workflow.manager.result_limit
     if size > limit:
         return False, SerializationError(
@@ -281,6 +280,18 @@ async def _call(self: RunDriver, p: Pending, attempt: int, start: float = 0.0) -
             f"result_limit is {limit}; store big data elsewhere and return an id"
         )
     return True, value
+
+
+_ASYNC: dict[Any, bool] = {}  # step function -> whether it is a coroutine function
+
+
+def _is_async(fn: Any) -> bool:
+    known = _ASYNC.get(fn)
+    if known is None:
+        if len(_ASYNC) > 10_000:  # (a bound for functions made on the fly)
+            _ASYNC.clear()
+        known = _ASYNC[fn] = inspect.iscoroutinefunction(fn)
+    return known
 
 
 async def _done(value: Any) -> Any:
@@ -448,7 +459,7 @@ def _normalize(value: Any) -> tuple[Any, str | None]:
     """(value as it reads back from the journal, None) — tuples become lists, as they will
     on replay — or (value, why it cannot be stored)."""
     try:
-        return journal.decode(journal.encode(value)), None
+        return journal.roundtrip(value)[1], None
     except SerializationError as exc:
         return value, str(exc)
 

@@ -39,6 +39,7 @@ from .frames import (  # re-exported: journal.encode, journal.read... is how cal
     pack,
     parse,
     payloads,
+    roundtrip,
 )
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "parse",
     "payloads",
     "read",
+    "roundtrip",
     "update",
 ]
 
