@@ -242,7 +242,8 @@ def commit_rates(cluster: Cluster, db: str, tmp: str) -> dict[str, float]:
 
     with psycopg.connect(cluster.url(db), autocommit=True) as conn:
         conn.execute("CREATE TABLE IF NOT EXISTS commit_probe (x int)")
-    script = Path(tempfile.mkdtemp(prefix="wflbench-pgbench-", dir=tmp)) / "insert.sql"
+    where = tempfile.TemporaryDirectory(prefix="wflbench-pgbench-", dir=tmp)
+    script = Path(where.name) / "insert.sql"
     script.write_text("INSERT INTO commit_probe VALUES (1);\n")
     pgbench = cluster.bindir / "pgbench"
     rates = {}
@@ -254,6 +255,7 @@ def commit_rates(cluster: Cluster, db: str, tmp: str) -> dict[str, float]:
         ).stdout  # fmt: skip
         tps = [ln for ln in out.splitlines() if ln.startswith("tps")]
         rates[f"commits_per_s_{clients}"] = float(tps[0].split("=")[1].split()[0])
+    where.cleanup()
     return rates
 
 
