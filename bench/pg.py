@@ -5,6 +5,7 @@ alongside for reference.
 
     python bench/pg.py [--reps 3] [--procs 1,2,4] [--no-dbos] [--no-files] [--quick]
                        [--baseline REV] [--commit-rate] [--statements] [--setting NAME=VALUE]
+                       [--supervised] [--profile S]
 
 Starts a throwaway PostgreSQL cluster (tests/pg_cluster.py: initdb + pg_ctl on a temp dir,
 loopback, fsync on: commits are durable, as the journal's fsyncs are) and removes it at the
@@ -77,6 +78,38 @@ def log(msg: str) -> None:
     print(f"#   {msg}", file=sys.stderr, flush=True)
 
 
+START = """
+import sys
+sys.path.insert(0, {here!r})
+import flows
+from wfl import Client
+client = Client(store={store!r})
+print("go", flush=True)
+for _ in range({workflows}):
+    client.start(flows.steps, {{"n": {steps}}})
+"""
+
+ENTRY = "import sys; from wfl.entry import main; sys.argv[0] = 'wfl'; main()"
+
+
+def wait_listening(store: str, procs: int) -> None:
+    """Until `procs` workers listen on `store` (one LISTEN connection each)."""
+    import psycopg
+
+    deadline = time.monotonic() + 60
+    with psycopg.connect(store, autocommit=True) as conn:
+        while True:
+            row = conn.execute(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'wfl-worker' "
+                "AND datname = current_database()"
+            ).fetchone()
+            if row is not None and row[0] >= procs:
+                return
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{procs} workers did not listen within 60 s")
+            time.sleep(0.05)
+
+
 TICK = os.sysconf("SC_CLK_TCK")
 
 
@@ -92,17 +125,21 @@ def cpu_seconds(pids: list[int]) -> dict[int, float]:
     return out
 
 
-def server_pids(cluster: Cluster) -> list[int]:
-    """The postmaster and its children (backends, WAL writer, checkpointer...)."""
-    master = int((cluster.data / "postmaster.pid").read_text().split()[0])
-    pids = [master]
+def tree_pids(root: int) -> list[int]:
+    """`root` and its children."""
+    pids = [root]
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
-            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == master:
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == root:
                 pids.append(int(stat.parent.name))
         except (OSError, ValueError, IndexError):
             continue
     return pids
+
+
+def server_pids(cluster: Cluster) -> list[int]:
+    """The postmaster and its children (backends, WAL writer, checkpointer...)."""
+    return tree_pids(int((cluster.data / "postmaster.pid").read_text().split()[0]))
 
 
 def server_counts(conn: Any) -> dict[str, float]:
@@ -117,10 +154,17 @@ def server_counts(conn: Any) -> dict[str, float]:
 
 
 def wfl_round(
-    cluster: Cluster, store: str, procs: int, args: argparse.Namespace, pythonpath: str | None
+    cluster: Cluster,
+    store: str,
+    procs: int,
+    args: argparse.Namespace,
+    pythonpath: str | None,
+    supervised: bool = False,
 ) -> dict[str, Any]:
     """Workload 1 on `store` with `procs` worker processes of the wfl on `pythonpath` (None:
-    this checkout); steps/s, and per step: commits, WAL flushes, CPU of workers and server."""
+    this checkout); steps/s, and per step: commits, WAL flushes, CPU of workers and server.
+    `supervised`: through the real command (`wfl worker --processes N`), the runs started
+    while it is up (the clock starts with the first start)."""
     import psycopg
 
     env = dict(os.environ)
@@ -128,19 +172,27 @@ def wfl_round(
         env["PYTHONPATH"] = pythonpath
     # cwd: not the checkout (`python -c` puts the working directory ahead of PYTHONPATH)
     run = {"env": env, "cwd": args.tmp}
-    code = SETUP.format(here=str(HERE), store=store, steps=args.steps, workflows=args.workflows)
+    later = args.workflows if supervised else 0  # runs started once the command is up
+    code = SETUP.format(here=str(HERE), store=store, steps=args.steps,
+                        workflows=args.workflows - later)  # fmt: skip
     subprocess.run([sys.executable, "-c", code], check=True, **run)  # type: ignore[call-overload]
     barrier = tempfile.mktemp(prefix="wflbench-go-", dir=args.tmp)
-    # PostgreSQL workers LISTEN (as `wfl worker` does): without it they poll every run
-    # after every step, a query each
-    code = WORKER.format(here=str(HERE), store=store, barrier=barrier, listen=True)
-    children = [
-        subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, **run)
-        for _ in range(procs)
-    ]
-    for c in children:
-        assert c.stdout is not None
-        c.stdout.readline()  # "ready"
+    if supervised:  # the real command: a supervisor and its processes, each its share of runs
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
+        cmd = [sys.executable, "-c", ENTRY, "worker", "--processes", str(procs), "--store", store]
+        children = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, **run)]
+        wait_listening(store, procs)
+    else:
+        # PostgreSQL workers LISTEN (as `wfl worker` does): without it they poll every run
+        # after every step, a query each
+        code = WORKER.format(here=str(HERE), store=store, barrier=barrier, listen=True)
+        children = [
+            subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, **run)
+            for _ in range(procs)
+        ]
+        for c in children:
+            assert c.stdout is not None
+            c.stdout.readline()  # "ready"
     total = args.workflows + 3
     # the clock's own probe: one count over the summary rows every 20 ms (cheap: the
     # harness must not take CPU from what it measures on 2 cores)
@@ -164,8 +216,15 @@ def wfl_round(
             conn.execute("SELECT pg_stat_statements_reset()")
         before = server_counts(conn)
         spids = server_pids(cluster)
-        wpids = [c.pid for c in children]
+        wpids = [p for c in children for p in tree_pids(c.pid)]
         cpu0 = cpu_seconds(spids + wpids)
+        starter = None
+        if later:
+            code = START.format(here=str(HERE), store=store, steps=args.steps, workflows=later)
+            starter = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                       text=True, **run)  # fmt: skip
+            assert starter.stdout is not None
+            starter.stdout.readline()  # "go": its imports are done, the starts begin
         t0 = time.perf_counter()
         Path(barrier).touch()
         spies = [
@@ -188,6 +247,8 @@ def wfl_round(
             c.terminate()
         for c in children:
             c.wait(timeout=60)
+        if starter is not None:
+            starter.wait(timeout=60)
         os.unlink(barrier)
         time.sleep(0.6)  # exited backends have flushed their statistics
         after = server_counts(conn)
@@ -308,6 +369,11 @@ def main() -> None:
         action="store_true",
         help="also measure the server's commits/s with 1, 2, 8 connections (pgbench)",
     )
+    ap.add_argument(
+        "--supervised",
+        action="store_true",
+        help="also run `wfl worker --processes N` (runs started while it is up)",
+    )
     ap.add_argument("--quick", action="store_true", help="40 runs, one repetition")
     ap.add_argument("--tmp", default="/tmp")
     args = ap.parse_args()
@@ -344,6 +410,12 @@ def main() -> None:
                     r = wfl_round(cluster, store, p, args, path)
                     results.setdefault(f"{name} pg {p}", []).append(r)
                     log(f"rep {rep + 1}: {name} on PostgreSQL, {p} processes: " + brief(r))
+                if args.supervised:
+                    n += 1
+                    store = fresh_schema(cluster, db, f"r{n}")
+                    r = wfl_round(cluster, store, p, args, None, supervised=True)
+                    results.setdefault(f"wfl sup pg {p}", []).append(r)
+                    log(f"rep {rep + 1}: wfl worker --processes {p} on PostgreSQL: " + brief(r))
             if not args.no_files:
                 for p in procs[:2]:
                     d = tempfile.mkdtemp(prefix="wflbench-files-", dir=args.tmp)
