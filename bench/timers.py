@@ -21,6 +21,8 @@ commit by putting a git worktree of it first on PYTHONPATH (--baseline). The wor
 goes to a file (its one-line-per-event log), as under a service manager; `"tty": true` puts
 it on a pseudo-terminal instead (the live table). `"worker_cmd": ["script.py", ...]` runs
 `python script.py ... worker --dir D` instead (an instrumented or modified worker).
+`"processes": N` runs `wfl worker --processes N` (default 1, one process as in the issue;
+with N > 1 the RSS read is the supervisor's).
 
 Cases run one after another; within a case, runs start `gap` seconds apart, where gap is
 longer than the delay for short delays (one run at a time, as in the issue), and 0.3 s for
@@ -85,7 +87,9 @@ def summary(values: list[float]) -> dict[str, Any]:
 class OutsideWorker:
     """A `wfl worker --dir D` process of this interpreter, idle until runs arrive."""
 
-    def __init__(self, d: str, *, tty: bool, script: list[str] | None = None) -> None:
+    def __init__(
+        self, d: str, *, tty: bool, script: list[str] | None = None, processes: int = 1
+    ) -> None:
         self.d = d
         self.log_path = os.path.join(d + ".worker.log")
         self.out = open(self.log_path, "wb")  # noqa: SIM115  (closed in stop())
@@ -96,8 +100,13 @@ class OutsideWorker:
 
             self.master, slave = pty.openpty()
             stdout = slave
+        # one worker process, as the issue measures (a wfl with `--processes` runs one per CPU
+        # unless told; an older one has no such flag); "processes": N in the options for more
+        import importlib.util
+
+        procs = ["--processes", str(processes)] if importlib.util.find_spec("wfl.processes") else []
         self.proc = subprocess.Popen(
-            [sys.executable, *(script or ["-c", WORKER]), "worker", "--dir", d],
+            [sys.executable, *(script or ["-c", WORKER]), "worker", *procs, "--dir", d],
             stdout=stdout,
             stderr=self.out,
             stdin=subprocess.DEVNULL,
@@ -199,7 +208,9 @@ def sitting(o: dict[str, Any], k: int) -> dict[str, Any]:
     worker = None
     try:
         client = Client(d)
-        worker = OutsideWorker(d, tty=bool(o.get("tty")), script=o.get("worker_cmd"))
+        worker = OutsideWorker(
+            d, tty=bool(o.get("tty")), script=o.get("worker_cmd"), processes=o.get("processes", 1)
+        )
         warm = [client.start(FLOWS + ":first_step", {}) for _ in range(2)]
         warm += [client.start(FLOWS + ":timed_sleep", {"delay": 0.01})]
         warm += [client.start(FLOWS + ":timed_step", {"delay": 0.01})]
