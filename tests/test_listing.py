@@ -329,7 +329,7 @@ def _damage_index_entry(store: Store, run_id: str, *, summary: bytes | None = No
     i = cache.positions()[run_id]
     entry = (cache.mtime[i], cache.size[i], cache.created[i],
              cache.packed(i) if summary is None else summary,
-             cache.text(i).decode() if text is None else text)  # fmt: skip
+             cache.text(i) if text is None else text.encode())  # fmt: skip
     indexfile.save(store, cache, cache.ids, {run_id: entry})
 
 

@@ -201,7 +201,7 @@ def summaries(
     return _collect(store, newest=newest, ids=ids, save=save, as_json=False)
 
 
-Fresh = tuple[int, int, float, bytes, str]  # an entry: mtime_ns, size, created, summary, JSON
+Fresh = tuple[int, int, float, bytes, bytes]  # an entry: mtime_ns, size, created, summary, JSON
 
 
 def _collect(
@@ -260,7 +260,7 @@ def _collect_from(
                     continue
                 text = json_of(summary.status)
             out.append((cache.created[i], text))
-        out.extend((s.created_at, fresh[s.id][4]) for s in read)
+        out.extend((s.created_at, fresh[s.id][4].decode()) for s in read)
     else:
         unpacked = cache.unpack_all() if newest is None else None
         for run_id, i in trusted:
@@ -282,7 +282,7 @@ def _first(pair: tuple[float, Any]) -> float:
 
 def _entry(st: os.stat_result, summary: RunSummary) -> Fresh:
     return (st.st_mtime_ns, st.st_size, summary.created_at, journal.pack(summary.to_record()),
-            json_of(summary.status))  # fmt: skip
+            json_of(summary.status).encode())  # fmt: skip
 
 
 def _cached(

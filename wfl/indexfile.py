@@ -167,7 +167,7 @@ def save(store: Any, cache: Cache, ids: list[str], fresh: dict[str, Fresh]) -> N
     for run_id in ids:
         entry = fresh.get(run_id)
         if entry is not None:
-            m, s, c, packed, text = entry[0], entry[1], entry[2], entry[3], entry[4].encode()
+            m, s, c, packed, text = entry
         else:
             i = pos.get(run_id)
             if i is None:
@@ -192,6 +192,6 @@ def save(store: Any, cache: Cache, ids: list[str], fresh: dict[str, Fresh]) -> N
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "wb") as f:
             f.write(MAGIC + _HEAD_LEN.pack(len(head)) + head)
-            f.write(b"".join(parts))
-            f.write(b"".join(texts))
+            f.writelines(parts)  # (not joined: 10,000 runs' 10 MB would be copied once more)
+            f.writelines(texts)
         os.replace(tmp, path)  # a cache: no fsync, a torn one is just rebuilt
