@@ -1077,10 +1077,13 @@ def build_table(bench: Bench) -> Table:
                 if not isinstance(idle, dict):
                     continue
                 what = "`wfl worker` holding them" if side == "new" else "  the same, baseline"
+                procs = idle.get("processes", 1)
                 t.add(
                     "6",
-                    f"{what}: CPU ms over {idle['idle_seconds']:.0f} s idle (RSS / peak MB "
-                    f"{idle['rss_mb']:.0f} / {idle['peak_rss_mb']:.0f})",
+                    f"{what}: CPU ms over {idle['idle_seconds']:.0f} s idle (RSS / peak / PSS "
+                    f"MB {idle['rss_mb']:.0f} / {idle['peak_rss_mb']:.0f} / "
+                    f"{idle.get('pss_mb', 0):.0f}, {procs} process"
+                    + ("es)" if procs != 1 else ")"),
                     idle["idle_cpu_ms"],
                     better=None,
                     target="~0" if side == "new" else "",

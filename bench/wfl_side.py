@@ -16,6 +16,7 @@ that `sleepers` and `pickup` start as subprocesses.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -627,23 +628,47 @@ def _timed_sides(
     }
 
 
+def _tree(pid: int) -> list[int]:
+    """The process and its descendants (`wfl worker` runs one process per core)."""
+    found = [pid]
+    for p in found:
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                found.extend(int(c) for c in (task / "children").read_text().split())
+    return found
+
+
 def _proc_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    """CPU seconds of the process tree (user + system)."""
+    total = 0
+    for p in _tree(pid):
+        with contextlib.suppress(OSError):
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def _proc_mem_mb(pid: int) -> dict[str, float]:
-    found = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(("VmRSS:", "VmHWM:")):
-            key, value = line.split(":", 1)
-            found[key] = int(value.split()[0]) / 1024
-    return {"rss_mb": found.get("VmRSS", 0.0), "peak_rss_mb": found.get("VmHWM", 0.0)}
+    """RSS and peak RSS summed over the process tree, MB, how many processes, and their PSS
+    (forked processes share pages, which each one's RSS counts whole)."""
+    found = {"VmRSS": 0.0, "VmHWM": 0.0, "Pss": 0.0}
+    procs = _tree(pid)
+    for p in procs:
+        with contextlib.suppress(OSError):
+            lines = Path(f"/proc/{p}/status").read_text().splitlines()
+            lines += Path(f"/proc/{p}/smaps_rollup").read_text().splitlines()
+            for line in lines:
+                key, _, value = line.partition(":")
+                if key in found:
+                    found[key] += int(value.split()[0]) / 1024
+    return {"rss_mb": found["VmRSS"], "peak_rss_mb": found["VmHWM"], "pss_mb": found["Pss"],
+            "processes": len(procs)}  # fmt: skip
 
 
 def _idle_worker(root: str, directory: str, seconds: float) -> dict[str, Any]:
-    """A `wfl worker` process over the sleeping runs: once its start-up scan is over (no CPU
-    used for a second), the CPU it uses in `seconds` while every run sleeps."""
+    """A `wfl worker` over the sleeping runs (as started: its processes, one per core from
+    the version with --processes, all counted): once its start-up is over (no CPU used for a
+    second), the CPU it uses in `seconds` while every run sleeps, and its RSS."""
     p = subprocess.Popen([sys.executable, "-c", _MAIN, "worker"], env=_side_env(root, directory),
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/")  # fmt: skip
     try:
