@@ -305,3 +305,29 @@ def test_hops_bookkeeping() -> None:
         for _ in range(hops.SHORT_RUNS):
             h.ran(f, 0.00001, inline=False)
     assert not h.inline(f)  # demoted too often: threads for good
+
+
+def test_a_steps_result_waits_for_the_next_attempt_of_its_run(
+    runs: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Six runs, four slots, groups back to back: a run that keeps its slot for its next
+    step holds its last result back from the groups of others, so the result, the next
+    schedule and the next attempt go in one write (and one fsync), never the result alone."""
+    batches: list[str] = []
+    real = journal.GroupWrite.__init__
+
+    def watched(self: journal.GroupWrite, items: Sequence[tuple[Any, bytes]]) -> None:
+        for _, payload in items:
+            recs = journal.parse(payload, start=0, path="batch").records
+            batches.append("+".join(r["t"] for r in recs))
+        real(self, items)
+
+    monkeypatch.setattr(journal.GroupWrite, "__init__", watched)
+    client = Client(runs)
+    ids = [client.start(commit_flows.actions, {"n": 5}) for _ in range(6)]
+    drive(runs)
+    assert [client.status(r).result for r in ids] == [15] * 6
+    assert batches.count("done+sched+att") == 6 * 4
+    assert batches.count("done+end") == 6
+    assert "done+sched" not in batches
+    assert batches.count("att") <= 6  # a first step, after waiting for a slot

@@ -93,9 +93,10 @@ class Committer:
             self._arm("quiet")
         return fut
 
-    def query_ended(self, d: RunDriver) -> None:
-        """A query of `d` ended: its records, held back while it ran, may go quietly, after
-        QUIET_TURNS more turns (the chain's next query, or the action after it, may come)."""
+    def ready(self, d: RunDriver) -> None:
+        """`d`'s records, held back while a query of it ran or while it kept its step slot
+        for its next step, may go quietly now, after QUIET_TURNS more turns (the chain's next
+        query, or the action after it, may still come)."""
         if d.next_flush is None or self.writing:
             return  # (after a group, _done arms what is left)
         if self.armed is None:
@@ -132,12 +133,13 @@ class Committer:
         self.generation += 1
         if self.writing or not self.waiting:
             return
-        # a run whose query is running is left out unless someone waits for its records:
-        # the query's own records (and its chain's) go with its next write-ahead (or
-        # quietly, once no query of the run runs)
-        drivers = [d for d in self.waiting if d.flush_urgent or not d.queries_running]
+        # Held back unless someone waits for its records: a run whose query is running (the
+        # query's records, and its chain's, go with its next write-ahead), and a run that
+        # keeps its slot for its next step (whose attempt comes within a few turns: this
+        # step's result goes with it, in one write and one fsync, not in two)
+        drivers = [d for d in self.waiting if d.flush_urgent or not _held_back(d)]
         if len(drivers) < len(self.waiting):
-            self.waiting = [d for d in self.waiting if not d.flush_urgent and d.queries_running]
+            self.waiting = [d for d in self.waiting if not d.flush_urgent and _held_back(d)]
         else:
             self.waiting = []
         self.urgent = False
@@ -259,6 +261,10 @@ class Committer:
         d.buffer_size = 0
         _fail(fut, exc)
         self.host.driver_failed(d, exc)
+
+
+def _held_back(d: RunDriver) -> bool:
+    return bool(d.queries_running) or d.held_slot is not None
 
 
 def _fail(fut: asyncio.Future[None], exc: BaseException) -> None:

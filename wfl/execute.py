@@ -204,7 +204,7 @@ async def _attempt(self: RunDriver, p: Pending) -> tuple[int, bool, Any] | None:
             finally:
                 self.queries_running -= 1
                 if not self.queries_running:
-                    self.host.committer.query_ended(self)
+                    self.host.committer.ready(self)
         else:
             ok, value = await self._call(p, attempt, start)
     except Exception as exc:  # the write-ahead failed (user errors stay in _call)

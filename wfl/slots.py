@@ -62,6 +62,7 @@ def _slot_tick(self: Worker, driver: RunDriver, token: object, turns: int) -> No
     driver.held_slot = None
     for sem in self._slot_semaphores(driver.workflow):
         sem.release()
+    self.committer.ready(driver)  # its records, held back for the next step, may go now
 
 
 def _slot_semaphores(self: Worker, wf: WorkflowDef) -> list[asyncio.Semaphore]:
