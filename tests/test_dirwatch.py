@@ -142,3 +142,18 @@ def test_a_forked_child_does_not_read_its_parents_queue(tmp_path: Path) -> None:
     assert os.waitstatus_to_exitcode(status) == 0
     (tmp_path / "a.journal").write_bytes(b"x")
     assert watch.changed() == {"a.journal"}
+
+
+def test_a_stopped_worker_gives_its_watch_back(tmp_path: Path) -> None:
+    """The kernel allows each user 128 inotify instances: a worker that ends closes its own
+    rather than leaving it to a garbage collection (a test run makes hundreds of workers)."""
+    from wfl.worker import Worker
+
+    client = Client(tmp_path)
+    client.start(FLOW)
+    worker = Worker(tmp_path, listen=False)
+    worker.run_sync(once=True)
+    watch = worker._version_watch
+    assert isinstance(watch, VersionWatch)
+    assert watch.watch is not None
+    assert watch.watch.fd < 0

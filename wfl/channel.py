@@ -294,6 +294,7 @@ async def _shutdown(self: Worker) -> None:
         task.cancel()
     self.step_pool.shutdown(wait=False, cancel_futures=True)
     self._io_pool.shutdown(wait=True)
+    self._version_watch.close()  # its inotify instance now, not at a garbage collection
 
 
 def install_signal_handlers(self: Worker) -> None:

@@ -137,6 +137,9 @@ class FullLook:
     def changes(self, known: dict[str, object]) -> dict[str, object | None]:
         return diff(self.store.versions(), known)
 
+    def close(self) -> None:
+        pass
+
 
 def diff(current: dict[str, object], known: dict[str, object]) -> dict[str, object | None]:
     """The runs whose version in `current` differs from `known`'s (None: gone)."""
