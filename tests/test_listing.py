@@ -411,6 +411,7 @@ def _summary(n: int, workflow: str = "quick", current: str = "", state: str = "i
         [_summary(i) for i in range(5)],
         [_summary(1, state="completed"), _summary(2, current="2 send (scheduled)")],
         [_summary(1, workflow="wide" * 40)],  # wider than 160 columns: rich folds it
+        [_summary(i, workflow="wide" * 40) for i in range(300)],  # as wide, but 301 lines
         [_summary(1, workflow="café ☃"), _summary(2)],  # not ASCII: rich measures it
     ],
 )

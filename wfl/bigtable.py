@@ -19,10 +19,9 @@ from rich.style import Style
 from rich.table import Row, Table
 from rich.text import Text
 
+from .runlist import BIG as BIG  # lines from which a table is printed here, not by rich
 from .runlist import GAP as _GAP
 from .runlist import layout, simple
-
-BIG = 300  # rows from which a table is printed here rather than by rich
 
 
 class Cell(str):

@@ -5,7 +5,8 @@ Importing rich costs `wfl status` ~40 ms of its 200 ms budget (issue 9), and off
 rich adds nothing to this table: no colour, 160 columns, and a table that fits is laid out
 just as here (each column as wide as its widest cell, two spaces between, lines right-
 stripped: bigtable's plain layout, which is this function). Anything else (a terminal, a
-forced colour, cells that are not plain ASCII, a table wider than 160) is left to rich.
+forced colour, cells that are not plain ASCII, fewer than BIG lines wider than 160) is left
+to rich.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from typing import Any
 HEADERS = ("RUN", "WORKFLOW", "STATE", "STEPS", "CURRENT STEP", "NEXT WAKE", "AGE")
 STATE_COLUMN = 2
 PIPE_WIDTH = 160  # what render's console assumes off a terminal (rich would say 80)
+BIG = 300  # lines from which bigtable lays a table out itself even when it is wider
 GAP = "  "  # rich's padding (0, 1) between columns, with pad_edge=False
 
 
@@ -67,7 +69,7 @@ def plain_lines(rows: list[list[str]]) -> list[str] | None:
     if not all(simple("".join(texts)) for texts in columns):
         return None
     lines, width = layout(columns, [False] * len(HEADERS))
-    return lines if width <= PIPE_WIDTH else None
+    return lines if width <= PIPE_WIDTH or len(lines) >= BIG else None
 
 
 def plain_stdout() -> bool:
