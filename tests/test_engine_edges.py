@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 import threading
 import time
@@ -333,3 +334,24 @@ def test_journal_without_on_complete_start_records_still_reads(env: WorkflowTest
     env.run_until_idle()
     assert edge_flows.oc_keys == [(f"{run_id}-on_complete", 1)]
     assert env.client.status(run_id).run_state.on_complete_ran
+
+
+def test_polling_a_run_that_closed_meanwhile_logs_no_error(
+    env: WorkflowTestEnv, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A poll can come after its run closed (one that waited for the run's last write, a
+    child's news): the closed journal has nothing to say, and that is not an error."""
+    run_id = env.start(edge_flows.action_then_more, {"key": "p"})
+    live: list[Any] = []
+
+    async def scenario(worker: Worker) -> None:
+        edge_flows.gates["p"] = asyncio.Event()
+        await poll_until(lambda: run_id in worker.drivers, "the run is live")
+        live.append(worker.drivers[run_id])
+        edge_flows.gates["p"].set()
+
+    in_worker(env, run_id, scenario)
+    assert env.status(run_id).state == "completed"
+    with caplog.at_level(logging.ERROR):
+        live[0].poll()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []

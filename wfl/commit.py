@@ -347,6 +347,8 @@ async def flush(self: RunDriver) -> None:
 
 def poll(self: RunDriver) -> None:
     """Pick up records other processes appended (cancel, events, children's ends)."""
+    if self.host.drivers.get(self.run_id) is not self:
+        return  # closed meanwhile (finished, evicted): its journal is read afresh on load
     if self.flushing is not None:
         # the writer is busy in the I/O thread (flock does not exclude our own threads)
         self._spawn(self._poll_after_flush())
