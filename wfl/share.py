@@ -2,12 +2,15 @@
 
 Which process drives which run: the store's leases decide, as between any workers, so
 correctness does not depend on the split. The split is for speed: every process hears of every
-new run (the store's news goes to all workers), and N processes racing for each lease would each
-read the journal, try the lock and retry. So a process takes its share of the runs (by a hash
-of the run id) at once, and the others only SHARE_DELAY later: by then a living sibling holds
-them (the lease attempt fails, as today between workers) or has finished them; if the sibling
-died, this process drives them. Runs a process creates itself (children, continue-as-new) are
-its own: their parent waits on them here, and no sibling has to wake for them.
+new run (the store's news goes to all workers), and N processes racing for each would each read
+its journal and try its lock, N - 1 of them for nothing, and poll it while it is held. So a
+process takes its share of the runs (a hash of the run id) at once and looks at a sibling's
+only SHARE_DELAY later, with a lock attempt first (no read): by then a living sibling holds it
+or has finished it; if the sibling died (or its loop lags), this process drives it. A short
+delay, not a long one: measured on 2 busy cores (bench/wfl_side.py throughput_procs), a 2 s
+delay made two processes slower than one (an unlucky process's half bounds the time), racing
+(0) and 0.3 s both beat one process. Runs a process creates (children, continue-as-new) are its
+own: their parent waits on them here, and no sibling has to wake for them.
 
 A child reports to the supervisor over a pipe in JSON lines (never pickle): `ready` once it
 serves, and on a terminal its table's rows every REPORT_EVERY seconds, the events of the
@@ -24,7 +27,7 @@ import os
 import threading
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from . import live as live_view
 from .errors import WflError
@@ -33,11 +36,14 @@ from .processes import CHILD_ENV
 from .state import RunState, due_now_or
 from .worker import Worker, WorkerEvent
 
+if TYPE_CHECKING:
+    from .replay import RunDriver
+
 log = logging.getLogger(__name__)
 
 # seconds before a process takes a run of a sibling's share (WFL_SHARE_DELAY: for benchmarks
 # of other splits; 0 is every process racing for every run)
-SHARE_DELAY = float(os.environ.get("WFL_SHARE_DELAY", "2.0"))
+SHARE_DELAY = float(os.environ.get("WFL_SHARE_DELAY", "0.3"))
 REPORT_EVERY = 0.25  # seconds between snapshots of the table sent to the supervisor
 
 
@@ -99,38 +105,44 @@ class ShareWorker(Worker):
             when = max(when, self.clock.now()) + SHARE_DELAY
         super()._wake_at(run_id, when)
 
+    def _consider(self, run_id: str) -> None:
+        # News of a sibling's run (a start, an event...): its owner reads the journal and
+        # acts; this process only looks SHARE_DELAY later, in case the owner did not. So a
+        # new run costs one journal read, not one per process.
+        if self.mine(run_id) or run_id in self.drivers:
+            super()._consider(run_id)
+        else:
+            self._wake_at(run_id, self.clock.now())  # (plus the delay: a sibling's)
+
     def _load(self, run_id: str) -> None:
         self._missed = False
-        self._take(run_id)
+        super()._load(run_id)  # a lease held elsewhere is retried later (lease_retry)
         if self._missed:
             self.held_elsewhere.add(run_id)
         else:
             self.held_elsewhere.discard(run_id)
 
-    def _take(self, run_id: str) -> None:
-        if self.mine(run_id) or run_id in self.drivers or self.draining:
-            super()._load(run_id)
-            return
-        # A sibling's run, its delay over: take it only if it is due. Its owner may hold it
-        # and have made it wait meanwhile (a backoff, a timer): leasing it as soon as the
-        # owner lets go would replay it here for nothing, and hold it from its owner.
+    def _open_driver(self, run_id: str) -> RunDriver | None:
+        if self.mine(run_id):
+            return super()._open_driver(run_id)
+        # A sibling's run whose lease was free: its owner is gone, or let it go (finished,
+        # or waiting: a backoff, a timer). Take it only if it is due; replaying a waiting
+        # run here would be for nothing, and would hold it from its owner when it is due.
         try:
             state = RunState.from_records(self.store.read(run_id))
         except WflError:  # gone, or broken: the worker's own path says so
-            super()._load(run_id)
-            return
+            return super()._open_driver(run_id)
         wake = state.next_wake_at()
         now = self.clock.now()
         if wake is None:  # finished, or waits for an event: nothing to do here
-            self._waking.pop(run_id, None)
             self._note_wait(state, None)
-            return
+            return None
         due = due_now_or(wake, state.updated_at, now)
         if due - self.load_ahead > now:
             self._note_wait(state, wake)
             self._wake_at(run_id, due - self.load_ahead)  # (plus the delay: a sibling's)
-            return
-        super()._load(run_id)
+            return None
+        return super()._open_driver(run_id)
 
     def create_child(
         self,
