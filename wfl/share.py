@@ -26,6 +26,7 @@ import logging
 import os
 import threading
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -81,17 +82,39 @@ class ShareWorker(Worker):
         self.count = count
         self.adopted: set[str] = set()  # runs this process created: its own, whatever the hash
         self.held_elsewhere: set[str] = set()  # runs whose lease another process held
+        self.once = False
+        self.take_all = False
         self._missed = False
 
-    def mine(self, run_id: str) -> bool:
+    def owns(self, run_id: str) -> bool:
         return (
             self.count <= 1 or run_id in self.adopted or share_of(run_id, self.count) == self.index
         )
 
+    def mine(self, run_id: str) -> bool:
+        """Taken at once (else SHARE_DELAY later). --once: what was due when the drain began
+        is split; what becomes due during it (a child's end wakes its parent...) is taken by
+        whoever hears first, as its owner may have finished its drain and exited."""
+        return self.take_all or self.owns(run_id)
+
     def shows(self, run_id: str) -> bool:
         """Whether this process's table lists `run_id` when it does not hold it: its own runs,
         but not one another process holds (that one lists it, as it is now)."""
-        return self.mine(run_id) and run_id not in self.held_elsewhere
+        return self.owns(run_id) and run_id not in self.held_elsewhere
+
+    async def run(
+        self,
+        *,
+        once: bool = False,
+        until: Callable[[], bool] | None = None,
+        stop_when_idle: bool = False,
+    ) -> None:
+        self.once = once
+        await super().run(once=once, until=until, stop_when_idle=stop_when_idle)
+
+    def scan(self) -> None:
+        super().scan()
+        self.take_all = self.once  # (see mine)
 
     def lease_retry(self) -> float:
         self._missed = True  # (called when another process holds the lease: see _load)
