@@ -84,14 +84,27 @@ def create_continued(
 
 
 def check_child(self: Worker, driver: RunDriver, p: Pending, child_id: str) -> None:
-    """A parent waiting on a child: if the child already ended, record it in the parent."""
+    """A parent waiting on a child: if the child already ended, record it in the parent.
+    In an I/O thread, never on the loop: the parent's journal may be locked by a group
+    commit in flight, whose locks only the loop releases (waiting here would deadlock)."""
+
+    async def check() -> None:
+        if await self.io(_report_if_ended, self, child_id):
+            driver.poll()
+
+    driver._spawn(check())
+
+
+def _report_if_ended(self: Worker, child_id: str) -> bool:
+    """(I/O thread) True if the child has ended (and its end is now in its parent)."""
     try:
         child = ops.read_state(self.store, child_id)
     except WflError:
-        return
-    if child.end is not None:
-        ops.report_to_parent(self.store, self.clock, child)
-        driver.poll()
+        return False
+    if child.end is None:
+        return False
+    ops.report_to_parent(self.store, self.clock, child)
+    return True
 
 
 def look_at_schedules(self: Worker) -> None:

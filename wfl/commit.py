@@ -21,6 +21,7 @@ import asyncio
 import functools
 import logging
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING
 
 from . import journal, records
@@ -199,7 +200,9 @@ class Committer:
                 error = exc
             self._done(batch, group.finish(error))
         else:
-            synced = self.loop.run_in_executor(self.host._io_pool, group.sync)
+            # not the I/O pool: its threads may all wait for these journals' locks (a child
+            # reporting to its parent), which only this group's end releases
+            synced = self.loop.run_in_executor(_sync_pool(), group.sync)
             synced.add_done_callback(lambda f: self._done(batch, group.finish(f.exception())))
 
     def _write_one(self, d: RunDriver, payload: bytes) -> BatchResult:
@@ -261,6 +264,12 @@ class Committer:
         d.buffer_size = 0
         _fail(fut, exc)
         self.host.driver_failed(d, exc)
+
+
+@functools.cache
+def _sync_pool() -> ThreadPoolExecutor:
+    """Threads that sync groups (one group at a time per worker; shared by in-process workers)."""
+    return ThreadPoolExecutor(2, thread_name_prefix="wfl-commit")
 
 
 def _held_back(d: RunDriver) -> bool:
