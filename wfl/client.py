@@ -19,9 +19,6 @@ from .errors import (
     WorkflowCanceled,
     WorkflowFailed,
 )
-from .index import STATES as STATES  # (re-exported: their home is the listing code)
-from .index import check_filters as check_filters
-from .index import listed
 from .loader import file_sha
 from .manager import WorkflowDef
 from .state import RunState
@@ -165,6 +162,8 @@ class Client:
         steps: bool = False,
     ) -> list[RunStatus]:
         """Runs, newest first (from the index: only changed journals are read)."""
+        from .index import listed  # the listing code: not on `wfl start`'s path
+
         found = listed(self.store, state=state, workflow=workflow, limit=limit)
         if steps:
             return [st for s in found if (st := self._status_or_none(s.id)) is not None]
