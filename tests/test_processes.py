@@ -271,6 +271,24 @@ def test_once_drains_everything(store_spec: str, tmp_path: Path) -> None:
     assert done.stdout.count("run_finished success") == 30 + 4 * 5 + 4 * 4
 
 
+def test_the_worker_processes_do_not_load_the_cli_framework(tmp_path: Path) -> None:
+    # typer brings pydantic and rich (~25 MB in each long-lived process of the tree):
+    # PYTHONVERBOSE makes the supervisor and its children name every module they import.
+    client = Client(tmp_path / "runs")
+    ids = [client.start(f"{SHARES}:pids", {"n": 2}) for _ in range(4)]
+    done = subprocess.run(
+        [*wfl_command(), "worker", "--once", "--processes", "2", "--dir", str(tmp_path / "runs")],
+        capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONVERBOSE": "1"},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.count("run_finished success") == len(ids)
+    imported = [line for line in done.stderr.splitlines() if line.startswith("# ")]
+    assert any("/wfl/processes" in line for line in imported)  # (the check can see imports)
+    assert any("/wfl/share" in line for line in imported)  # (and the children's)
+    heavy = [line for line in imported if re.search(r"/(typer|pydantic|click)/", line)]
+    assert heavy == []
+
+
 def test_once_exits_when_a_run_is_held_elsewhere(store_spec: str, tmp_path: Path) -> None:
     client = Client(store=store_spec)
     ids = [client.start(f"{SHARES}:pids", {"n": 1}) for _ in range(10)]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -22,7 +21,7 @@ from .entry import (
     parse_limit,
     start_run,
 )
-from .errors import FlowLoadError, InvalidArguments, WflError
+from .errors import InvalidArguments, WflError
 
 app = typer.Typer(
     help="Durable workflows for Python: start, drive, watch, cancel and clean up runs.",
@@ -88,7 +87,8 @@ def run(
     store: StoreOption = None,
 ) -> None:
     """Start a run and drive it to its end in the foreground; print its result."""
-    from .foreground import parse_level, run_in_foreground
+    from .foreground import run_in_foreground
+    from .workercmd import parse_level
 
     level = parse_level(log_level)
     client = _client(dir, store)
@@ -193,28 +193,14 @@ def worker(
     store: StoreOption = None,
 ) -> None:
     """Drive runs: replay due runs, execute steps, sleep until the next timer or new work."""
-    from .foreground import parse_level
+    from .workercmd import worker_command
 
-    level = parse_level(log_level)
-    chosen = _client(dir, store).store  # bad --dir/--store: one line, before any child starts
-    count = processes if processes is not None else (os.cpu_count() or 1)
-    if count > 1 and not os.environ.get("WFL_WORKER_PROCESS"):  # (not in a child)
-        from .processes import supervise
-
-        if app_dir is not None and not os.path.isdir(app_dir):
-            raise FlowLoadError(f"app directory not found: {app_dir}")  # not one per child
-        argv = ["worker", "--max-parallelism", str(max_parallelism), "--grace", str(grace),
-                "--log-level", log_level, *(["--reload"] if reload else []),
-                *(["--app-dir", app_dir] if app_dir is not None else []),
-                *(["--dir", str(dir)] if dir is not None else []),
-                *(["--store", store] if store is not None else [])]  # fmt: skip
-        raise typer.Exit(supervise(count, argv, once=once, grace=grace, store=chosen))
-    from .foreground import serve
-
-    serve(
-        chosen, max_parallelism=max_parallelism, once=once, grace=grace,
-        app_dir=app_dir, reload=reload, log_level=level,
+    code = worker_command(
+        max_parallelism=max_parallelism, once=once, processes=processes, grace=grace,
+        app_dir=app_dir, reload=reload, log_level=log_level, dir=dir, store=store,
     )  # fmt: skip
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command("send-event")

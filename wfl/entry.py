@@ -1,10 +1,12 @@
-"""The `wfl` executable's entry point: a fast path for `wfl start`, `wfl status` and `wfl show`,
-typer for everything else.
+"""The `wfl` executable's entry point: a fast path for `wfl start`, `wfl status`, `wfl show`
+and `wfl worker`, typer for everything else.
 
 These are what scripts call in loops and people type most, and typer (which builds pydantic
 adapters for its options) costs more than the work itself (~0.4 s of `wfl show`). So they
 are parsed here, by the same table of options, and call the same functions as the typer
-commands. Anything unusual
+commands. `wfl worker` is here for memory: it is a tree of long-lived processes (a
+supervisor and one per CPU, each `wfl worker` again), and typer's imports would cost each of
+them ~25 MB (wfl/workercmd.py). Anything unusual
 (`--help`, an unknown or malformed option) falls through to the typer app, which owns help
 and usage errors.
 """
@@ -25,6 +27,9 @@ _FAST = {
     "status": ({"--state": False, "--workflow": False, "--limit": False, "--dir": False,
                 "--store": False}, {"--json", "--watch", "--why", "--all", "--traceback"}, (0, 1)),
     "show": ({"--dir": False, "--store": False}, {"--json"}, (1, 1)),
+    "worker": ({"--max-parallelism": False, "--processes": False, "--grace": False,
+                "--app-dir": False, "--log-level": False, "--dir": False, "--store": False},
+               {"--once", "--reload"}, (0, 0)),
 }  # fmt: skip
 
 
@@ -174,6 +179,14 @@ def _status(options: dict[str, Any]) -> None:
     )
 
 
+def _worker(options: dict[str, Any]) -> None:
+    from .workercmd import worker_command
+
+    code = worker_command(**options)
+    if code:
+        sys.exit(code)
+
+
 def _show(options: dict[str, Any]) -> None:
     from .views import show_command
 
@@ -208,9 +221,15 @@ def main() -> None:
 
         signal.signal(signal.SIGTERM, _stop_early)
     options = _parse(command, argv[1:]) if command in _FAST else None
+    if options is not None and command == "worker":
+        from .workercmd import fast_options
+
+        options = fast_options(options)
     if options is not None:
         try:
-            if command == "start":
+            if command == "worker":
+                _worker(options)
+            elif command == "start":
                 _start(options)
             elif command == "show":
                 _show(options)

@@ -14,19 +14,8 @@ from . import live as live_view
 from . import render
 from .client import Client, result_of
 from .entry import early_stop_requested
-from .errors import InvalidArguments
 from .stores.base import Store
 from .worker import Worker
-
-LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
-
-
-def parse_level(text: str) -> int:
-    """A --log-level value (any case) as a logging level."""
-    name = text.strip().upper()
-    if name not in LEVELS:
-        raise InvalidArguments(f"--log-level must be one of {', '.join(LEVELS)}, not {text!r}")
-    return int(getattr(logging, name))
 
 
 def _internal(record: logging.LogRecord) -> bool:
