@@ -1,7 +1,7 @@
 """Flows for tests/test_group_commit.py (the worker's group commit and the rule for queries).
 
 Step bodies look at what is durable when they run: `durable` maps a journal path to its bytes
-as of its last sync (filled by the test's hook on journal.sync_journals), and each body
+as of its last sync (filled by the test's hook on journal.GroupWrite.finish), and each body
 records which of its run's records were durable then. Also loaded by real `wfl worker`
 processes (the SIGKILL test), so it stays self-contained.
 """

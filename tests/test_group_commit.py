@@ -1,7 +1,7 @@
 """The worker's durability service (wfl/commit.py): group commit across runs, the write-ahead
 rule (SPEC §5), and queries, whose records ride with the next write-ahead (issue 9).
 
-In-process tests hook journal.sync_journals to keep, per journal, the bytes that were durable
+In-process tests hook journal.GroupWrite.finish to keep, per journal, the bytes that were durable
 after its last sync; step bodies (tests/commit_flows.py) look at them when they run.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,29 +25,47 @@ from wfl.worker import Worker
 FLOWS = str(Path(commit_flows.__file__))
 
 
-@pytest.fixture
-def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A journal directory whose syncs are watched: each sync's journals and their bytes."""
+@pytest.fixture(params=["aio", "threads"])
+def runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest) -> Path:
+    """A journal directory whose syncs are watched: each sync's journals and their bytes;
+    the worker syncs groups through Linux AIO (wfl/aio.py) or in threads (its fallback)."""
+    if request.param == "threads":
+        monkeypatch.setenv("WFL_AIO", "0")
     directory = tmp_path / "runs"
     commit_flows.durable.clear()
     commit_flows.seen.clear()
     commit_flows.journal_dir[:] = [str(directory)]
-    real = journal.sync_journals
     syncs.clear()
+    watch_syncs(monkeypatch)
+    return directory
 
-    def watched(fds: Sequence[int]) -> dict[int, str]:
-        failed = real(fds)
+
+def watch_syncs(monkeypatch: pytest.MonkeyPatch, fail: Callable[[str], bool] | None = None) -> None:
+    """Note each group's journals and the bytes they hold once synced (when the group ends,
+    before its locks are released, however it was synced); `fail(path)`: that journal's sync
+    is taken to have failed."""
+    real = journal.GroupWrite.finish
+
+    def finish(
+        self: journal.GroupWrite,
+        error: BaseException | None = None,
+        *,
+        failed: dict[int, str] | None = None,
+    ) -> list[journal.GroupResult]:
+        failed = dict(self.failed if failed is None else failed)
         paths = []
-        for k, fd in enumerate(fds):
+        for k, fd in enumerate(self.sync_fds()):
             path = os.readlink(f"/proc/self/fd/{fd}")
             paths.append(path)
-            if k not in failed:
+            if fail is not None and fail(path):
+                failed[k] = "Input/output error"
+            elif error is None and k not in failed:
                 commit_flows.durable[path] = os.pread(fd, os.fstat(fd).st_size, 0)
-        syncs.append(paths)
-        return failed
+        if paths:
+            syncs.append(paths)
+        return real(self, error, failed=failed)
 
-    monkeypatch.setattr(journal, "sync_journals", watched)
-    return directory
+    monkeypatch.setattr(journal.GroupWrite, "finish", finish)
 
 
 syncs: list[list[str]] = []  # the journals of each sync, in order
@@ -109,18 +127,15 @@ def test_a_group_member_that_cannot_be_synced_is_paused_and_retried(
     journal), the run is paused and retried; the other runs of the group go on."""
     client = Client(runs)
     ids = [client.start(commit_flows.actions, {"n": 2}) for _ in range(3)]
-    watched = journal.sync_journals
     failures = [ids[1]]
 
-    def failing(fds: Sequence[int]) -> dict[int, str]:
-        failed = watched(fds)
-        for k, fd in enumerate(fds):
-            if failures and os.readlink(f"/proc/self/fd/{fd}").endswith(f"{failures[0]}.journal"):
-                failures.clear()
-                failed[k] = "Input/output error"
-        return failed
+    def failing(path: str) -> bool:
+        if failures and path.endswith(f"{failures[0]}.journal"):
+            failures.clear()
+            return True
+        return False
 
-    monkeypatch.setattr(journal, "sync_journals", failing)
+    watch_syncs(monkeypatch, failing)
     events: list[str] = []
     worker = Worker(runs, listen=False, on_event=lambda e: events.append(f"{e.kind} {e.run_id}"))
     asyncio.run(worker.run(once=True))
@@ -155,8 +170,9 @@ def test_group_write_isolates_a_failing_journal(tmp_path: Path) -> None:
 def test_several_journals_are_fsynced_in_parallel(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Each journal of a group gets its own fsync, concurrently (ext4 batches them into one
-    commit); a journal that cannot be synced is named, the others are still synced."""
+    """(Without AIO) each journal of a group gets its own fsync, concurrently in threads
+    (ext4 batches them into one commit); a journal that cannot be synced is named, the others
+    are still synced."""
     import threading
 
     inside: list[int] = []

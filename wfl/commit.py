@@ -30,6 +30,7 @@ from .records import Record
 from .stores.base import Batch, BatchResult, GroupWrite
 
 if TYPE_CHECKING:
+    from .aio import AioSync
     from .replay import RunDriver
     from .worker import Worker
 
@@ -66,6 +67,25 @@ class Committer:
         self.postpone = False  # a query ended: the quiet start waits QUIET_TURNS more
         self.loop: asyncio.AbstractEventLoop | None = None
         self.groups = 0  # groups written (for tests and benchmarks)
+        self.aio: AioSync | None = None  # the loop's AIO fsync (aio.py), once opened
+        self.aio_tried = False
+
+    def _aio(self) -> AioSync | None:
+        """The loop's AIO fsync, opened at the first group that needs it."""
+        if not self.aio_tried:
+            from .aio import open_aio
+
+            assert self.loop is not None
+            self.aio_tried = True
+            self.aio = open_aio(self.loop)
+        return self.aio
+
+    def close(self) -> None:
+        """(The worker stopped) let go of the AIO context and its eventfd."""
+        if self.aio is not None:
+            self.aio.close()
+        self.aio = None
+        self.aio_tried = False
 
     def want(self, d: RunDriver, *, urgent: bool) -> asyncio.Future[None]:
         """`d` buffered records: a next group takes them. Returns a future done when they
@@ -200,6 +220,18 @@ class Committer:
                 error = exc
             self._done(batch, group.finish(error))
         else:
+            files = group if isinstance(group, journal.GroupWrite) else None  # (a directory's)
+            aio = self._aio() if files is not None else None
+            if aio is not None and files is not None:
+                try:
+                    aio.submit(
+                        files.sync_fds(),
+                        lambda failed: self._done(batch, files.finish(failed=failed)),
+                    )
+                    return
+                except OSError as exc:  # e.g. a file system without asynchronous fsync
+                    log.info("syncing journals in threads: AIO fsync refused (%s)", exc)
+                    self.aio = None
             # not the I/O pool: its threads may all wait for these journals' locks (a child
             # reporting to its parent), which only this group's end releases
             synced = self.loop.run_in_executor(_sync_pool(), group.sync)

@@ -301,10 +301,20 @@ class GroupWrite:
         return bool(self.held)
 
     def sync(self) -> None:
-        self.failed = sync_journals([w._fd for _, w, _, _ in self.held])
+        self.failed = sync_journals(self.sync_fds())
 
-    def finish(self, error: BaseException | None = None) -> list[GroupResult]:
-        """Release the locks; `error`: sync() itself raised (then nothing counts as synced)."""
+    def sync_fds(self) -> list[int]:
+        """The descriptors sync() fsyncs, for a caller that syncs them itself (aio.py), then
+        calls finish(failed=...)."""
+        return [w._fd for _, w, _, _ in self.held]
+
+    def finish(
+        self, error: BaseException | None = None, *, failed: dict[int, str] | None = None
+    ) -> list[GroupResult]:
+        """Release the locks; `error`: sync() itself raised (then nothing counts as synced);
+        `failed`: {index in sync_fds(): why} of a sync done by the caller."""
+        if failed is not None:
+            self.failed = failed
         if error is not None:
             self.failed = {k: str(error) for k in range(len(self.held))}
         try:

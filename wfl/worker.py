@@ -178,6 +178,7 @@ class Worker:
                 await asyncio.sleep(0)  # let woken workflow code run before the next tick
         finally:
             await self._shutdown()
+            self.committer.close()
 
     def stop(self) -> None:
         """Stop taking work; running steps may finish (see run()'s shutdown)."""

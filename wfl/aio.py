@@ -1,0 +1,193 @@
+"""Journals synced by the kernel, reported on the worker's loop: Linux AIO fsync.
+
+A group commit syncs K journals at once (commit.py). In threads that is K thread wake-ups
+and each thread taking the GIL two or three times, all while the loop thread works: the
+hand-offs cost the loop more than the fsyncs' own bookkeeping (issue 9). Linux (4.18+) runs
+an fsync submitted with io_submit in a kernel worker, several in parallel, and reports each
+completion through an eventfd the loop watches: one system call to start a group, one look
+when it is done, and no Python thread at all.
+
+Where io_setup is missing or refused (not Linux, seccomp, aio-max-nr reached) or the file
+system refuses an asynchronous fsync, `open_aio` returns None and the caller syncs in
+threads as before (journal.sync_journals).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import errno
+import logging
+import os
+import platform
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
+
+log = logging.getLogger(__name__)
+
+# io_setup, io_destroy, io_getevents, io_submit
+_SYSCALLS = {"x86_64": (206, 207, 208, 209), "aarch64": (0, 1, 4, 2)}
+IOCB_CMD_FSYNC = 2
+IOCB_FLAG_RESFD = 1
+DEPTH = 1024  # fsyncs in flight at once (one group at a time: its journals)
+BATCH = 64  # completions read per io_getevents
+
+
+class _Iocb(ctypes.Structure):  # struct iocb (linux/aio_abi.h), little-endian
+    _fields_ = [
+        ("data", ctypes.c_uint64),
+        ("key", ctypes.c_uint32),
+        ("rw_flags", ctypes.c_int32),
+        ("opcode", ctypes.c_uint16),
+        ("reqprio", ctypes.c_int16),
+        ("fildes", ctypes.c_uint32),
+        ("buf", ctypes.c_uint64),
+        ("nbytes", ctypes.c_uint64),
+        ("offset", ctypes.c_int64),
+        ("reserved2", ctypes.c_uint64),
+        ("flags", ctypes.c_uint32),
+        ("resfd", ctypes.c_uint32),
+    ]
+
+
+class _Event(ctypes.Structure):  # struct io_event
+    _fields_ = [
+        ("data", ctypes.c_uint64),
+        ("obj", ctypes.c_uint64),
+        ("res", ctypes.c_int64),
+        ("res2", ctypes.c_int64),
+    ]
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("sec", ctypes.c_long), ("nsec", ctypes.c_long)]
+
+
+Done = Callable[[dict[int, str]], None]  # {index: why} of the fsyncs that failed
+
+
+class AioSync:
+    """fsyncs submitted together, each group's callback called on the loop when all of its
+    fsyncs are done (with those that failed)."""
+
+    def __init__(
+        self, loop: asyncio.AbstractEventLoop, libc: ctypes.CDLL, nrs: tuple[int, ...]
+    ) -> None:
+        self.loop = loop
+        self._syscall = libc.syscall
+        self._setup, self._destroy, self._getevents, self._submit = nrs
+        ctx = ctypes.c_ulong(0)
+        if self._call(self._setup, ctypes.c_long(DEPTH), ctypes.byref(ctx)) < 0:
+            raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+        self.ctx = ctx
+        try:
+            self.efd = os.eventfd(0, os.EFD_NONBLOCK | os.EFD_CLOEXEC)
+        except OSError:
+            self._call(self._destroy, self.ctx)
+            raise
+        self._events = (_Event * BATCH)()
+        self._zero = _Timespec(0, 0)
+        self._groups: dict[int, list[object]] = {}  # serial -> [left, failed, done]
+        self._serial = 0
+        self.in_flight = 0
+        loop.add_reader(self.efd, self._reap)
+        self.closed = False
+
+    def _call(self, nr: int, *args: object) -> int:
+        return int(self._syscall(ctypes.c_long(nr), *args))
+
+    def submit(self, fds: Sequence[int], done: Done) -> None:
+        """Start an fsync of each of `fds`; `done({index: why})` once all have ended. Raises
+        OSError if the kernel took none of them (the caller syncs another way)."""
+        self._serial = serial = (self._serial + 1) & 0xFFFFFFFF
+        n = len(fds)
+        iocbs = (_Iocb * n)()
+        pointers = (ctypes.POINTER(_Iocb) * n)()
+        for k, fd in enumerate(fds):
+            cb = iocbs[k]
+            cb.data = (serial << 32) | k
+            cb.opcode = IOCB_CMD_FSYNC
+            cb.fildes = fd
+            cb.flags = IOCB_FLAG_RESFD
+            cb.resfd = self.efd
+            pointers[k] = ctypes.pointer(cb)
+        submitted = 0
+        failed: dict[int, str] = {}
+        while submitted < n:
+            rest = ctypes.byref(pointers, submitted * ctypes.sizeof(ctypes.c_void_p))
+            got = self._call(self._submit, self.ctx, ctypes.c_long(n - submitted), rest)
+            if got > 0:
+                submitted += got
+                continue
+            code = ctypes.get_errno() if got < 0 else errno.EAGAIN
+            if submitted == 0:
+                raise OSError(code, os.strerror(code))
+            # the kernel refused the rest: the ones it took are reported as they end; the
+            # others count as failed syncs (their runs are paused and retried)
+            for k in range(submitted, n):
+                failed[k] = os.strerror(code)
+            break
+        self._groups[serial] = [submitted, failed, done]
+        self.in_flight += submitted
+
+    def _reap(self) -> None:
+        try:
+            os.eventfd_read(self.efd)
+        except BlockingIOError:
+            pass
+        events = self._events
+        while True:
+            got = self._call(self._getevents, self.ctx, ctypes.c_long(0), ctypes.c_long(BATCH),
+                             events, ctypes.byref(self._zero))  # fmt: skip
+            if got <= 0:
+                return
+            for i in range(got):
+                ev = events[i]
+                serial, k = ev.data >> 32, ev.data & 0xFFFFFFFF
+                group = self._groups.get(serial)
+                self.in_flight -= 1
+                if group is None:
+                    continue
+                if ev.res < 0:
+                    group[1][k] = os.strerror(-ev.res)  # type: ignore[index]
+                group[0] -= 1  # type: ignore[operator]
+                if not group[0]:
+                    del self._groups[serial]
+                    group[2](group[1])  # type: ignore[operator]
+            if got < BATCH:
+                return
+
+    def close(self) -> None:
+        """Stop watching; fsyncs still in flight are waited for (their journals' bytes may
+        be the last records a stopping worker writes)."""
+        if self.closed:
+            return
+        self.closed = True
+        try:
+            self.loop.remove_reader(self.efd)
+        except Exception:  # the loop is closed already
+            pass
+        while self.in_flight > 0:
+            got = self._call(self._getevents, self.ctx, ctypes.c_long(1), ctypes.c_long(BATCH),
+                             self._events, None)  # fmt: skip
+            if got <= 0:
+                break
+            self.in_flight -= got
+        self._call(self._destroy, self.ctx)
+        os.close(self.efd)
+
+
+def open_aio(loop: asyncio.AbstractEventLoop) -> AioSync | None:
+    """An AioSync for `loop`, or None where the kernel does not offer one (see above)."""
+    nrs = _SYSCALLS.get(platform.machine())
+    if nrs is None or not hasattr(os, "eventfd") or os.environ.get("WFL_AIO") == "0":
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.syscall.restype = ctypes.c_long
+        return AioSync(loop, libc, nrs)
+    except (OSError, AttributeError) as exc:
+        log.debug("no AIO fsync (%s): syncing in threads", exc)
+        return None
