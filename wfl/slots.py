@@ -46,23 +46,36 @@ def give_slot(self: Worker, driver: RunDriver, *, keep: bool) -> None:
     slot goes to whoever waits longest (fair as before)."""
     if keep and driver.slot_chain < SLOT_CHAIN and not self.draining and self._loop:
         token = driver.held_slot = object()
-        self._loop.call_soon(self._slot_tick, driver, token, SLOT_HOLD_TURNS)
+        # one callback a turn counts down every held slot (not one per slot: ~3 per step)
+        self._holding.append([driver, token, SLOT_HOLD_TURNS])
+        if not self._slot_ticking:
+            self._slot_ticking = True
+            self._loop.call_soon(self._slot_tick)
         return
     for sem in self._slot_semaphores(driver.workflow):
         sem.release()
 
 
-def _slot_tick(self: Worker, driver: RunDriver, token: object, turns: int) -> None:
-    if driver.held_slot is not token:
-        return  # taken over by the run's next step
-    if turns and not driver.closing and not self.draining:
+def _slot_tick(self: Worker) -> None:
+    """A turn of the loop has passed for every held slot: release those held long enough."""
+    holding, self._holding = self._holding, []
+    for entry in holding:
+        driver, token, turns = entry
+        if driver.held_slot is not token:
+            continue  # taken over by the run's next step
+        if turns and not driver.closing and not self.draining:
+            entry[2] = turns - 1
+            self._holding.append(entry)
+            continue
+        driver.held_slot = None
+        for sem in self._slot_semaphores(driver.workflow):
+            sem.release()
+        self.committer.ready(driver)  # its records, held back for the next step, may go now
+    if self._holding:
         assert self._loop is not None
-        self._loop.call_soon(self._slot_tick, driver, token, turns - 1)
-        return
-    driver.held_slot = None
-    for sem in self._slot_semaphores(driver.workflow):
-        sem.release()
-    self.committer.ready(driver)  # its records, held back for the next step, may go now
+        self._loop.call_soon(self._slot_tick)
+    else:
+        self._slot_ticking = False
 
 
 def _slot_semaphores(self: Worker, wf: WorkflowDef) -> list[asyncio.Semaphore]:

@@ -147,6 +147,8 @@ class Step:
         return self._driver.call_step("workflow", workflow, args, self._opts(options))
 
     def _opts(self, options: dict[str, Any]) -> StepOptions:
+        if not options and not self._defaults:
+            return _NO_OPTIONS  # (the common call: no checks to make, nothing to build)
         if self._defaults:
             given = {k: v for k, v in options.items() if v is not None}
             options = {**self._defaults, **given}
@@ -199,6 +201,7 @@ class Step:
         return self._driver.state.version
 
 
+_NO_OPTIONS = StepOptions()  # frozen: one shared instance
 _OPTION_NAMES = frozenset(StepOptions.__dataclass_fields__)
 _DEFAULTABLE = frozenset({"retry", "unstable_args", "timeout"})
 

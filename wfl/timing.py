@@ -140,9 +140,25 @@ def _at(
                 p.task.add_done_callback(self._acted)
 
     if when <= now:
+        if _is_coroutine_function(action):
+            # due already, and the action is a task's: created now, its first step comes in
+            # the next turn of the loop (through call_soon, in the one after)
+            fire()
+            return
         p.timer = self.loop.call_soon(fire)  # due already: no trip through the timer heap
     else:
         p.timer = self.host.call_at(when, fire)
+
+
+_COROUTINE_FUNCTIONS: dict[Any, bool] = {}  # RunDriver action -> whether it is async
+
+
+def _is_coroutine_function(action: Callable[..., Any]) -> bool:
+    fn = getattr(action, "__func__", action)
+    known = _COROUTINE_FUNCTIONS.get(fn)
+    if known is None:
+        known = _COROUTINE_FUNCTIONS[fn] = inspect.iscoroutinefunction(fn)
+    return known
 
 
 async def _wait_armed(self: RunDriver, n: int, start: float) -> None:

@@ -116,6 +116,8 @@ class Worker:
         self._global_slots: asyncio.Semaphore | None = None
         self._owner_slots: dict[object, asyncio.Semaphore] = {}  # WorkflowDef, manager
         self._workflow_slots: dict[WorkflowDef, list[asyncio.Semaphore]] = {}  # all three
+        self._holding: list[list[Any]] = []  # held slots: [driver, token, turns left] (slots.py)
+        self._slot_ticking = False
         self.stats = {"steps": 0, "runs_finished": 0, "failures": 0}
 
     # -- public entry points ----------------------------------------------------------------
