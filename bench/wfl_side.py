@@ -228,10 +228,13 @@ def phase_throughput(o: dict[str, Any]) -> dict[str, Any]:
 
         worker = Worker(d, on_event=on_event, listen=not o.get("precreated"))
 
+        cpu0 = [0.0]
+
         async def go() -> float:
             task = asyncio.create_task(drive_until(worker, lambda: W, finished, o["timeout"]))
             await asyncio.sleep(0.05)  # the worker is up and idle
             FSYNCS[0] = 0
+            cpu0[0] = time.process_time()
             t0 = time.perf_counter()
             if not o.get("precreated"):
                 threading.Thread(target=starter).start()
@@ -240,6 +243,7 @@ def phase_throughput(o: dict[str, Any]) -> dict[str, Any]:
             return t0
 
         t0 = asyncio.run(go())
+        cpu = time.process_time() - cpu0[0]  # this process: the worker, and the client thread
         dt = finished[-1] - t0
         fsyncs = FSYNCS[0]
         bad = check_completed(client, ids)
@@ -255,6 +259,8 @@ def phase_throughput(o: dict[str, Any]) -> dict[str, Any]:
             "steps_per_s": W * S / dt,
             "fsyncs": fsyncs,
             "fsyncs_per_step": fsyncs / (W * S),
+            # CPU of the whole process per step, µs (with the client's starts unless precreated)
+            "cpu_us_per_step": cpu / (W * S) * 1e6,
             **pickup_stats(created, loaded),
         }
     finally:
@@ -781,6 +787,7 @@ def phase_throughput_procs(o: dict[str, Any]) -> dict[str, Any]:
             for _ in range(W):
                 ids.append(client.start(wf, {"n": S}))
 
+        cpu_worker, cpu_here = _proc_cpu_s(worker.pid), time.process_time()
         t0 = time.perf_counter()
         thread = threading.Thread(target=starter)
         thread.start()
@@ -797,11 +804,16 @@ def phase_throughput_procs(o: dict[str, Any]) -> dict[str, Any]:
         if set(ids) != seen:
             raise RuntimeError(f"finished runs are not the started ones ({len(seen)}/{W})")
         dt = end - t0
+        # CPU per step, µs: the worker's processes (ticks of 10 ms: read over the whole run)
+        # and this one (the client's starts, reading the worker's lines)
+        cpu_worker = _proc_cpu_s(worker.pid) - cpu_worker
+        cpu_here = time.process_time() - cpu_here
         bad = check_completed(client, ids)
         if bad:
             raise RuntimeError(f"{len(bad)} runs did not complete: {bad[:2]}")
         return {"procs": procs, "seconds": dt, "steps_per_s": W * S / dt, "wf_per_s": W / dt,
-                "load": os.getloadavg()[0]}  # fmt: skip
+                "load": os.getloadavg()[0], "worker_cpu_us_per_step": cpu_worker / (W * S) * 1e6,
+                "client_cpu_us_per_step": cpu_here / (W * S) * 1e6}  # fmt: skip
     finally:
         worker.terminate()
         try:
