@@ -61,13 +61,18 @@ class SystemClock:
             return
         fine = idle and timeout is not None
         if timeout is None or timeout > FINE_WAIT or not fine:
-            try:
-                coarse = timeout - FINE_WAIT if fine and timeout is not None else timeout
-                await asyncio.wait_for(wakeup.wait(), coarse)
-                return
-            except TimeoutError:
-                if not fine:
+            coarse = timeout - FINE_WAIT if fine and timeout is not None else timeout
+            wait_until = getattr(wakeup, "wait_until", None)  # (the worker's: timing.Wakeup)
+            if wait_until is not None:
+                if await wait_until(coarse) or not fine:
                     return
+            else:
+                try:
+                    await asyncio.wait_for(wakeup.wait(), coarse)
+                    return
+                except TimeoutError:
+                    if not fine:
+                        return
         assert until is not None
         rest = until - time.time()
         if rest > 0.0 and not wakeup.is_set():

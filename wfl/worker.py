@@ -42,7 +42,7 @@ from .replay import RunDriver
 from .state import RunState, due_now_or
 from .stores import open_store
 from .stores.base import Lease, Listener, Store
-from .timing import ARM_AHEAD, LOAD_AHEAD, _Timer
+from .timing import ARM_AHEAD, LOAD_AHEAD, Wakeup, _Timer
 
 log = logging.getLogger(__name__)
 
@@ -138,7 +138,7 @@ class Worker:
         self._loop = loop
         if once:  # a drain that never waits for a timer does not work ahead of any either
             self.arm_ahead = self.load_ahead = 0.0
-        self._wakeup = asyncio.Event()
+        self._wakeup = Wakeup()
         self._global_slots = asyncio.Semaphore(self.max_parallelism)
         try:
             self.store.ensure()
