@@ -58,6 +58,40 @@ def test_fsyncs_are_reported_on_the_loop_when_all_have_ended(tmp_path: Path) -> 
             os.close(fd)
 
 
+def test_a_group_larger_than_the_ring_waits_for_room(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """More fsyncs than the AIO ring holds: the rest are submitted as completions make room
+    (none is dropped or counted as failed)."""
+    monkeypatch.setattr(aio, "DEPTH", 1)  # (the kernel rounds it up to ~100 events)
+    fds = _files(tmp_path, 400)
+    pushes: list[int] = []
+
+    async def main() -> dict[int, str]:
+        loop = asyncio.get_running_loop()
+        sync = _aio_or_skip(loop)
+        real = sync._push
+
+        def push(todo: list[tuple[int, int]], *, first: bool = False) -> None:
+            pushes.append(len(todo))
+            real(todo, first=first)
+
+        monkeypatch.setattr(sync, "_push", push)
+        done: asyncio.Future[dict[int, str]] = loop.create_future()
+        sync.submit(fds, done.set_result)
+        try:
+            return await asyncio.wait_for(done, 30)
+        finally:
+            sync.close()
+
+    try:
+        assert asyncio.run(main()) == {}
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert len(pushes) > 1  # the ring was full at least once
+
+
 def test_a_descriptor_the_kernel_refuses_is_named_the_others_are_synced(tmp_path: Path) -> None:
     (good,) = _files(tmp_path, 1)
     bad, other = os.pipe()  # a pipe has no fsync: EINVAL at submission

@@ -68,6 +68,15 @@ class _Timespec(ctypes.Structure):
 Done = Callable[[dict[int, str]], None]  # {index: why} of the fsyncs that failed
 
 
+class _Group:
+    __slots__ = ("done", "failed", "left")
+
+    def __init__(self, left: int, done: Done) -> None:
+        self.left = left
+        self.failed: dict[int, str] = {}
+        self.done = done
+
+
 class AioSync:
     """fsyncs submitted together, each group's callback called on the loop when all of its
     fsyncs are done (with those that failed)."""
@@ -89,7 +98,8 @@ class AioSync:
             raise
         self._events = (_Event * BATCH)()
         self._zero = _Timespec(0, 0)
-        self._groups: dict[int, list[object]] = {}  # serial -> [left, failed, done]
+        self._groups: dict[int, _Group] = {}  # by serial
+        self._backlog: list[tuple[int, int]] = []  # (data, fd) waiting for room in the ring
         self._serial = 0
         self.in_flight = 0
         loop.add_reader(self.efd, self._reap)
@@ -99,38 +109,59 @@ class AioSync:
         return int(self._syscall(ctypes.c_long(nr), *args))
 
     def submit(self, fds: Sequence[int], done: Done) -> None:
-        """Start an fsync of each of `fds`; `done({index: why})` once all have ended. Raises
-        OSError if the kernel took none of them (the caller syncs another way)."""
+        """Start an fsync of each of `fds`; `done({index: why})` on the loop once all have
+        ended. Raises OSError if the kernel refuses the first one (a file system without
+        asynchronous fsync: the caller syncs another way)."""
         self._serial = serial = (self._serial + 1) & 0xFFFFFFFF
-        n = len(fds)
-        iocbs = (_Iocb * n)()
-        pointers = (ctypes.POINTER(_Iocb) * n)()
-        for k, fd in enumerate(fds):
-            cb = iocbs[k]
-            cb.data = (serial << 32) | k
-            cb.opcode = IOCB_CMD_FSYNC
-            cb.fildes = fd
-            cb.flags = IOCB_FLAG_RESFD
-            cb.resfd = self.efd
-            pointers[k] = ctypes.pointer(cb)
-        submitted = 0
-        failed: dict[int, str] = {}
-        while submitted < n:
-            rest = ctypes.byref(pointers, submitted * ctypes.sizeof(ctypes.c_void_p))
-            got = self._call(self._submit, self.ctx, ctypes.c_long(n - submitted), rest)
+        group = _Group(len(fds), done)
+        self._groups[serial] = group
+        todo = [((serial << 32) | k, fd) for k, fd in enumerate(fds)]
+        try:
+            self._push(todo, first=True)
+        except OSError:
+            del self._groups[serial]
+            raise
+
+    def _push(self, todo: list[tuple[int, int]], *, first: bool = False) -> None:
+        """Submit (data, fd) fsyncs in order. A ring that is full (EAGAIN) keeps the rest for
+        when completions make room; one the kernel refuses counts as a failed sync."""
+        while todo:
+            n = len(todo)
+            iocbs = (_Iocb * n)()
+            pointers = (ctypes.POINTER(_Iocb) * n)()
+            for i, (data, fd) in enumerate(todo):
+                cb = iocbs[i]
+                cb.data = data
+                cb.opcode = IOCB_CMD_FSYNC
+                cb.fildes = fd
+                cb.flags = IOCB_FLAG_RESFD
+                cb.resfd = self.efd
+                pointers[i] = ctypes.pointer(cb)
+            got = self._call(self._submit, self.ctx, ctypes.c_long(n), pointers)
             if got > 0:
-                submitted += got
+                self.in_flight += got
+                todo = todo[got:]
+                first = False
                 continue
             code = ctypes.get_errno() if got < 0 else errno.EAGAIN
-            if submitted == 0:
+            if code == errno.EAGAIN and self.in_flight:
+                self._backlog.extend(todo)  # resubmitted as completions make room
+                return
+            if first:
                 raise OSError(code, os.strerror(code))
-            # the kernel refused the rest: the ones it took are reported as they end; the
-            # others count as failed syncs (their runs are paused and retried)
-            for k in range(submitted, n):
-                failed[k] = os.strerror(code)
-            break
-        self._groups[serial] = [submitted, failed, done]
-        self.in_flight += submitted
+            data, _ = todo.pop(0)  # (a descriptor the kernel will not sync: that one fails)
+            self._ended(data, -code)
+
+    def _ended(self, data: int, res: int) -> None:
+        group = self._groups.get(data >> 32)
+        if group is None:
+            return
+        if res < 0:
+            group.failed[data & 0xFFFFFFFF] = os.strerror(-res)
+        group.left -= 1
+        if not group.left:
+            del self._groups[data >> 32]
+            self.loop.call_soon(group.done, group.failed)
 
     def _reap(self) -> None:
         try:
@@ -142,22 +173,15 @@ class AioSync:
             got = self._call(self._getevents, self.ctx, ctypes.c_long(0), ctypes.c_long(BATCH),
                              events, ctypes.byref(self._zero))  # fmt: skip
             if got <= 0:
-                return
+                break
+            self.in_flight -= got
             for i in range(got):
-                ev = events[i]
-                serial, k = ev.data >> 32, ev.data & 0xFFFFFFFF
-                group = self._groups.get(serial)
-                self.in_flight -= 1
-                if group is None:
-                    continue
-                if ev.res < 0:
-                    group[1][k] = os.strerror(-ev.res)  # type: ignore[index]
-                group[0] -= 1  # type: ignore[operator]
-                if not group[0]:
-                    del self._groups[serial]
-                    group[2](group[1])  # type: ignore[operator]
+                self._ended(events[i].data, events[i].res)
             if got < BATCH:
-                return
+                break
+        if self._backlog:
+            backlog, self._backlog = self._backlog, []
+            self._push(backlog)
 
     def close(self) -> None:
         """Stop watching; fsyncs still in flight are waited for (their journals' bytes may
