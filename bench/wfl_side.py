@@ -59,6 +59,17 @@ def _count_fsyncs() -> None:
 
     os.fsync = fsync  # type: ignore[assignment]
     os.fdatasync = fdatasync  # type: ignore[assignment]
+    try:  # a worker syncing its group commits through Linux AIO (wfl/aio.py): one per journal
+        from wfl import aio
+    except ImportError:  # (an older wfl under --baseline)
+        return
+    real_submit = aio.AioSync.submit
+
+    def submit(self: Any, fds: Any, done: Any) -> None:
+        FSYNCS[0] += len(fds)
+        real_submit(self, fds, done)
+
+    aio.AioSync.submit = submit  # type: ignore[method-assign]
 
 
 def log(msg: str) -> None:
