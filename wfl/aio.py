@@ -152,7 +152,7 @@ class AioSync:
             data, _ = todo.pop(0)  # (a descriptor the kernel will not sync: that one fails)
             self._ended(data, -code)
 
-    def _ended(self, data: int, res: int) -> None:
+    def _ended(self, data: int, res: int, *, reaped: bool = False) -> None:
         group = self._groups.get(data >> 32)
         if group is None:
             return
@@ -161,7 +161,13 @@ class AioSync:
         group.left -= 1
         if not group.left:
             del self._groups[data >> 32]
-            self.loop.call_soon(group.done, group.failed)
+            if reaped:  # (a callback of the loop already)
+                try:
+                    group.done(group.failed)
+                except Exception:  # (the other completions read with it still count)
+                    log.exception("internal error after a group's sync")
+            else:  # within submit(): not before it returns
+                self.loop.call_soon(group.done, group.failed)
 
     def _reap(self) -> None:
         try:
@@ -176,7 +182,7 @@ class AioSync:
                 break
             self.in_flight -= got
             for i in range(got):
-                self._ended(events[i].data, events[i].res)
+                self._ended(events[i].data, events[i].res, reaped=True)
             if got < BATCH:
                 break
         if self._backlog:

@@ -61,7 +61,11 @@ class Committer:
         )
         self.waiting: list[RunDriver] = []  # drivers whose buffer a next group takes
         self.urgent = False  # someone waits for the next group
-        self.writing = False  # a group is being written
+        self.writing = 0  # groups being written now
+        # A directory's next group is written while the last one syncs (other runs' records:
+        # a run's own wait for its group): the disk's commits come back to back, not each
+        # after a turn of the loop and a write. PostgreSQL's groups go one at a time.
+        self.max_writing = 2 if self.begin_many is not None else 1
         self.armed: str | None = None  # "urgent" or "quiet": a group start is on its way
         self.generation = 0  # of the armed start (an older one does nothing)
         self.postpone = False  # a query ended: the quiet start waits QUIET_TURNS more
@@ -103,8 +107,8 @@ class Committer:
         if urgent:
             d.flush_urgent = True
             self.urgent = True
-        if self.writing:
-            return fut  # the group after the current one
+        if self.writing >= self.max_writing:
+            return fut  # a group after the current ones
         if urgent:
             if len(self.waiting) == 1 and self.host.alone(d):
                 self._start()  # the only live run: its fsync delays nobody, skip the turn
@@ -118,7 +122,7 @@ class Committer:
         """`d`'s records, held back while a query of it ran or while it kept its step slot
         for its next step, may go quietly now, after QUIET_TURNS more turns (the chain's next
         query, or the action after it, may still come)."""
-        if d.next_flush is None or self.writing:
+        if d.next_flush is None or self.writing >= self.max_writing:
             return  # (after a group, _done arms what is left)
         if self.armed is None:
             self._arm("quiet")
@@ -152,18 +156,20 @@ class Committer:
     def _start(self) -> None:
         self.armed = None
         self.generation += 1
-        if self.writing or not self.waiting:
+        if self.writing >= self.max_writing or not self.waiting:
             return
         # Held back unless someone waits for its records: a run whose query is running (the
         # query's records, and its chain's, go with its next write-ahead), and a run that
         # keeps its slot for its next step (whose attempt comes within a few turns: this
-        # step's result goes with it, in one write and one fsync, not in two)
-        drivers = [d for d in self.waiting if d.flush_urgent or not _held_back(d)]
+        # step's result goes with it, in one write and one fsync, not in two). A run whose
+        # last group is still syncing waits for it (its journal's lock, its records' order).
+        drivers = [d for d in self.waiting if _goes(d)]
         if len(drivers) < len(self.waiting):
-            self.waiting = [d for d in self.waiting if not d.flush_urgent and _held_back(d)]
+            self.waiting = [d for d in self.waiting if not _goes(d)]
+            self.urgent = any(d.flush_urgent for d in self.waiting)
         else:
             self.waiting = []
-        self.urgent = False
+            self.urgent = False
         batch: list[tuple[RunDriver, bytes]] = []
         for d in drivers:
             fut, d.next_flush = d.next_flush, None
@@ -180,7 +186,7 @@ class Committer:
             batch.append((d, payload))
         if not batch:
             return
-        self.writing = True
+        self.writing += 1
         self.groups += 1
         assert self.loop is not None
         alone = len(batch) == 1 and self.host.alone(batch[0][0])
@@ -264,7 +270,7 @@ class Committer:
         self._done(batch, f.result() if exc is None else [exc] * len(batch))
 
     def _done(self, batch: list[tuple[RunDriver, bytes]], results: list[BatchResult]) -> None:
-        self.writing = False
+        self.writing -= 1
         for (d, _), result in zip(batch, results, strict=True):
             fut, d.flushing = d.flushing, None
             d.writing_size = 0
@@ -306,6 +312,11 @@ def _sync_pool() -> ThreadPoolExecutor:
 
 def _held_back(d: RunDriver) -> bool:
     return bool(d.queries_running) or d.held_slot is not None
+
+
+def _goes(d: RunDriver) -> bool:
+    """Whether `d`'s buffered records go with the group starting now."""
+    return d.flushing is None and (d.flush_urgent or not _held_back(d))
 
 
 def _fail(fut: asyncio.Future[None], exc: BaseException) -> None:
@@ -368,9 +379,14 @@ async def flush_or_pause(self: RunDriver) -> bool:
     return True
 
 
-async def flush(self: RunDriver) -> None:
+async def flush(self: RunDriver, *, shielded: bool = True) -> None:
     """Make every record buffered so far durable (with the next group commit). Raises what
-    the write met (the run is then paused already: see Committer._failed)."""
+    the write met (the run is then paused already: see Committer._failed).
+
+    The future is shared by every task of the run waiting for these records, so a waiter
+    that may be canceled (the workflow's task: a cancel, an eviction) waits through a shield.
+    shielded=False (a turn of the loop sooner) for an attempt's task, which wfl never
+    cancels (only a loop torn down with it running does, and then all of them)."""
     fut: asyncio.Future[None]
     if self.buffer:
         fut = self.host.commit(self, urgent=True)
@@ -379,7 +395,7 @@ async def flush(self: RunDriver) -> None:
     else:
         return
     if not fut.done():
-        await asyncio.shield(fut)
+        await (asyncio.shield(fut) if shielded else fut)
         return
     error = fut.exception()  # written already (the only live run writes at once)
     if error is not None:

@@ -181,7 +181,8 @@ async def _attempt(self: RunDriver, p: Pending) -> tuple[int, bool, Any] | None:
     self.inflight += 1
     try:
         if p.kind != "query":  # a query changes nothing: its records ride along (commit.py)
-            await self.flush()  # write-ahead: the attempt is on disk before it runs
+            # write-ahead: the attempt is on disk before it runs
+            await self.flush(shielded=False)
         # a recorded attempt runs even if the worker began stopping meanwhile (its
         # shutdown waits for it): skipped, it would count as a failed attempt
         if self._halted():
