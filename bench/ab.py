@@ -5,9 +5,10 @@ in one invocation so that both see the same machine load.
     python bench/ab.py --baseline-dir /path/to/checkout    # an existing checkout
 
 Workload 1: 200 runs x 10 sync steps, 8 at a time, started while the worker is up (and the
-same with `async def` steps); workload 2: one run of N sequential steps, N = 2,000 and 6,000,
-reported as the marginal cost per step between them ((t6000 - t2000) / 4000). Prints medians,
-the load average before and after, and a JSON line.
+same with `async def` steps; w1_cmd1 / w1_cmd2: through `wfl worker --processes 1 / 2`, with
+the worker's and the client's CPU per step); workload 2: one run of N sequential steps,
+N = 2,000 and 6,000, reported as the marginal cost per step between them ((t6000 - t2000) /
+4000). Prints medians, the load average before and after, and a JSON line.
 """
 
 from __future__ import annotations
@@ -38,6 +39,17 @@ def sitting(which: str, path: str | None, args: argparse.Namespace) -> dict[str,
             continue
         out[key] = r["steps_per_s"]
         out[key + "_fsyncs"] = r["fsyncs_per_step"]
+    for key, procs in (("w1_cmd1", 1), ("w1_cmd2", 2)):  # through `wfl worker --processes N`
+        if key not in args.only:
+            continue
+        r = run_wfl("throughput_procs", dict(opts, procs=procs), 300, baseline=path)
+        if "error" in r:
+            print(f"# {which} {key}: {r['error']}", file=sys.stderr)
+            continue
+        out[key] = r["steps_per_s"]
+        for cpu in ("worker_cpu_us_per_step", "client_cpu_us_per_step"):
+            if cpu in r:
+                out[f"{key}_{cpu.split('_')[0]}_us"] = r[cpu]
     if "w2" in args.only:
         r = run_wfl("nsteps", dict(opts, sizes=[args.lo, args.hi]), 600, baseline=path)
         if "error" in r:
