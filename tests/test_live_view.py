@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 FLOWS = Path(__file__).resolve().parent / "cli_flows"
 WFL = shutil.which("wfl", path=str(Path(sys.executable).parent)) or "wfl"
 
@@ -87,3 +89,63 @@ def test_ctrl_c_ends_status_watch_quietly(tmp_path: Path) -> None:
     os.close(leader)
     assert proc.returncode == 0
     assert err == ""
+
+
+class _Writes:
+    """A file that keeps what each flush wrote (one write(2) to a pipe each)."""
+
+    def __init__(self) -> None:
+        self.pending = ""
+        self.flushed: list[str] = []
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        return len(text)
+
+    def flush(self) -> None:
+        if self.pending:
+            self.flushed.append(self.pending)
+        self.pending = ""
+
+
+def test_event_lines_are_written_together_in_whole_lines_of_at_most_a_chunk(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Off a terminal the lines of a turn of the loop go out together: each write holds
+    whole lines and at most LINES_CHUNK characters (several processes share the pipe, which
+    keeps a write of up to 4,096 bytes whole); the same text as one line at a time."""
+    import asyncio
+
+    from wfl import live
+    from wfl.channel import WorkerEvent
+
+    out = _Writes()
+    monkeypatch.setattr(live.console, "file", out)
+    view = live.WorkerView.__new__(live.WorkerView)
+    live.WorkerView.__init__(view, None, live=False)  # type: ignore[arg-type]
+    events = [
+        WorkerEvent(
+            "step_done",
+            f"run{i:04d}",
+            "wf",
+            step=i,
+            name="s" * (i % 50),
+            attempt=1,
+            at=1_790_000_000.0 + i / 7,
+        )
+        for i in range(300)
+    ]
+
+    async def main() -> int:
+        for e in events:
+            view.on_event(e)
+        written = len(out.flushed)
+        await asyncio.sleep(0)
+        return written
+
+    assert asyncio.run(main()) == 0  # nothing at once: at the end of the turn
+    assert "".join(out.flushed) == "".join(live.log_line(e).plain + "\n" for e in events)
+    assert 1 < len(out.flushed) < len(events)
+    assert all(w.endswith("\n") and len(w) <= live.LINES_CHUNK for w in out.flushed)
+    view.on_event(events[0])  # no loop: at once
+    assert out.flushed[-1] == live.log_line(events[0]).plain + "\n"
