@@ -212,8 +212,11 @@ def sitting(o: dict[str, Any], k: int) -> dict[str, Any]:
             d, tty=bool(o.get("tty")), script=o.get("worker_cmd"), processes=o.get("processes", 1)
         )
         warm = [client.start(FLOWS + ":first_step", {}) for _ in range(2)]
-        warm += [client.start(FLOWS + ":timed_sleep", {"delay": 0.01})]
-        warm += [client.start(FLOWS + ":timed_step", {"delay": 0.01})]
+        kinds = {kind for kind, _ in o.get("cases", DEFAULT_CASES)}
+        if "sleep" in kinds:  # (pick-up alone: an older wfl may not time steps the same way)
+            warm += [client.start(FLOWS + ":timed_sleep", {"delay": 0.01})]
+        if "run_after" in kinds:
+            warm += [client.start(FLOWS + ":timed_step", {"delay": 0.01})]
         for rid in warm:
             client.wait(rid, timeout=30)
         worker.idle(0.3)
