@@ -131,6 +131,28 @@ def look_at_schedules(self: Worker) -> None:
         self.schedule_timer = self.call_at(soonest, self.look_at_schedules)
 
 
+POOL_DELAY = 0.05  # seconds after news of new runs before the file pool is topped up
+
+
+def refill_pool_soon(self: Worker) -> None:
+    """Top up the store's pool of empty journal files (wfl/pool.py: a start then creates no
+    inode) a moment from now, in an I/O thread: not on the path of the runs just heard of."""
+    refill = getattr(self.store, "refill_pool", None)
+    if refill is None or not self.listen or self._refilling or self._loop is None:
+        return
+    self._refilling = True
+
+    def go() -> None:
+        if self.draining or self.offline is not None:
+            self._refilling = False
+            return
+        task = asyncio.ensure_future(self.io(refill))
+        task.add_done_callback(lambda _: setattr(self, "_refilling", False))
+        self.track(task)
+
+    self._loop.call_later(POOL_DELAY, go)
+
+
 def notify(self: Worker, run_id: str) -> None:
     """Tell other workers, and this one, that `run_id` has news (a new child run...)."""
     self.store.notify(run_id, skip=self._token)
@@ -188,6 +210,7 @@ def _open_listener(self: Worker) -> None:
     self._token, self._listener = opened
     assert self._loop is not None
     self._loop.add_reader(self._listener.fileno(), self._on_news)
+    refill_pool_soon(self)
 
 
 def _on_news(self: Worker) -> None:
@@ -200,6 +223,7 @@ def _on_news(self: Worker) -> None:
         return
     for run_id in news:
         self._news(run_id)
+    refill_pool_soon(self)  # (starts took files from it, maybe)
 
 
 def _close_listener(self: Worker) -> None:

@@ -5,10 +5,11 @@ An idle worker so blocks on its socket instead of polling the directory."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     import socket
@@ -46,38 +47,48 @@ def listen(directory: Path, *, worker: bool = True) -> tuple[str, DatagramListen
     return token, DatagramListener(sock, marker)
 
 
-def _markers(directory: Path) -> Iterator[Path]:
+def _markers(directory: Path) -> Iterator[tuple[str, str]]:
+    """(subdirectory, name) of every listener's marker."""
     for sub in ("workers", "watchers"):
         try:
-            names = os.listdir(directory / sub)
+            names = os.listdir(os.path.join(directory, sub))
         except FileNotFoundError:
             continue
-        yield from (directory / sub / name for name in names)
+        yield from ((sub, name) for name in names)
+
+
+_SENDER: list[tuple[int, Any]] = []  # (pid, socket): one sending socket per process, reused
+
+
+def _sender() -> Any:
+    if _SENDER and _SENDER[0][0] == os.getpid():
+        return _SENDER[0][1]
+    import _socket  # the C module: `socket` adds ~4 ms of enum set-up to `wfl start`
+
+    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
+    # A worker's queue holds only ~10 datagrams: when a burst of starts fills it, wait
+    # briefly for it to drain rather than drop the news (the run would wait for the next
+    # rescan).
+    sock.settimeout(NOTIFY_TIMEOUT)
+    _SENDER[:] = [(os.getpid(), sock)]  # (a forked child makes its own)
+    return sock
 
 
 def notify(directory: Path, run_id: str, *, skip: str = "") -> None:
     """Send `run_id` to every listener of `directory` but `skip`."""
-    markers = [m for m in _markers(directory) if m.name != skip]
+    markers = [m for m in _markers(directory) if m[1] != skip]
     if not markers:
         return
-    import _socket  # the C module: `socket` adds ~4 ms of enum set-up to `wfl start`
-
     message = run_id.encode()
-    sock = _socket.socket(_socket.AF_UNIX, _socket.SOCK_DGRAM)
-    try:
-        # A worker's queue holds only ~10 datagrams: when a burst of starts fills it, wait
-        # briefly for it to drain rather than drop the news (the run would wait for the
-        # next rescan).
-        sock.settimeout(NOTIFY_TIMEOUT)
-        for marker in markers:
-            try:
-                sock.sendto(message, socket_address(marker.name))
-            except (ConnectionRefusedError, FileNotFoundError):
-                marker.unlink(missing_ok=True)  # its listener is gone
-            except OSError:
-                pass  # stuck: it will find the run at its next rescan
-    finally:
-        sock.close()
+    sock = _sender()
+    for sub, name in markers:
+        try:
+            sock.sendto(message, socket_address(name))
+        except (ConnectionRefusedError, FileNotFoundError):
+            with contextlib.suppress(OSError):  # its listener is gone
+                os.unlink(os.path.join(directory, sub, name))
+        except OSError:
+            pass  # stuck: it will find the run at its next rescan
 
 
 class DatagramListener:

@@ -80,16 +80,25 @@ def read(path: Path) -> ReadResult:
     return parse(data, start=len(MAGIC), path=str(path))
 
 
-def create(path: Path, records: Iterable[Record]) -> None:
+def create(path: Path, records: Iterable[Record], *, pool: bool = False) -> None:
     """Create a new journal holding `records`, durably and whole: it is written under a
     temporary name and linked into place, so no reader ever sees it empty or half written,
-    and a crash leaves at most a hidden temporary file. Fails if `path` exists."""
+    and a crash leaves at most a hidden temporary file. Fails if `path` exists.
+
+    pool: take an empty file made ahead of time by a worker (wfl/pool.py) if there is one,
+    rather than create an inode."""
     data = MAGIC + b"".join(frame(r) for r in records)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
-    except OSError as exc:
-        raise JournalWriteError(f"cannot create journal {path}: {exc.strerror}") from None
+    fd = None
+    if pool:
+        from . import pool as journal_pool
+
+        fd = journal_pool.take(path.parent, tmp)
+    if fd is None:
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
+        except OSError as exc:
+            raise JournalWriteError(f"cannot create journal {path}: {exc.strerror}") from None
     try:
         try:
             _write_all(fd, data, path, "write new")
@@ -159,10 +168,12 @@ class JournalWriter:
         with self._locked():
             return self._read_locked()
 
+    repair_header = True  # a header cut short (by an older wfl's creation) is written whole
+
     def _read_locked(self) -> list[Record]:
         data = self._read_from(0)
         if not data.startswith(MAGIC):
-            if MAGIC.startswith(data):  # creation was cut short: repair the header
+            if MAGIC.startswith(data) and self.repair_header:  # creation was cut short
                 os.ftruncate(self._fd, 0)
                 os.pwrite(self._fd, MAGIC, 0)
                 os.fsync(self._fd)

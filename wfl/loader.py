@@ -7,6 +7,7 @@ import importlib
 import importlib.util
 import os
 import sys
+import time
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -27,11 +28,27 @@ def split_target(target: str) -> tuple[str, str | None]:
     return target, None
 
 
+_SHAS: dict[str, tuple[tuple[int, int, int, int], str]] = {}  # path -> (its stat, its sha)
+
+
 def file_sha(path: str) -> str:
+    """The sha256 of a flow file (every start records it). A file this process hashed is
+    not read again while its inode, size and times are the same, unless it changed within
+    the last 2 s (a write in the same clock tick as the last hash would keep its mtime)."""
     try:
-        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+        st = os.stat(path)
+        key = (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+        known = _SHAS.get(path)
+        if known is not None and known[0] == key:
+            return known[1]
+        sha = hashlib.sha256(Path(path).read_bytes()).hexdigest()
     except OSError:
         return ""
+    if time.time() - st.st_ctime > 2.0:
+        if len(_SHAS) >= 1000:
+            _SHAS.clear()  # (a bound, not a cache policy)
+        _SHAS[path] = (key, sha)
+    return sha
 
 
 def module_name(path: str) -> str:

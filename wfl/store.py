@@ -77,6 +77,7 @@ class FileStore(ScheduleFiles):
         self.dir = self.dir.absolute()
         # run id -> the lease this store holds on its journal (its writer adopts the fd)
         self._held: dict[str, leases.JournalLease] = {}
+        self._ensured = False  # ensure() made the tree once (a start need not stat it again)
 
     @property
     def spec(self) -> str:
@@ -107,6 +108,7 @@ class FileStore(ScheduleFiles):
                 d.mkdir(mode=DIR_MODE, parents=True, exist_ok=True)
             except OSError as exc:
                 raise JournalWriteError(f"cannot create directory {d}: {exc.strerror}") from None
+        self._ensured = True
 
     def journal_path(self, run_id: str) -> Path:
         return self.dir / (check_id(run_id) + SUFFIX)
@@ -129,7 +131,19 @@ class FileStore(ScheduleFiles):
         """Create a journal under a fresh id (or `run_id`, if that run does not exist yet);
         `make_records(run_id)` gives its first records. With `key`: if a run holds the key,
         create nothing and return that run's id."""
-        self.ensure()
+        if not self._ensured:
+            self.ensure()
+        try:
+            return self._create(make_records, run_id, key)
+        except JournalWriteError:
+            if self.dir.is_dir() and (self.dir / "keys").is_dir():
+                raise
+            self.ensure()  # the tree went away since this store made it
+            return self._create(make_records, run_id, key)
+
+    def _create(
+        self, make_records: Callable[[str], list[Record]], run_id: str | None, key: str | None
+    ) -> str:
         if key is not None:
             return self._create_keyed(make_records, key, run_id)
         if run_id is not None:
@@ -140,11 +154,20 @@ class FileStore(ScheduleFiles):
             return run_id
         while True:
             run_id = new_run_id()
-            try:
-                journal.create(self.journal_path(run_id), make_records(run_id))
+            try:  # (the file from the pool a worker keeps, if there is one: wfl/pool.py)
+                journal.create(self.journal_path(run_id), make_records(run_id), pool=True)
                 return run_id
             except FileExistsError:
                 continue  # 48 random bits collided: draw again
+
+    def refill_pool(self) -> int:
+        """Make empty journal files ahead of starts (wfl/pool.py); a worker calls it."""
+        from . import pool
+
+        try:
+            return pool.refill(self.dir)
+        except OSError:
+            return 0  # (only a speed-up: clients then create their files themselves)
 
     # -- idempotency keys ------------------------------------------------------------------
     #
@@ -323,14 +346,16 @@ class FileStore(ScheduleFiles):
         lease = self._held.get(run_id)
         try:
             if lease is None:  # (not leased through this store: the lock file fallback)
-                return journal.JournalWriter(path)
-            fd = lease.adopt_fd()  # the leased journal's own descriptor: no second open
-            if os.fstat(fd).st_nlink == 0:  # deleted since we leased it
-                os.close(fd)
-                raise FileNotFoundError(path)
-            return journal.JournalWriter(path, fd=fd)
+                writer = RunJournalWriter(path)
+            else:
+                fd = lease.adopt_fd()  # the leased journal's own descriptor: no second open
+                if os.fstat(fd).st_nlink == 0:  # deleted since we leased it
+                    os.close(fd)
+                    raise FileNotFoundError(path)
+                writer = RunJournalWriter(path, fd=fd)
         except FileNotFoundError:
             raise RunNotFound(run_id) from None
+        return writer
 
     def append_many(
         self, batches: Sequence[tuple[journal.JournalWriter, bytes]]
@@ -428,6 +453,18 @@ def check_history(records: list[Record], path: Path) -> None:
     a crash of an older wfl, or cut by hand) and is reported, cleaned up, never driven."""
     if not records or records[0].get("t") != "run":
         raise JournalCorrupt(str(path), 0, "it holds no run record (its creation was cut short)")
+
+
+class RunJournalWriter(journal.JournalWriter):
+    """A run's journal as a worker writes it: one that holds no run record is broken (see
+    check_history), whatever its header, and left as it is."""
+
+    repair_header = False
+
+    def read_all(self) -> list[Record]:
+        records = super().read_all()
+        check_history(records, self.path)
+        return records
 
 
 SCHEDULES_NEWS = "schedules"  # the datagram that tells workers the schedules changed

@@ -107,6 +107,7 @@ class Worker:
         self._token = ""
         self._versions: dict[str, object] = {}  # what the last rescan saw
         self._rescanning = False
+        self._refilling = False  # a top-up of the store's file pool is on its way
         self._version_watch = version_watch(self.store)  # what changed, for rescans
         self.offline: float | None = None  # the store is unreachable: next retry's delay
         self.step_pool = ThreadPoolExecutor(max_parallelism, thread_name_prefix="wfl-step")
@@ -237,6 +238,9 @@ class Worker:
         """Look at a run from its journal alone and schedule a wake-up if it needs one."""
         if run_id in self.drivers:
             self.drivers[run_id].poll()
+            return
+        if self.only is None and run_id not in self.waits and run_id not in self._waking:
+            self._load(run_id)  # news of a run not seen yet (a start): one read, in _load
             return
         try:
             state = RunState.from_records(self.store.read(run_id))
