@@ -12,6 +12,8 @@ Layout of a wfl directory (0700):
   schedules/<name>.schedule   a schedule (0600), replaced whole (write + rename) under
                         schedules/<name>.lock (wfl/dirschedules.py)
   watchers/<token>      the same for listeners that are not workers (a UI)
+  pool/<random>         empty files a worker keeps ready; a start takes one instead of
+                        creating an inode (wfl/pool.py); no run, never listed
 """
 
 from __future__ import annotations
