@@ -3,23 +3,31 @@
 processes, and DBOS on the same PostgreSQL server, in one invocation; the journal directory
 alongside for reference.
 
-    python bench/pg.py [--reps 3] [--procs 1,2,4] [--no-dbos] [--no-files] [--quick]
+    python bench/pg.py [--reps 5] [--procs 1,2,4] [--modes started,precreated,supervised]
+                       [--workflows 200] [--no-dbos] [--no-files] [--quick]
                        [--baseline REV] [--commit-rate] [--statements] [--setting NAME=VALUE]
-                       [--supervised] [--profile S]
+                       [--warm N] [--profile S]
 
 Starts a throwaway PostgreSQL cluster (tests/pg_cluster.py: initdb + pg_ctl on a temp dir,
 loopback, fsync on: commits are durable, as the journal's fsyncs are) and removes it at the
-end. Each repetition gets a fresh schema (wfl) or database (DBOS). wfl's runs are created
-first, by the wfl under test in a process of its own; then N `wfl worker`-like processes
-(Worker.run(), listening) start together at a barrier, and the clock runs from the barrier
-until every run has completed (one count of completed summary rows every 20 ms), when they
-are stopped. Per step, the table also gives the commits and WAL flushes of the whole server
-(its cumulative statistics) and the CPU time of the worker processes and of the server's
-processes (/proc), which is what 2 cores bound. --baseline REV measures the wfl of an older
-commit too (a git worktree first on the workers' PYTHONPATH), alternating with this one.
-DBOS runs its `queue8` phase (bench/dbos_peer.py: a queue with worker_concurrency=8 fed the
-200 workflows) against its system database on the same server. Prints a table and one
-`JSON {...}` line (medians).
+end. Each round gets a fresh schema (wfl) or database (DBOS). Modes (see wfl_round):
+- started (the default, workload 1 as issue 5 defines it): N Worker processes (each what
+  `wfl worker --processes 1` runs, listening) are up and warm (they drove --warm runs each);
+  a starter process, connected and warm, starts the runs; the clock runs from its first start
+  to the last run's end. Start-up costs nothing of the measured time.
+- supervised: the same through `wfl worker --processes N` (its processes split the runs).
+- precreated: the runs exist before the workers start together at a barrier (imported and
+  connected); the clock runs from the barrier (their first scan and leases count).
+Per step, the table gives the commits and WAL flushes of the whole server (its cumulative
+statistics) and the CPU time (/proc) of the worker processes, of the server's backends that
+serve them ("srv:wkr") and the starter ("srv:st"), of its other processes ("srv:bg": WAL
+writer...), of the starter, in all, and how many cores were busy on average: what 2 cores
+bound. Then each repetition's steps/s and, per repetition, N processes against 1.
+--baseline REV measures the wfl of an older commit too (a git worktree first on the
+PYTHONPATH of workers and starter), alternating with this one; repetitions alternate the
+order of the process counts too. DBOS runs its `queue8` phase (bench/dbos_peer.py: a queue
+with worker_concurrency=8 fed the 200 workflows) against its system database on the same
+server. Prints a table and one `JSON {...}` line (medians and every repetition).
 """
 
 from __future__ import annotations
@@ -32,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from contextlib import suppress
 from pathlib import Path
 from typing import Any
 
@@ -84,7 +93,11 @@ sys.path.insert(0, {here!r})
 import flows
 from wfl import Client
 client = Client(store={store!r})
-print("go", flush=True)
+client.store.ensure()  # connected before the clock starts
+for _ in range({warm}):  # through the workers: each loads the flow, fills its caches
+    client.start(flows.steps, {{"n": {steps}}})
+print("warm", flush=True)
+sys.stdin.readline()  # "go": the clock runs from here
 for _ in range({workflows}):
     client.start(flows.steps, {{"n": {steps}}})
 """
@@ -153,18 +166,39 @@ def server_counts(conn: Any) -> dict[str, float]:
             "wal_bytes": float(size)}  # fmt: skip
 
 
+def backend_roles(conn: Any, starter: int | None) -> dict[int, str]:
+    """Server process -> whom it serves: "wkr" (a worker's session, reads or LISTEN
+    connection: application_name "wfl <pid>" of a worker process, or "wfl-worker"), "start"
+    (the starter's), and everything else counts as "bg" (WAL writer, checkpointer, the
+    bench's own probe...)."""
+    conn.execute("SELECT pg_stat_clear_snapshot()")
+    roles = {}
+    for pid, app in conn.execute("SELECT pid, application_name FROM pg_stat_activity"):
+        if starter is not None and app == f"wfl {starter}":
+            roles[pid] = "start"
+        elif app == "wfl-worker" or (app.startswith("wfl ") and app != "wfl-watcher"):
+            roles[pid] = "wkr"
+    return roles
+
+
 def wfl_round(
     cluster: Cluster,
     store: str,
     procs: int,
     args: argparse.Namespace,
     pythonpath: str | None,
-    supervised: bool = False,
+    mode: str = "started",
 ) -> dict[str, Any]:
     """Workload 1 on `store` with `procs` worker processes of the wfl on `pythonpath` (None:
-    this checkout); steps/s, and per step: commits, WAL flushes, CPU of workers and server.
-    `supervised`: through the real command (`wfl worker --processes N`), the runs started
-    while it is up (the clock starts with the first start)."""
+    this checkout); steps/s, and per step: commits, WAL flushes, CPU of workers, server and
+    starter. Modes:
+    - "started" (workload 1 as issue 5 defines it): `procs` Worker processes (each a
+      `wfl worker --processes 1`, listening) are up and warm (they drove args.warm runs
+      first); a starter process, connected and warm, starts the runs, and the clock runs
+      from its first start to the last run's end.
+    - "supervised": the same through the real command, `wfl worker --processes N`.
+    - "precreated": the runs exist before the workers start; the clock runs from the workers'
+      start (a barrier: they are imported and connected) to the last run's end."""
     import psycopg
 
     env = dict(os.environ)
@@ -172,12 +206,12 @@ def wfl_round(
         env["PYTHONPATH"] = pythonpath
     # cwd: not the checkout (`python -c` puts the working directory ahead of PYTHONPATH)
     run = {"env": env, "cwd": args.tmp}
-    later = args.workflows if supervised else 0  # runs started once the command is up
+    later = 0 if mode == "precreated" else args.workflows  # runs started once workers are up
     code = SETUP.format(here=str(HERE), store=store, steps=args.steps,
                         workflows=args.workflows - later)  # fmt: skip
     subprocess.run([sys.executable, "-c", code], check=True, **run)  # type: ignore[call-overload]
     barrier = tempfile.mktemp(prefix="wflbench-go-", dir=args.tmp)
-    if supervised:  # the real command: a supervisor and its processes, each its share of runs
+    if mode == "supervised":  # the real command: a supervisor and its processes
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
         cmd = [sys.executable, "-c", ENTRY, "worker", "--processes", str(procs), "--store", store]
         children = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, **run)]
@@ -193,7 +227,11 @@ def wfl_round(
         for c in children:
             assert c.stdout is not None
             c.stdout.readline()  # "ready"
-    total = args.workflows + 3
+        if later:
+            Path(barrier).touch()  # serving from now on
+            wait_listening(store, procs)
+    warm = args.warm * procs if later else 0
+    total = args.workflows + 3 + warm
     # the clock's own probe: one count over the summary rows every 20 ms (cheap: the
     # harness must not take CPU from what it measures on 2 cores)
     with psycopg.connect(cluster.url("postgres"), autocommit=True) as conn:
@@ -211,22 +249,39 @@ def wfl_round(
             def completed() -> int:
                 return len(client.list(state="completed"))
 
+        def wait_for(count: int, limit: float) -> None:
+            deadline = time.perf_counter() + limit
+            while completed() < count:
+                if time.perf_counter() > deadline:
+                    raise RuntimeError(f"timed out: {completed()}/{count} runs completed")
+                time.sleep(0.02)
+
+        starter = None
+        if later:
+            code = START.format(here=str(HERE), store=store, steps=args.steps, workflows=later,
+                                warm=warm)  # fmt: skip
+            starter = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
+                                       stdin=subprocess.PIPE, text=True, **run)  # fmt: skip
+            assert starter.stdout is not None
+            assert starter.stdin is not None
+            starter.stdout.readline()  # "warm": its imports are done, its warm-up runs started
+            wait_for(total - args.workflows, 120)  # ...and driven by the workers
         if args.statements:
             conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
             conn.execute("SELECT pg_stat_statements_reset()")
         before = server_counts(conn)
         spids = server_pids(cluster)
+        roles = backend_roles(conn, starter.pid if starter else None)
         wpids = [p for c in children for p in tree_pids(c.pid)]
-        cpu0 = cpu_seconds(spids + wpids)
-        starter = None
-        if later:
-            code = START.format(here=str(HERE), store=store, steps=args.steps, workflows=later)
-            starter = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
-                                       text=True, **run)  # fmt: skip
-            assert starter.stdout is not None
-            starter.stdout.readline()  # "go": its imports are done, the starts begin
+        mine = [starter.pid] if starter else []
+        cpu0 = cpu_seconds(spids + wpids + mine)
         t0 = time.perf_counter()
-        Path(barrier).touch()
+        if starter is not None:
+            assert starter.stdin is not None
+            starter.stdin.write("go\n")
+            starter.stdin.flush()
+        else:
+            Path(barrier).touch()
         spies = [
             subprocess.Popen(["py-spy", "record", "-p", str(pid), "-d", str(args.profile),
                               "-r", "250", "-f", "raw", "--nonblocking", "--threads", "--idle",
@@ -234,22 +289,19 @@ def wfl_round(
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
             for i, pid in enumerate(wpids) if args.profile
         ]  # fmt: skip
-        deadline = t0 + 600
-        while completed() < total:
-            if time.perf_counter() > deadline:
-                raise RuntimeError("timed out")
-            time.sleep(0.02)
+        wait_for(total, 600)
         dt = time.perf_counter() - t0
         for spy in spies:
             spy.wait()
-        cpu1 = cpu_seconds(server_pids(cluster) + wpids)
+        cpu1 = cpu_seconds(server_pids(cluster) + wpids + mine)
         for c in children:
             c.terminate()
         for c in children:
             c.wait(timeout=60)
         if starter is not None:
             starter.wait(timeout=60)
-        os.unlink(barrier)
+        with suppress(FileNotFoundError):
+            os.unlink(barrier)
         time.sleep(0.6)  # exited backends have flushed their statistics
         after = server_counts(conn)
         if args.statements:
@@ -265,13 +317,23 @@ def wfl_round(
             probe.close()
     n = args.workflows * args.steps
     used = {pid: cpu1[pid] - cpu0.get(pid, 0.0) for pid in cpu1}
+
+    def ms(pids: Any) -> float:
+        return 1000 * sum(used.get(p, 0.0) for p in pids) / n
+
+    server = [p for p in used if p not in wpids and p not in mine]
     return {"procs": procs, "seconds": dt, "steps_per_s": n / dt,
             "commits_per_step": (after["commits"] - before["commits"]) / n,
             "wal_syncs_per_step": (after["wal_syncs"] - before["wal_syncs"]) / n,
             "wal_bytes_per_step": (after["wal_bytes"] - before["wal_bytes"]) / n,
-            "worker_cpu_ms_per_step": 1000 * sum(used.get(p, 0.0) for p in wpids) / n,
-            "server_cpu_ms_per_step": 1000 * sum(v for p, v in used.items()
-                                                 if p not in wpids) / n}  # fmt: skip
+            "worker_cpu_ms_per_step": ms(wpids),
+            "server_cpu_ms_per_step": ms(server),
+            "server_wkr_cpu_ms_per_step": ms(p for p in server if roles.get(p) == "wkr"),
+            "server_start_cpu_ms_per_step": ms(p for p in server if roles.get(p) == "start"),
+            "server_bg_cpu_ms_per_step": ms(p for p in server if p not in roles),
+            "starter_cpu_ms_per_step": ms(mine),
+            "cpu_ms_per_step": ms(used),
+            "cores_busy": sum(used.values()) / dt}  # fmt: skip
 
 
 def fresh_schema(cluster: Cluster, db: str, name: str) -> str:
@@ -339,7 +401,7 @@ def baseline_tree(rev: str, tmp: str) -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--procs", default="1,2,4")
     ap.add_argument("--workflows", type=int, default=200)
     ap.add_argument("--steps", type=int, default=10)
@@ -370,9 +432,15 @@ def main() -> None:
         help="also measure the server's commits/s with 1, 2, 8 connections (pgbench)",
     )
     ap.add_argument(
-        "--supervised",
-        action="store_true",
-        help="also run `wfl worker --processes N` (runs started while it is up)",
+        "--modes",
+        default="started",
+        help="comma-separated: started (workload 1: runs started while warm workers serve), "
+        "precreated (the runs exist before the workers start), supervised (started, through "
+        "`wfl worker --processes N`)",
+    )
+    ap.add_argument("--supervised", action="store_true", help="adds the supervised mode")
+    ap.add_argument(
+        "--warm", type=int, default=4, help="warm-up runs per worker process (started modes)"
     )
     ap.add_argument("--quick", action="store_true", help="40 runs, one repetition")
     ap.add_argument("--tmp", default="/tmp")
@@ -380,6 +448,11 @@ def main() -> None:
     if args.quick:
         args.workflows, args.reps = 40, 1
     procs = [int(p) for p in args.procs.split(",")]
+    modes = [m for m in args.modes.split(",") if m]
+    if args.supervised and "supervised" not in modes:
+        modes.append("supervised")
+    if not set(modes) <= set(MODE_LABEL):
+        raise SystemExit(f"--modes: one of {', '.join(MODE_LABEL)}")
     bindir = find_bin()
     if bindir is None:
         raise SystemExit("PostgreSQL server binaries not found (apt-get install postgresql)")
@@ -403,23 +476,21 @@ def main() -> None:
             log("server commits/s, 1/2/8 connections: " + " / ".join(
                 f"{v:.0f}" for v in rates.values()))  # fmt: skip
         for rep in range(args.reps):
-            for p in procs:
-                for name, path in variants if rep % 2 == 0 else variants[::-1]:
-                    n += 1
-                    store = fresh_schema(cluster, db, f"r{n}")
-                    r = wfl_round(cluster, store, p, args, path)
-                    results.setdefault(f"{name} pg {p}", []).append(r)
-                    log(f"rep {rep + 1}: {name} on PostgreSQL, {p} processes: " + brief(r))
-                if args.supervised:
-                    n += 1
-                    store = fresh_schema(cluster, db, f"r{n}")
-                    r = wfl_round(cluster, store, p, args, None, supervised=True)
-                    results.setdefault(f"wfl sup pg {p}", []).append(r)
-                    log(f"rep {rep + 1}: wfl worker --processes {p} on PostgreSQL: " + brief(r))
+            # alternate orders, so that a drift in the machine's load favours none
+            for p in procs if rep % 2 == 0 else procs[::-1]:
+                for mode in modes:
+                    mine = variants if mode != "supervised" else variants[:1]
+                    for name, path in mine if rep % 2 == 0 else mine[::-1]:
+                        n += 1
+                        store = fresh_schema(cluster, db, f"r{n}")
+                        r = wfl_round(cluster, store, p, args, path, mode)
+                        label = f"{name}{MODE_LABEL[mode]} pg {p}"
+                        results.setdefault(label, []).append(r)
+                        log(f"rep {rep + 1}: {label}: " + brief(r))
             if not args.no_files:
                 for p in procs[:2]:
                     d = tempfile.mkdtemp(prefix="wflbench-files-", dir=args.tmp)
-                    r = wfl_round(cluster, d, p, args, None)
+                    r = wfl_round(cluster, d, p, args, None, "precreated")
                     subprocess.run(["rm", "-rf", d], check=False)
                     results.setdefault(f"wfl dir {p}", []).append(r)
                     log(f"rep {rep + 1}: wfl on a directory, {p} processes: " + brief(r))
@@ -435,10 +506,17 @@ def main() -> None:
     report(results, args)
 
 
+MODE_LABEL = {"started": "", "precreated": " pre", "supervised": " sup"}
+
 COLUMNS = [("steps_per_s", "steps/s", "{:.0f}"), ("commits_per_step", "commits", "{:.2f}"),
            ("wal_syncs_per_step", "flushes", "{:.2f}"),
-           ("worker_cpu_ms_per_step", "wkr ms", "{:.2f}"),
-           ("server_cpu_ms_per_step", "srv ms", "{:.2f}")]  # fmt: skip
+           ("worker_cpu_ms_per_step", "wkr ms", "{:.3f}"),
+           ("server_wkr_cpu_ms_per_step", "srv:wkr", "{:.3f}"),
+           ("server_start_cpu_ms_per_step", "srv:st", "{:.3f}"),
+           ("server_bg_cpu_ms_per_step", "srv:bg", "{:.3f}"),
+           ("starter_cpu_ms_per_step", "start ms", "{:.3f}"),
+           ("cpu_ms_per_step", "all ms", "{:.3f}"),
+           ("cores_busy", "cores", "{:.2f}")]  # fmt: skip
 
 
 def brief(r: dict[str, Any]) -> str:
@@ -468,6 +546,16 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
         one = med.get(name.rsplit(" ", 1)[0] + " 1", {}).get("steps_per_s")
         vs_one = f"{v / one:.2f}x" if one and " pg " in name else ""
         print(f"{name:22}{cells}{vs_dbos:>9}{vs_one:>10}")
+    print("\nsteps/s of each repetition (and, for N processes, N vs 1 in the same repetition):")
+    for name, rs in results.items():
+        each = [r["steps_per_s"] for r in rs if "steps_per_s" in r]
+        line = f"  {name:22}" + " / ".join(f"{x:.0f}" for x in each)
+        ones = results.get(name.rsplit(" ", 1)[0] + " 1")
+        if ones is not None and " pg " in name and not name.endswith(" 1"):
+            ratios = [x / o["steps_per_s"] for x, o in zip(each, ones, strict=False)]
+            line += "   vs 1: " + " / ".join(f"{x:.2f}" for x in ratios)
+            line += f" (median {statistics.median(ratios):.2f})" if ratios else ""
+        print(line)
     print("JSON " + json.dumps({"medians": med, "all": results, "reps": args.reps, **rates,
                                 "workflows": args.workflows, "steps": args.steps}))  # fmt: skip
 
