@@ -14,15 +14,19 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+import weakref
 from contextlib import AbstractContextManager, suppress
 from typing import TYPE_CHECKING, Any
 
 from wfl.errors import StoreUnavailable
+from wfl.store import check_id
 
 if TYPE_CHECKING:
     import psycopg
 
 MAX_CONTESTED = 100_000
+RECENT_RUNS = 1024  # runs whose rows a read keeps for a lease attempt soon after...
+RECENT_ROWS = 256  # ...if they have at most this many records
 HELD_FRESH = 0.2  # seconds a look at the held advisory locks answers contested leases
 
 
@@ -51,25 +55,79 @@ class Leases:
         self._held: set[int] = set()  # advisory lock keys held HELD_FRESH s ago...
         self._held_at = -HELD_FRESH  # ...as of this time.monotonic()
         self._unlocks: list[tuple[int, int]] = []  # (key, generation) to unlock
+        self._recent: dict[str, list[tuple[int, bytes]]] = {}  # rows of runs read lately
+        self._fresh: dict[str, tuple[int, list[tuple[int, bytes]]]] = {}  # read when leased
         self._unlocks_lock = threading.Lock()
 
     def try_lease(self, run_id: str) -> PgLease | None:
+        """The run's lease, or None if another session holds it. The lock attempt also
+        reads the run's records (see lock_and_read): the writer's read_all() then costs no
+        second round trip, which a worker would wait for on its event loop."""
         key = lock_key(run_id)
         if run_id in self._contested and self._held_elsewhere(key):
             return None
         self._contested.discard(run_id)
+        if self._taken_elsewhere(key):
+            self._contest(run_id)
+            return None
+        known = self._recent.pop(run_id, None)
         with self.session() as conn:
-            row = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()
-            if not row or not row[0]:
-                if len(self._contested) > MAX_CONTESTED:
-                    self._contested.clear()  # only a shortcut: forgetting costs a wait
-                self._contested.add(run_id)
+            try:
+                got, rows = lock_and_read(conn, key, run_id, known)
+            except Exception:
+                # a statement failed, the connection lives: the lock may have been taken
+                # (session locks outlast the failed transaction); unlocking one we do not
+                # hold only warns
+                if run_id not in self._leases and not conn.broken:
+                    with suppress(Exception):
+                        conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                raise
+            if not got:
+                self._contest(run_id)
                 return None
             if run_id in self._leases:  # session locks nest: keep one level only
                 conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
                 return None
             self._leases[run_id] = self.generation
+            if rows is not None:
+                self._fresh[run_id] = (self.generation, rows)
             return PgLease(self, run_id, self.generation)
+
+    def _contest(self, run_id: str) -> None:
+        if len(self._contested) > MAX_CONTESTED:
+            self._contested.clear()  # only a shortcut: forgetting costs a wait
+        self._contested.add(run_id)
+
+    def _taken_elsewhere(self, key: int) -> bool:
+        """Whether another session holds lock `key`, asked on the reads connection when the
+        session is busy (a commit in flight, which the attempt would wait behind): the run
+        of a new run's news that another worker took first costs no wait then. A lock
+        that is free is not held on to (the attempt on the session takes it)."""
+        if not self._lock.acquire(blocking=False):
+            with self.reads() as conn:
+                row = conn.execute(
+                    "SELECT CASE WHEN pg_try_advisory_lock(%s) THEN NOT pg_advisory_unlock(%s) "
+                    "ELSE true END",
+                    (key, key),
+                ).fetchone()
+            return bool(row and row[0])
+        self._lock.release()
+        return False
+
+    def remember(self, run_id: str, rows: list[tuple[int, bytes]]) -> None:
+        """Rows of `run_id` just read (PostgresStore.read): a lease attempt soon after need
+        only fetch what came after them (a worker reads a run it hears of, then leases it)."""
+        if len(rows) > RECENT_ROWS:
+            return
+        if len(self._recent) >= RECENT_RUNS:
+            with suppress(KeyError, StopIteration, RuntimeError):  # (another thread's pop)
+                del self._recent[next(iter(self._recent))]
+        self._recent[run_id] = rows
+
+    def take_fresh(self, run_id: str, generation: int) -> list[tuple[int, bytes]] | None:
+        """The rows read when the lease in `generation` was taken (for PgWriter.read_all)."""
+        fresh = self._fresh.pop(run_id, None)
+        return fresh[1] if fresh is not None and fresh[0] == generation else None
 
     def _held_elsewhere(self, key: int) -> bool:
         """Whether a session held lock `key` a moment ago (see the module docstring)."""
@@ -89,6 +147,7 @@ class Leases:
         if self._leases.get(run_id) != generation or generation != self.generation:
             return  # that session is gone, and its locks with it
         self._leases.pop(run_id, None)  # writes to the run are refused from now on
+        self._fresh.pop(run_id, None)
         with self._unlocks_lock:
             self._unlocks.append((lock_key(run_id), generation))
         self.unlock_released()
@@ -118,6 +177,46 @@ class Leases:
             return True
         lease.release()
         return False
+
+
+def lock_and_read(
+    conn: psycopg.Connection[Any], key: int, run_id: str, known: list[tuple[int, bytes]] | None
+) -> tuple[bool, list[tuple[int, bytes]] | None]:
+    """Try the run's advisory lock and read its records in one round trip: two statements
+    in one simple query. The read is the second statement, so its snapshot is taken after
+    the lock is held (each statement of a READ COMMITTED transaction takes its own): it sees
+    every record of the run's previous holder, which unlocked only after they committed.
+    With `known` (rows read earlier, before the lock) only what came after them is fetched,
+    and their first row again, to tell the same run from one deleted and created anew.
+    Both statements are prepared on the connection (PREPARED): a simple query is parsed and
+    planned on each call otherwise, which cost the server more than the round trip saved.
+    Returns (locked, rows): rows None when the lock failed or `known` did not hold."""
+    check_id(run_id)  # [0-9a-z] only: a literal in quotes is safe (simple queries take none)
+    if conn not in _prepared_on:
+        for statement in PREPARED:
+            conn.execute(statement)
+        _prepared_on.add(conn)
+    after = len(known) if known else 0
+    cur = conn.execute(f"EXECUTE wfl_lock({int(key)}); EXECUTE wfl_read('{run_id}', {after})")
+    row = cur.fetchone()
+    if not row or not row[0]:
+        return False, None
+    if not cur.nextset():
+        return True, None
+    rows: list[tuple[int, bytes]] = cur.fetchall()
+    if not known:
+        return True, rows
+    if not rows or rows[0][0] != 0 or bytes(rows[0][1]) != bytes(known[0][1]):
+        return True, None  # deleted (and maybe created again) meanwhile: read_all reads
+    return True, known + rows[1:]
+
+
+_prepared_on: weakref.WeakSet[Any] = weakref.WeakSet()  # connections that have PREPARED
+PREPARED = (
+    "PREPARE wfl_lock(bigint) AS SELECT pg_try_advisory_lock($1)",
+    "PREPARE wfl_read(text, int) AS SELECT seq, data FROM wfl_records "
+    "WHERE run_id = $1 AND (seq >= $2 OR seq = 0) ORDER BY seq",
+)
 
 
 class PgLease:

@@ -34,7 +34,7 @@ from wfl.errors import (
 from wfl.records import Record
 from wfl.state import RunState
 from wfl.store import check_id, new_run_id
-from wfl.stores import mask, pg_schema
+from wfl.stores import mask, pg_arrays, pg_schema
 from wfl.stores.pg_extras import KeysAndSchedules, PgNotes
 from wfl.stores.pg_leases import Leases
 from wfl.stores.pg_news import PgListener, watch_changes
@@ -108,6 +108,7 @@ class PostgresStore(KeysAndSchedules, Leases):
             raise InvalidArguments(f"bad store {self._spec}: {_one_line(exc)}") from None
         except psycopg.Error as exc:
             raise self.unavailable(exc) from None
+        pg_arrays.register(conn)
         try:
             pg_schema.ensure(conn, self._spec)
         except psycopg.Error as exc:
@@ -273,6 +274,7 @@ class PostgresStore(KeysAndSchedules, Leases):
             ).fetchall()
         if not rows:
             raise RunNotFound(run_id)
+        self.remember(run_id, rows)
         return self._decode(run_id, rows)
 
     def _decode(
