@@ -26,7 +26,8 @@ if TYPE_CHECKING:
 
 MAX_CONTESTED = 100_000
 RECENT_RUNS = 1024  # runs whose rows a read keeps for a lease attempt soon after...
-RECENT_ROWS = 256  # ...if they have at most this many records
+RECENT_ROWS = 256  # ...if they have at most this many records...
+RECENT_BYTES = 64 * 1024  # ...and bytes
 HELD_FRESH = 0.2  # seconds a look at the held advisory locks answers contested leases
 
 
@@ -117,8 +118,8 @@ class Leases:
     def remember(self, run_id: str, rows: list[tuple[int, bytes]]) -> None:
         """Rows of `run_id` just read (PostgresStore.read): a lease attempt soon after need
         only fetch what came after them (a worker reads a run it hears of, then leases it)."""
-        if len(rows) > RECENT_ROWS:
-            return
+        if len(rows) > RECENT_ROWS or sum(len(data) for _, data in rows) > RECENT_BYTES:
+            return  # a big run: read again (memory stays bounded: RECENT_RUNS x RECENT_BYTES)
         if len(self._recent) >= RECENT_RUNS:
             with suppress(KeyError, StopIteration, RuntimeError):  # (another thread's pop)
                 del self._recent[next(iter(self._recent))]
