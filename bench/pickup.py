@@ -6,7 +6,8 @@ alternating so that each side sees the same machine.
     python bench/pickup.py [--sittings 6] [--reps 20] [--processes 1] [SIDE ...]
 
 A SIDE is a git revision (checked out in a temporary worktree) or `.` (this checkout; the
-default is `.` alone). Each sitting runs bench/timers.py with no timer cases (its pick-up part:
+default is `.` alone), optionally with `@N`: that side's worker runs N processes (else
+--processes). Each sitting runs bench/timers.py with no timer cases (its pick-up part:
 latency = the first step body's `time.time()` minus `time.time()` just before `Client.start`;
 "start" = the `Client.start` call itself) in a fresh process whose `import wfl` is that side's.
 Prints the load average before and after, and per side the median, p99 and sitting medians.
@@ -72,23 +73,27 @@ def main() -> None:
     paths: dict[str, str | None] = {}
     made: list[str] = []
     try:
+        procs: dict[str, int] = {}
         for side in a.sides:
-            if side == ".":
+            rev, _, n = side.partition("@")
+            procs[side] = int(n) if n else a.processes
+            if rev == ".":
                 paths[side] = None
                 continue
-            commit = git("rev-parse", "--short", side)
+            commit = git("rev-parse", "--short", rev)
             path = os.path.join(tmp, commit)
-            git("worktree", "add", "--detach", path, commit)
-            made.append(path)
+            if path not in made:
+                git("worktree", "add", "--detach", path, commit)
+                made.append(path)
             paths[side] = path
-        o = {"cases": [], "reps": a.reps, "sittings": 1, "processes": a.processes}
+        o = {"cases": [], "reps": a.reps, "sittings": 1}
         res: dict[str, dict[str, list[float]]] = {s: {} for s in paths}
         meds: dict[str, list[float]] = {s: [] for s in paths}
         print(f"load before: {load()}", flush=True)
         for k in range(a.sittings):
             order = list(paths) if k % 2 == 0 else list(reversed(paths))
             for side in order:
-                raw = sitting(paths[side], o)
+                raw = sitting(paths[side], dict(o, processes=procs[side]))
                 for key in ("pickup", "pickup_start"):
                     res[side].setdefault(key, []).extend(raw[key])
                 meds[side].append(statistics.median(raw["pickup"]))
