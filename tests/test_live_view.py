@@ -149,3 +149,20 @@ def test_event_lines_are_written_together_in_whole_lines_of_at_most_a_chunk(
     assert all(w.endswith("\n") and len(w) <= live.LINES_CHUNK for w in out.flushed)
     view.on_event(events[0])  # no loop: at once
     assert out.flushed[-1] == live.log_line(events[0]).plain + "\n"
+
+
+@pytest.mark.parametrize(
+    "at",
+    [1765000000.0, 1765000000.9999996, 1765000000.0005, 1765000000.5, 1765000059.999,
+     -0.25, 1765000000.123456789],
+)  # fmt: skip
+def test_plain_event_lines_match_the_rich_ones_to_the_millisecond(at: float) -> None:
+    # off a terminal the worker writes plain_line (no rich); it must be the same text
+    from wfl.channel import WorkerEvent
+    from wfl.live import log_line, plain_line
+
+    for event in (
+        WorkerEvent("step_done", "run1", "wf", step=3, name="s", attempt=2, detail="x", at=at),
+        WorkerEvent("run_finished", "run1", "wf", detail="success", at=at),
+    ):
+        assert plain_line(event) == log_line(event).plain + "\n"

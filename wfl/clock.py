@@ -142,10 +142,9 @@ def utc_text(ts: float) -> str:
 _SECONDS: dict[int, tuple[str, str]] = {}
 
 
-def _format(ts: float, form: int) -> str:
-    """`ts` to the millisecond, rounded to the microsecond (half to even) as
-    datetime.fromtimestamp does, then truncated as isoformat(timespec="milliseconds") does;
-    form 0: "YYYY-MM-DDTHH:MM:SS.mmm", 1: "YYYY-MM-DD HH:MM:SS.mmm"."""
+def whole_and_micros(ts: float) -> tuple[int, int]:
+    """`ts` as whole seconds and microseconds, rounded to the microsecond (half to even) as
+    datetime.fromtimestamp rounds it."""
     frac, whole = math.modf(ts)
     us = round(frac * 1e6)
     if us >= 1_000_000:
@@ -154,7 +153,14 @@ def _format(ts: float, form: int) -> str:
     elif us < 0:
         whole -= 1
         us += 1_000_000
-    second = int(whole)
+    return int(whole), us
+
+
+def _format(ts: float, form: int) -> str:
+    """`ts` to the millisecond, rounded to the microsecond (half to even) as
+    datetime.fromtimestamp does, then truncated as isoformat(timespec="milliseconds") does;
+    form 0: "YYYY-MM-DDTHH:MM:SS.mmm", 1: "YYYY-MM-DD HH:MM:SS.mmm"."""
+    second, us = whole_and_micros(ts)
     texts = _SECONDS.get(second)
     if texts is None:
         if len(_SECONDS) > 10_000:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import threading
 import time
 from collections import deque
@@ -22,6 +21,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from .clock import whole_and_micros
 from .render import _span, console
 
 if TYPE_CHECKING:  # the worker (asyncio, replay) is imported by whoever builds the view
@@ -351,15 +351,7 @@ def _clock(at: float) -> str:
     """HH:MM:SS.mmm (UTC) of `at` as event_line writes it (datetime rounds to the microsecond,
     strftime's %f then cut to the millisecond); the lines of one second share its formatting
     (strftime costs ~3 us a line)."""
-    frac, whole = math.modf(at)
-    us = round(frac * 1e6)
-    if us >= 1_000_000:
-        whole += 1
-        us -= 1_000_000
-    elif us < 0:
-        whole -= 1
-        us += 1_000_000
-    second = int(whole)
+    second, us = whole_and_micros(at)
     if _SECOND[0] != second:
         _SECOND[0] = second
         _SECOND[1] = datetime.fromtimestamp(second, UTC).strftime("%H:%M:%S")
