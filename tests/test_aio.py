@@ -140,6 +140,19 @@ def test_no_aio_when_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
     asyncio.run(main())
 
 
+def _count_thread_syncs(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The sizes of the groups synced in threads (journal.sync_journals), as they happen."""
+    threads: list[int] = []
+    real_sync = journal.sync_journals
+
+    def sync_journals(fds: list[int]) -> dict[int, str]:
+        threads.append(len(fds))
+        return real_sync(fds)
+
+    monkeypatch.setattr(journal, "sync_journals", sync_journals)
+    return threads
+
+
 def _drive(directory: Path) -> Worker:
     commit_flows.journal_dir[:] = [str(directory)]
     worker = Worker(directory, listen=False)
@@ -158,11 +171,7 @@ def test_a_worker_syncs_its_groups_through_aio(
         real(self, fds, done)
 
     monkeypatch.setattr(aio.AioSync, "submit", submit)
-    threads: list[int] = []
-    real_sync = journal.sync_journals
-    monkeypatch.setattr(
-        journal, "sync_journals", lambda fds: [threads.append(len(fds)), real_sync(fds)][1]
-    )
+    threads = _count_thread_syncs(monkeypatch)
     directory = tmp_path / "runs"
     client = Client(directory)
     ids = [client.start(commit_flows.actions, {"n": 4}) for _ in range(6)]
@@ -186,11 +195,7 @@ def test_a_worker_syncs_in_threads_when_aio_is_refused(
         raise OSError(errno.EINVAL, "Invalid argument")
 
     monkeypatch.setattr(aio.AioSync, "submit", submit)
-    threads: list[int] = []
-    real_sync = journal.sync_journals
-    monkeypatch.setattr(
-        journal, "sync_journals", lambda fds: [threads.append(len(fds)), real_sync(fds)][1]
-    )
+    threads = _count_thread_syncs(monkeypatch)
     directory = tmp_path / "runs"
     client = Client(directory)
     ids = [client.start(commit_flows.actions, {"n": 4}) for _ in range(6)]
