@@ -11,11 +11,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pickup_flows
+import pytest
 from crash_flows.harness import WorkerProc, log_lines, settled, wait_for, wfl, worker_listening
 
 from wfl import Client, journal, pool
+from wfl.errors import JournalWriteError
 from wfl.store import FileStore
 from wfl.worker import Worker
 
@@ -23,9 +26,10 @@ FLOWS = str(Path(pickup_flows.__file__))
 
 
 def pool_files(directory: Path) -> dict[str, int]:
-    """name -> inode of each file in the pool."""
+    """name -> inode of each file in the pool (not the hidden ones being made)."""
     folder = directory / pool.POOL
-    return {n: os.stat(folder / n).st_ino for n in (os.listdir(folder) if folder.is_dir() else [])}
+    names = os.listdir(folder) if folder.is_dir() else []
+    return {n: os.stat(folder / n).st_ino for n in names if not n.startswith(".")}
 
 
 def test_start_takes_a_pool_file_and_creates_none(tmp_path: Path) -> None:
@@ -133,3 +137,191 @@ def test_a_client_killed_after_taking_a_pool_file_leaves_no_run(tmp_path: Path) 
     finally:
         worker.kill()
     assert "Traceback" not in worker.output()
+
+
+def test_pool_files_hold_the_header_and_starts_append_to_it(tmp_path: Path) -> None:
+    """A pool file is made with the journal's header written and synced (the start's write
+    then allocates no block); an empty one (an older wfl's pool) is still taken whole."""
+    directory = tmp_path / "runs"
+    store = FileStore(directory)
+    store.ensure()
+    store.refill_pool()
+    folder = directory / pool.POOL
+    assert {(folder / n).read_bytes() for n in pool_files(directory)} == {journal.MAGIC}
+    assert [n for n in os.listdir(folder) if n.startswith(".")] == []  # none left hidden
+    for name in pool_files(directory):  # as an older wfl left them
+        (folder / name).write_bytes(b"")
+    (folder / "header").write_bytes(journal.MAGIC)
+    ids = [Client(directory).start(f"{FLOWS}:first", {}) for _ in range(pool.SIZE + 1)]
+    assert os.listdir(folder) == []
+    for run_id in ids:
+        recs = journal.read(directory / f"{run_id}.journal").records
+        assert [r["t"] for r in recs] == ["run"]
+
+
+def starting_order(monkeypatch: Any, links_with_file: bool) -> list[str]:
+    """What Client.start does, in order: fsyncs of the journal and its directory, the news."""
+    from wfl import datagrams, linksync
+
+    calls: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        calls.append("fsync dir" if os.path.isdir(f"/proc/self/fd/{fd}") else "fsync file")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(datagrams, "notify", lambda *a, **k: calls.append("news"))
+    monkeypatch.setattr(linksync, "file_sync_covers_link", lambda dev: links_with_file)
+    monkeypatch.setattr(journal, "file_sync_covers_link", lambda dev: links_with_file)
+    return calls
+
+
+def test_news_of_a_start_goes_out_before_its_fsync_where_that_syncs_the_name(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """On ext4/XFS (linksync.py) the journal is linked, the news sent, then the file synced
+    (its name with it): one commit, and the worker prepares meanwhile. Elsewhere the file and
+    then its directory are synced before the news, as POSIX asks. News goes out once."""
+    directory = tmp_path / "runs"
+    store = FileStore(directory)
+    store.ensure()
+    store.refill_pool()
+    calls = starting_order(monkeypatch, True)
+    Client(directory).start(f"{FLOWS}:first", {})
+    assert calls == ["news", "fsync file"]
+    calls.clear()
+    monkeypatch.setattr(journal, "file_sync_covers_link", lambda dev: False)
+    Client(directory).start(f"{FLOWS}:first", {})
+    assert calls == ["fsync file", "fsync dir", "news"]
+
+
+def test_a_failed_fsync_takes_the_announced_run_back(tmp_path: Path, monkeypatch: Any) -> None:
+    """The news went out before the fsync: if the fsync fails, the journal is unlinked (a
+    worker holding it cannot make it durable either) and start raises."""
+    directory = tmp_path / "runs"
+    FileStore(directory).ensure()
+    starting_order(monkeypatch, True)
+
+    def failing(fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(os, "fsync", failing)
+    with pytest.raises(JournalWriteError, match="Input/output error"):
+        Client(directory).start(f"{FLOWS}:first", {})
+    assert FileStore(directory).run_ids() == []
+    assert [n for n in os.listdir(directory) if n.endswith(".tmp")] == []
+
+
+KILLED_AT = """
+import os, signal, sys
+from wfl import Client, datagrams, journal
+at = sys.argv[4]
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+if at == "news":  # linked into place, its news not sent yet
+    datagrams.notify = die
+else:  # its news sent, the journal not synced yet
+    journal.os.fsync = die
+    journal.file_sync_covers_link = lambda dev: True
+Client(sys.argv[1]).start(sys.argv[2], {"log": sys.argv[3]})
+"""
+
+
+@pytest.mark.parametrize("at", ["news", "fsync"])
+def test_a_client_killed_between_link_and_fsync_leaves_a_run_driven_once(
+    tmp_path: Path, at: str
+) -> None:
+    """SIGKILL of `Client.start` once its journal is in place: before its news went out, or
+    after (before its fsync). Start never returned, but the run is whole: a worker drives it,
+    its step runs once (durable with the worker's attempt record, whatever the client did)."""
+    directory = tmp_path / "runs"
+    log = tmp_path / "effects.log"
+    FileStore(directory).ensure()
+    worker = WorkerProc(directory)
+    try:
+        wait_for(worker_listening(directory), 10.0, "the worker to listen")
+        p = subprocess.run(
+            [sys.executable, "-c", KILLED_AT, str(directory), f"{FLOWS}:first", str(log), at],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        assert p.returncode == -9, p.stderr
+        (run_id,) = FileStore(directory).run_ids()
+        if at == "news":  # no news: the next worker's scan finds it
+            worker.kill()
+            worker = WorkerProc(directory)
+        wait_for(lambda: settled(directory, run_id), 10.0, "the run to finish")
+        assert Client(directory).status(run_id).result == "ran"
+        assert len(log_lines(log)) == 1
+        assert [n for n in os.listdir(directory) if n.endswith(".tmp")] == []
+    finally:
+        worker.kill()
+    assert "Traceback" not in worker.output()
+
+
+def test_linksync_knows_this_file_system(tmp_path: Path) -> None:
+    from wfl import linksync
+
+    dev = os.stat(tmp_path).st_dev
+    with open("/proc/self/mounts") as f:
+        kinds = {line.split()[2] for line in f}
+    assert linksync.fs_type(dev) in kinds
+    assert linksync.fs_type(os.makedev(4095, 1048575)) == ""  # no such mount
+    assert linksync.file_sync_covers_link(dev) == (linksync.fs_type(dev) in {"ext4", "xfs", "ext3"})
+
+
+def test_news_of_a_new_run_goes_to_its_shares_process_only(tmp_path: Path) -> None:
+    """Processes of `wfl worker --processes 2` name their share in their markers: a new run's
+    news wakes its owner (and listeners that name no share), not the sibling; other news
+    goes to all; with the owner gone (its socket refuses) the news goes to everyone."""
+    from wfl import datagrams
+
+    directory = tmp_path / "runs"
+    FileStore(directory).ensure()
+    owners = {i: datagrams.listen(directory, share=(i, 2)) for i in (0, 1)}
+    plain = datagrams.listen(directory)
+    assert plain is not None
+    ids = [f"run{k}" for k in range(20)]
+    assert {datagrams.share_of(r, 2) for r in ids} == {0, 1}
+
+    def heard() -> dict[object, list[str]]:
+        out: dict[object, list[str]] = {"plain": plain[1].drain()}
+        for i, opened in owners.items():
+            assert opened is not None
+            out[i] = opened[1].drain()
+        return out
+
+    for run_id in ids:
+        datagrams.notify(directory, run_id, new=True)
+        got = heard()
+        assert got["plain"] == [run_id]
+        assert got[datagrams.share_of(run_id, 2)] == [run_id]
+        assert got[1 - datagrams.share_of(run_id, 2)] == []
+        datagrams.notify(directory, run_id)  # (a cancel, an event...: everyone)
+        assert heard() == {"plain": [run_id], 0: [run_id], 1: [run_id]}
+    gone = owners.pop(0)
+    assert gone is not None
+    gone[1]._sock.close()  # died: its marker is still there, its socket is not
+    run_id = next(r for r in ids if datagrams.share_of(r, 2) == 0)
+    datagrams.notify(directory, run_id, new=True)
+    assert plain[1].drain() == [run_id]
+    assert owners[1] is not None
+    assert owners[1][1].drain() == [run_id]
+    assert not os.path.exists(directory / "workers" / gone[0])  # (its marker cleaned up)
+
+
+def test_a_refill_drops_what_a_refill_killed_mid_way_left(tmp_path: Path) -> None:
+    """A pool file is made under a hidden name and shown once its header is synced; hidden
+    ones older than a minute were left by a crash and go at the next refill."""
+    directory = tmp_path / "runs"
+    store = FileStore(directory)
+    store.ensure()
+    folder = directory / pool.POOL
+    folder.mkdir()
+    (folder / ".old").write_bytes(b"")
+    (folder / ".young").write_bytes(b"")
+    os.utime(folder / ".old", (1, 1))
+    assert store.refill_pool() == pool.SIZE
+    assert sorted(n for n in os.listdir(folder) if n.startswith(".")) == [".young"]

@@ -204,7 +204,10 @@ def _emit_raw(self: Worker, event: WorkerEvent) -> None:
 
 
 def _open_listener(self: Worker) -> None:
-    opened = self.store.listen()
+    # (index, count) of a process of `wfl worker --processes N` on a directory (share.py):
+    # it hears of new runs of its share only
+    share: tuple[int, int] | None = getattr(self, "listen_share", None)
+    opened = self.store.listen() if share is None else self.store.listen(share=share)  # type: ignore[call-arg]
     if opened is None:
         return  # news only by rescanning
     self._token, self._listener = opened

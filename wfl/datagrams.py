@@ -1,12 +1,19 @@
 """Wake-ups for the journal directory store: each listener (a worker, or a watcher such as
 the web view) binds an abstract unix datagram socket named after a marker file in
 `<dir>/workers/` (or `<dir>/watchers/`); notifiers send the run id to every marker's socket.
-An idle worker so blocks on its socket instead of polling the directory."""
+An idle worker so blocks on its socket instead of polling the directory.
+
+A process of `wfl worker --processes N` names its share of the runs in its marker
+(`<token>.s<index>of<N>`, see share.py): the news of a new run then goes to the process whose
+share it is (and to every listener that names none), not to its siblings, which would only wake
+to put it off (wfl/share.py). Should that process be gone (its socket refuses), the news goes
+to everyone, as before."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,12 +29,32 @@ def socket_address(token: str) -> str:
     return "\0wfl-worker-" + token
 
 
-def listen(directory: Path, *, worker: bool = True) -> tuple[str, DatagramListener] | None:
+def share_of(run_id: str, count: int) -> int:
+    """The process (0..count-1) of a `wfl worker --processes count` whose share `run_id` is:
+    stable across processes and runs (Python's hash() of a str is salted per process)."""
+    return zlib.crc32(run_id.encode()) % count
+
+
+def _share_in(name: str) -> tuple[int, int] | None:
+    """(index, count) a marker's name gives, if any."""
+    _, dot, tail = name.rpartition(".s")
+    index, of, count = tail.partition("of")
+    if dot and of and index.isdigit() and count.isdigit() and int(index) < int(count):
+        return int(index), int(count)
+    return None
+
+
+def listen(
+    directory: Path, *, worker: bool = True, share: tuple[int, int] | None = None
+) -> tuple[str, DatagramListener] | None:
     """Bind a wake-up socket and publish its marker; None where abstract sockets are missing
-    (callers then rescan)."""
+    (callers then rescan). share: (index, count) of a process of a worker with `count`
+    processes (it then hears of new runs of its share only)."""
     import socket
 
     token = f"{os.getpid()}-{os.urandom(4).hex()}"
+    if share is not None and share[1] > 1:
+        token += f".s{share[0]}of{share[1]}"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     try:
         sock.bind(socket_address(token))
@@ -74,21 +101,37 @@ def _sender() -> Any:
     return sock
 
 
-def notify(directory: Path, run_id: str, *, skip: str = "") -> None:
-    """Send `run_id` to every listener of `directory` but `skip`."""
+def notify(directory: Path, run_id: str, *, skip: str = "", new: bool = False) -> None:
+    """Send `run_id` to every listener of `directory` but `skip`. new: a run just created,
+    which only its share's process of a worker needs to hear of (see the module docstring)."""
     markers = [m for m in _markers(directory) if m[1] != skip]
     if not markers:
         return
     message = run_id.encode()
     sock = _sender()
+    others: list[tuple[str, str]] = []
+    owner_gone = False
     for sub, name in markers:
-        try:
-            sock.sendto(message, socket_address(name))
-        except (ConnectionRefusedError, FileNotFoundError):
-            with contextlib.suppress(OSError):  # its listener is gone
-                os.unlink(os.path.join(directory, sub, name))
-        except OSError:
-            pass  # stuck: it will find the run at its next rescan
+        share = _share_in(name) if new else None
+        if share is not None and share_of(run_id, share[1]) != share[0]:
+            others.append((sub, name))
+            continue
+        owner_gone |= not _send(sock, message, directory, sub, name) and share is not None
+    if owner_gone:  # its owner is gone: whoever else serves the directory takes it
+        for sub, name in others:
+            _send(sock, message, directory, sub, name)
+
+
+def _send(sock: Any, message: bytes, directory: Path, sub: str, name: str) -> bool:
+    try:
+        sock.sendto(message, socket_address(name))
+        return True
+    except (ConnectionRefusedError, FileNotFoundError):
+        with contextlib.suppress(OSError):  # its listener is gone
+            os.unlink(os.path.join(directory, sub, name))
+        return False
+    except OSError:
+        return False  # stuck: it will find the run at its next rescan
 
 
 class DatagramListener:

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import JournalCorrupt, JournalWriteError
+from .linksync import file_sync_covers_link
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -80,39 +81,70 @@ def read(path: Path) -> ReadResult:
     return parse(data, start=len(MAGIC), path=str(path))
 
 
-def create(path: Path, records: Iterable[Record], *, pool: bool = False) -> None:
+def create(
+    path: Path,
+    records: Iterable[Record],
+    *,
+    pool: bool = False,
+    announce: Callable[[], None] | None = None,
+) -> None:
     """Create a new journal holding `records`, durably and whole: it is written under a
     temporary name and linked into place, so no reader ever sees it empty or half written,
-    and a crash leaves at most a hidden temporary file. Fails if `path` exists.
+    and a crash of this process leaves at most a hidden temporary file. Fails if `path`
+    exists.
 
     pool: take an empty file made ahead of time by a worker (wfl/pool.py) if there is one,
-    rather than create an inode."""
+    rather than create an inode. announce: called once the journal is in place, before this
+    returns (a start's news to the workers: see below).
+
+    One commit of the file system's journal rather than two in turn: the file is linked into
+    place before its fsync, so the fsync commits the name with the data where that is known
+    to hold (linksync.py: ext4, XFS); elsewhere the directory is synced after it, as POSIX
+    asks. Where it holds, the news goes out before the fsync, so that a worker reads and
+    replays the run while the disk commits: the worker acts on the run only after its own
+    fsync of this same file (its attempt record), which makes this run record durable too.
+    A reader may so see the journal before it is durable; it is whole (written before the
+    link). Only a crash of the machine in that window can lose the run (Client.start had not
+    returned), or leave it as a journal without its run record (reported as broken)."""
     data = MAGIC + b"".join(frame(r) for r in records)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     fd = None
     if pool:
         from . import pool as journal_pool
 
-        fd = journal_pool.take(path.parent, tmp)
+        taken = journal_pool.take(path.parent, tmp)
+        if taken is not None:
+            fd, have = taken
+            data = data[have:]  # (its header, written ahead: no block to allocate now)
     if fd is None:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, FILE_MODE)
         except OSError as exc:
             raise JournalWriteError(f"cannot create journal {path}: {exc.strerror}") from None
+    linked = False
     try:
         try:
             _write_all(fd, data, path, "write new")
-            os.fsync(fd)
+            os.link(tmp, path)  # atomic, and never replaces: FileExistsError if the run exists
+            linked = True
         finally:
-            os.close(fd)
-        os.link(tmp, path)  # atomic, and never replaces: FileExistsError if the run exists
+            tmp.unlink(missing_ok=True)
+        with_file = file_sync_covers_link(os.fstat(fd).st_dev)
+        if with_file and announce is not None:
+            announce()
+        os.fsync(fd)
+        if not with_file:
+            fsync_dir(path.parent)
     except OSError as exc:
-        if isinstance(exc, FileExistsError):
+        if isinstance(exc, FileExistsError) and not linked:
             raise
+        if linked:  # not durable: take the run back (a worker that took it cannot sync it)
+            path.unlink(missing_ok=True)
         raise JournalWriteError(f"cannot create journal {path}: {exc.strerror}") from None
     finally:
-        tmp.unlink(missing_ok=True)
-    fsync_dir(path.parent)
+        os.close(fd)
+    if not with_file and announce is not None:
+        announce()
 
 
 def fsync_dir(directory: Path) -> None:

@@ -87,11 +87,27 @@ class JournalLease:
                 os.close(fd)
 
 
+# Reading a journal must not write its inode: under relatime the first read after a write
+# updates the access time, a change to the inode in the file system's running transaction,
+# which a client's fsync of a journal it just created (read here at once: journal.create's
+# news) would then wait to commit too. O_NOATIME is allowed to the file's owner only.
+NOATIME = getattr(os, "O_NOATIME", 0)
+
+
+def _open_noatime(path: Path) -> int:
+    try:
+        return os.open(path, os.O_RDWR | NOATIME)
+    except PermissionError:
+        if not NOATIME:
+            raise
+        return os.open(path, os.O_RDWR)  # (not the owner: the file may still be ours to open)
+
+
 def lease_journal(path: Path, run_id: str, forget: Forget) -> JournalLease | None:
     """The lease of the journal at `path`, or None if another worker holds it. A journal
     that does not exist gives a lease of nothing."""
     try:
-        fd = os.open(path, os.O_RDWR)
+        fd = _open_noatime(path)
     except FileNotFoundError:
         return JournalLease(-1, run_id, forget)
     try:

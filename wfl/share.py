@@ -1,12 +1,16 @@
 """One process of a `wfl worker --processes N` (the supervisor is wfl/processes.py).
 
 Which process drives which run: the store's leases decide, as between any workers, so
-correctness does not depend on the split. The split is for speed: every process hears of every
-new run (the store's news goes to all workers), and N processes racing for each would each read
-its journal and try its lock, N - 1 of them for nothing, and poll it while it is held. So a
-process takes its share of the runs (a hash of the run id) at once and looks at a sibling's
-only SHARE_DELAY later, with a lock attempt first (no read): by then a living sibling holds it
-or has finished it; if the sibling died (or its loop lags), this process drives it. A short
+correctness does not depend on the split. The split is for speed: N processes racing for each
+run would each read its journal and try its lock, N - 1 of them for nothing, and poll it while
+it is held. So a process takes its share of the runs (a hash of the run id) at once and looks
+at a sibling's only SHARE_DELAY later, with a lock attempt first (no read): by then a living
+sibling holds it or has finished it; if the sibling died (or its loop lags), this process
+drives it. On a directory, the news of a new run goes to its share's process only (each
+process names its share in its wake-up marker, datagrams.py), so the siblings do not even wake
+for it (on 2 cores the sibling woken for nothing took CPU from the owner and the client:
+pick-up 0.35 ms slower with 2 processes than with 1); a sibling then finds it only if the
+owner is gone (the news goes to everyone when the owner's socket refuses) or at its rescan. A short
 delay, not a long one: measured on 2 busy cores (bench/wfl_side.py throughput_procs), a 2 s
 delay made two processes slower than one (an unlucky process's half bounds the time), racing
 (0) and 0.3 s both beat one process. Runs a process creates (children, continue-as-new) are its
@@ -25,16 +29,17 @@ import json
 import logging
 import os
 import threading
-import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from . import live as live_view
+from .datagrams import share_of as share_of  # (its home was here)
 from .errors import WflError
 from .manager import WorkflowDef
 from .processes import CHILD_ENV
 from .state import RunState, due_now_or
+from .store import FileStore
 from .worker import Worker, WorkerEvent
 
 if TYPE_CHECKING:
@@ -67,12 +72,6 @@ def child_setup() -> Setup | None:
     return Setup(int(index), int(count), int(report), int(lifeline), live == "1")
 
 
-def share_of(run_id: str, count: int) -> int:
-    """The process (0..count-1) whose share `run_id` is: stable across processes and runs
-    (Python's hash() of a str is salted per process)."""
-    return zlib.crc32(run_id.encode()) % count
-
-
 class ShareWorker(Worker):
     """A Worker that prefers its share of the runs (see the module's docstring)."""
 
@@ -80,6 +79,8 @@ class ShareWorker(Worker):
         super().__init__(*args, **kwargs)
         self.index = index
         self.count = count
+        # news of a new run comes to its share's process only (datagrams.py; a directory's)
+        self.listen_share = (index, count) if isinstance(self.store, FileStore) else None
         self.adopted: set[str] = set()  # runs this process created: its own, whatever the hash
         self.held_elsewhere: set[str] = set()  # runs whose lease another process held
         self.once = False

@@ -12,13 +12,14 @@ Layout of a wfl directory (0700):
   schedules/<name>.schedule   a schedule (0600), replaced whole (write + rename) under
                         schedules/<name>.lock (wfl/dirschedules.py)
   watchers/<token>      the same for listeners that are not workers (a UI)
-  pool/<random>         empty files a worker keeps ready; a start takes one instead of
-                        creating an inode (wfl/pool.py); no run, never listed
+  pool/<random>         files holding a journal header, kept ready by a worker; a start
+                        takes one instead of creating an inode (wfl/pool.py); no run
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import re
 from collections.abc import Callable, Iterator, Sequence
@@ -80,6 +81,7 @@ class FileStore(ScheduleFiles):
         # run id -> the lease this store holds on its journal (its writer adopts the fd)
         self._held: dict[str, leases.JournalLease] = {}
         self._ensured = False  # ensure() made the tree once (a start need not stat it again)
+        self._announced: str | None = None  # a new run whose news went out (see _announce)
 
     @property
     def spec(self) -> str:
@@ -154,10 +156,16 @@ class FileStore(ScheduleFiles):
             except FileExistsError:
                 pass
             return run_id
+        self._announced = None
         while True:
             run_id = new_run_id()
             try:  # (the file from the pool a worker keeps, if there is one: wfl/pool.py)
-                journal.create(self.journal_path(run_id), make_records(run_id), pool=True)
+                journal.create(
+                    self.journal_path(run_id),
+                    make_records(run_id),
+                    pool=True,
+                    announce=functools.partial(self._announce, run_id),
+                )
                 return run_id
             except FileExistsError:
                 continue  # 48 random bits collided: draw again
@@ -431,7 +439,11 @@ class FileStore(ScheduleFiles):
         """Tell every live worker to look at the schedules again."""
         self.notify(SCHEDULES_NEWS)
 
-    def listen(self, *, worker: bool = True) -> tuple[str, DatagramListener] | None:
+    def listen(
+        self, *, worker: bool = True, share: tuple[int, int] | None = None
+    ) -> tuple[str, DatagramListener] | None:
+        """(Store.listen) share: (index, count) of a process of `wfl worker --processes
+        count`: it then hears of new runs of its share only (datagrams.py)."""
         if worker and leases.OFD and (self.dir / "locks").is_dir():
             # a worker starting is when a rolling upgrade goes wrong: say it where it shows
             import logging  # (here: `wfl status` never logs)
@@ -442,10 +454,20 @@ class FileStore(ScheduleFiles):
                 "then delete locks/",
                 self.dir,
             )
-        return datagrams.listen(self.dir, worker=worker)
+        return datagrams.listen(self.dir, worker=worker, share=share)
+
+    def _announce(self, run_id: str) -> None:
+        """A new run's news, sent by journal.create as soon as its journal is in place (the
+        workers prepare it while it is made durable); the caller's notify() of it that
+        follows (ops.create_run) is then not sent twice."""
+        datagrams.notify(self.dir, run_id, new=True)
+        self._announced = run_id
 
     def notify(self, run_id: str, *, skip: str = "") -> None:
         """Tell every live worker (but `skip`) that `run_id` has news (new run, cancel...)."""
+        if run_id == self._announced:
+            self._announced = None
+            return
         datagrams.notify(self.dir, run_id, skip=skip)
 
 
