@@ -325,3 +325,34 @@ def test_a_refill_drops_what_a_refill_killed_mid_way_left(tmp_path: Path) -> Non
     os.utime(folder / ".old", (1, 1))
     assert store.refill_pool() == pool.SIZE
     assert sorted(n for n in os.listdir(folder) if n.startswith(".")) == [".young"]
+
+
+def test_a_runs_load_clears_its_unloadable_note_at_most_once_per_interval(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Loading a run clears its workflow's "unloadable" note (status --why), but a process
+    does so once per CLEAR_EVERY seconds per workflow (it was an unlink on every pick-up); a
+    failure this process notes lifts that, so its next good load clears at once."""
+    from wfl import codestate
+
+    store = FileStore(tmp_path / "runs")
+    store.ensure()
+    notes = store.notes
+    args = (notes, "/x/flow.py", "flow", "wf")
+    now = [1000.0]
+    monkeypatch.setattr(codestate.time, "monotonic", lambda: now[0])
+    monkeypatch.setattr(codestate, "_cleared", {})
+    codestate.note_unloadable(*args, "SyntaxError", 1.0)
+    assert codestate.unloadable(notes, "/x/flow.py", "wf") is not None
+    codestate.clear_unloadable(notes, "/x/flow.py", "wf")
+    assert codestate.unloadable(notes, "/x/flow.py", "wf") is None
+    # another process notes it meanwhile: this one clears it again only CLEAR_EVERY later
+    notes.put(codestate.UNLOADABLE, codestate._key("/x/flow.py", "wf"), {"reason": "elsewhere"})
+    codestate.clear_unloadable(notes, "/x/flow.py", "wf")
+    assert codestate.unloadable(notes, "/x/flow.py", "wf") is not None
+    now[0] += codestate.CLEAR_EVERY + 0.1
+    codestate.clear_unloadable(notes, "/x/flow.py", "wf")
+    assert codestate.unloadable(notes, "/x/flow.py", "wf") is None
+    codestate.note_unloadable(*args, "SyntaxError", 2.0)  # failed here: cleared at once
+    codestate.clear_unloadable(notes, "/x/flow.py", "wf")
+    assert codestate.unloadable(notes, "/x/flow.py", "wf") is None

@@ -15,6 +15,7 @@ import contextlib
 import hashlib
 import json
 import os
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,6 +89,7 @@ class DirNotes:
 def note_unloadable(
     notes: Notes | None, flow: str, module: str, workflow: str, reason: str, at: float
 ) -> None:
+    _cleared.pop((flow, workflow), None)  # (its next good load clears it at once)
     if notes is None:
         return  # a store without notes: the log still says it
     key = _key(flow, workflow)
@@ -99,9 +101,23 @@ def note_unloadable(
     notes.put(UNLOADABLE, key, value)
 
 
+# A run's load clears its workflow's note; once per CLEAR_EVERY seconds per workflow in a
+# process (a note another worker writes meanwhile stays that long): an unlink per load was a
+# syscall on the path of every pick-up and every timer of an evicted run.
+CLEAR_EVERY = 5.0
+_cleared: dict[tuple[str, str], float] = {}
+
+
 def clear_unloadable(notes: Notes | None, flow: str, workflow: str) -> None:
-    if notes is not None:
-        notes.delete(UNLOADABLE, _key(flow, workflow))
+    if notes is None:
+        return
+    now = time.monotonic()
+    if now - _cleared.get((flow, workflow), -CLEAR_EVERY) < CLEAR_EVERY:
+        return
+    if len(_cleared) > 10_000:  # (a bound, not a cache policy)
+        _cleared.clear()
+    _cleared[(flow, workflow)] = now
+    notes.delete(UNLOADABLE, _key(flow, workflow))
 
 
 def unloadable(notes: Notes | None, flow: str, workflow: str) -> dict[str, Any] | None:
