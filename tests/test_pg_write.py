@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from crash_flows.harness import wait_for
 
 from wfl import journal, records
 from wfl.errors import LeaseLost
@@ -219,3 +220,71 @@ def test_a_lease_released_while_the_session_is_busy_is_unlocked_when_it_is_done(
     finally:
         worker.close()
         other.close()
+
+
+def test_appends_within_a_quarter_second_update_the_run_row_hot(pg_url: str) -> None:
+    """Schema 3: an append's update of the run's summary row changes no indexed column (the
+    `changed` quarter second stays as it was), so PostgreSQL writes it as a HOT update (no
+    index entries). At most one of the appends crosses into the next quarter second."""
+    import psycopg
+
+    store = PostgresStore(pg_url)
+    run_id = _new_run(store, 0)
+    store.try_lease(run_id)
+    w = store.writer(run_id)
+    w.read_all()
+    for i in range(6):
+        assert store.append_many([(w, _frames(records.att(0, i + 1, 1001.0 + i)))]) == [[]]
+    store.close()  # its backend exits and flushes its statistics
+
+    def counts() -> tuple[int, int]:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            row = conn.execute(
+                "SELECT n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables "
+                "WHERE relname = 'wfl_runs' AND schemaname = current_schema()"
+            ).fetchone()
+        assert row is not None
+        return int(row[0]), int(row[1])
+
+    wait_for(lambda: counts()[0] >= 6, 10.0, "the session's statistics")
+    updates, hot = counts()
+    assert updates == 6
+    assert hot >= 5
+
+
+def test_the_change_feed_gives_runs_written_since_a_mark(store: PostgresStore) -> None:
+    first = _new_run(store, 0)
+    written, mark = store.changed_since(0)
+    assert written == {first}
+    second = _new_run(store, 1)  # within the look-back: both come again, the new one too
+    written, _ = store.changed_since(mark)
+    assert second in written
+    import psycopg
+
+    with psycopg.connect(store.url, autocommit=True) as conn:  # as if written long ago
+        conn.execute("UPDATE wfl_runs SET changed = changed - 100")
+    assert store.changed_since(mark)[0] == set()
+
+
+def test_schema_2_is_migrated_to_leave_room_for_hot_updates(pg_url: str) -> None:
+    import psycopg
+
+    from wfl.stores import pg_schema
+
+    first = PostgresStore(pg_url)
+    run_id = _new_run(first, 0)
+    first.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # as wfl with schema 2 left it
+        conn.execute("ALTER TABLE wfl_runs RESET (fillfactor)")
+        conn.execute("CREATE SEQUENCE wfl_change_seq")
+        conn.execute("UPDATE wfl_meta SET value = '2' WHERE key = 'schema'")
+    store = PostgresStore(pg_url)
+    assert store.read(run_id)[0]["t"] == "run"
+    store.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        version = conn.execute("SELECT value FROM wfl_meta WHERE key = 'schema'").fetchone()
+        options = conn.execute(
+            "SELECT reloptions FROM pg_class WHERE oid = 'wfl_runs'::regclass"
+        ).fetchone()
+    assert version == (str(pg_schema.SCHEMA_VERSION),) == ("3",)
+    assert options == (["fillfactor=70"],)

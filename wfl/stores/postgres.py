@@ -35,6 +35,7 @@ from wfl.records import Record
 from wfl.state import RunState
 from wfl.store import check_id, new_run_id
 from wfl.stores import mask, pg_arrays, pg_schema
+from wfl.stores.pg_arrays import bytea_array
 from wfl.stores.pg_extras import KeysAndSchedules, PgNotes
 from wfl.stores.pg_leases import Leases
 from wfl.stores.pg_news import PgListener, watch_changes
@@ -47,6 +48,8 @@ from wfl.stores.pg_write import (
     insert_records,
     journal_size,
     save_summary,
+    summary_values,
+    tune_writer,
 )
 
 if TYPE_CHECKING:
@@ -77,6 +80,7 @@ class PostgresStore(KeysAndSchedules, Leases):
         self._queue_lock = threading.Lock()
         self._read_lock = threading.Lock()
         self._reader: psycopg.Connection[Any] | None = None
+        self._announced = threading.local()  # .run_id: see create_run
 
     @property
     def spec(self) -> str:
@@ -132,6 +136,7 @@ class PostgresStore(KeysAndSchedules, Leases):
                 if self._conn is None or self._conn.broken or self._conn.closed:
                     self._drop()
                     self._conn = self.connect()
+                    tune_writer(self._conn)
                 try:
                     yield self._conn
                 except psycopg.Error as exc:
@@ -196,34 +201,41 @@ class PostgresStore(KeysAndSchedules, Leases):
         run_id: str | None = None,
         key: str | None = None,
     ) -> str:
-        """As the protocol says; with `key`, the key row and the run are inserted in one
-        transaction (or the run already holding the key is returned)."""
+        """As the protocol says. Without `key`: one statement (CREATE_RUN: the run's row, its
+        records and the NOTIFY that announces it, one round trip and one transaction); with
+        `key`, the key row and the run are inserted in one transaction (or the run already
+        holding the key is returned). Either way the NOTIFY goes out as the run commits: the
+        notify() that ops.create_run sends next, in this thread, for this run, is skipped."""
+        self._announced.run_id = None
         with self.session() as conn:
             while True:
                 new_id = run_id if run_id is not None else new_run_id()
                 check_id(new_id)
                 records = make_records(new_id)
                 data = [journal.encode(r) for r in records]
-                state = RunState.from_records(records)
+                row = (new_id, len(data), journal_size(data),
+                       *summary_values(RunState.from_records(records)))  # fmt: skip
+                if key is None:
+                    created = conn.execute(
+                        CREATE_RUN, (*row, bytea_array(data), CHANNEL), prepare=True
+                    ).fetchone()
+                    if created is not None:
+                        self._announced.run_id = new_id
+                        return new_id
+                    if run_id is not None:
+                        return run_id  # a child created twice: the first one stands
+                    continue  # 48 random bits collided: draw again
                 try:
                     with conn.transaction():
-                        if key is not None:
-                            held = self.claim_key(conn, key, new_id)
-                            if held is not None:
-                                return held
-                        row = conn.execute(
-                            "INSERT INTO wfl_runs (id, seq, size, created_at, updated_at, "
-                            "state, workflow, wake_at, summary) "
-                            "VALUES (%s, 0, 0, 0, 0, '', '', NULL, '') "
-                            "ON CONFLICT (id) DO NOTHING RETURNING id",
-                            (new_id,),
-                        ).fetchone()
-                        if row is None:
+                        held = self.claim_key(conn, key, new_id)
+                        if held is not None:
+                            return held
+                        created = conn.execute(CREATE_RUN, (*row, bytea_array(data), CHANNEL))
+                        if created.fetchone() is None:
                             if run_id is not None:
-                                return run_id  # a child created twice: the first one stands
-                            raise _Collision  # 48 random bits collided: roll back, draw again
-                        insert_records(conn, new_id, 0, data)
-                        save_summary(conn, new_id, len(data), journal_size(data), state)
+                                return run_id
+                            raise _Collision  # roll the key back, draw again
+                        self._announced.run_id = new_id
                         return new_id
                 except _Collision:
                     continue
@@ -387,14 +399,19 @@ class PostgresStore(KeysAndSchedules, Leases):
         return watch_changes(self, stop)
 
     def changed_since(self, mark: int) -> tuple[set[str], int]:
-        """Runs written after change mark `mark` (0: ever), and the new mark."""
+        """Runs written since change mark `mark` (0: ever), and the mark to ask with next. A
+        run may come again at the next look (the mark looks back pg_schema.CHANGED_SLACK
+        quarter seconds, for writes that committed a moment after their statement began)."""
         with self.reads() as conn:
-            rows = conn.execute(
-                "SELECT id, changed FROM wfl_runs WHERE changed > %s", (mark,)
-            ).fetchall()
-        return {r[0] for r in rows}, max((int(r[1]) for r in rows), default=mark)
+            now = conn.execute("SELECT " + pg_schema.CHANGED).fetchone()
+            rows = conn.execute("SELECT id FROM wfl_runs WHERE changed >= %s", (mark,)).fetchall()
+        assert now is not None
+        return {r[0] for r in rows}, int(now[0]) - pg_schema.CHANGED_SLACK
 
     def notify(self, run_id: str, *, skip: str = "") -> None:
+        announced, self._announced.run_id = getattr(self._announced, "run_id", None), None
+        if run_id == announced and not skip:
+            return  # the statement that created it announced it (create_run)
         with self.session() as conn:
             conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, run_id))
 
@@ -422,6 +439,20 @@ class PostgresStore(KeysAndSchedules, Leases):
         statement for every run, see pg_write.write_batch); per batch the records others
         appended before it, or the exception it met."""
         return append_many(self, batches)
+
+
+# A new run in one statement: its summary row, its records (numbered from 0), and the NOTIFY
+# that announces it (sent when the statement's transaction commits). No row back: the id was
+# taken (a child created twice, or random bits that collided).
+CREATE_RUN = (
+    "WITH r AS (INSERT INTO wfl_runs (id, seq, size, created_at, updated_at, state, workflow, "
+    "wake_at, summary, changed) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, "
+    + pg_schema.CHANGED
+    + ") ON CONFLICT (id) DO NOTHING RETURNING id), "
+    "i AS (INSERT INTO wfl_records (run_id, seq, data) SELECT r.id, u.n - 1, u.data "
+    "FROM r, unnest(%b::bytea[]) WITH ORDINALITY AS u(data, n)) "
+    "SELECT pg_notify(%s, id) FROM r"
+)
 
 
 class _Collision(Exception):
