@@ -1,7 +1,8 @@
 """How a PostgreSQL worker loads a run with few round trips: the lease attempt reads the run in
 the same round trip (after the lock, so it sees everything its previous holder wrote), an
 attempt on a run another worker took is answered without waiting behind this worker's commit
-in flight, and group commits pass their arrays packed by wfl (stores/pg_arrays.py)."""
+in flight, an attempt on a new run while that commit is in flight is made after it in the lease
+thread (lease_soon), and group commits pass their arrays packed by wfl (stores/pg_arrays.py)."""
 
 from __future__ import annotations
 
@@ -13,10 +14,13 @@ from typing import Any
 import pytest
 
 from wfl import records
+from wfl.errors import StoreError
 from wfl.records import Record
-from wfl.stores import pg_arrays
-from wfl.stores.pg_leases import HELD_FRESH
+from wfl.stores import pg_arrays, pg_leases
+from wfl.stores.base import LeasePending
+from wfl.stores.pg_leases import HELD_FRESH, PgLease
 from wfl.stores.postgres import PostgresStore
+from wfl.worker import Worker
 
 
 def _make(run_id: str, workflow: str = "w") -> list[Record]:
@@ -149,3 +153,135 @@ def test_packed_arrays_arrive_as_psycopg_would_send_them(
         assert row[1] is True
     finally:
         store.close()
+
+
+def _busy_session(store: PostgresStore) -> tuple[threading.Thread, threading.Event]:
+    """A thread holding `store`'s session, as the I/O thread's group commit does; set the
+    event to let go."""
+    busy, done = threading.Event(), threading.Event()
+
+    def commit_in_flight() -> None:
+        with store.session():
+            busy.set()
+            done.wait(30)
+
+    thread = threading.Thread(target=commit_in_flight)
+    thread.start()
+    assert busy.wait(30)
+    return thread, done
+
+
+def test_lease_attempts_while_the_session_is_busy_go_with_its_next_turn(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    worker, other = stores
+    free = [worker.create_run(_make) for _ in range(3)]
+    taken = worker.create_run(_make)
+    assert other.try_lease(taken) is not None
+    outcomes: dict[str, Any] = {}
+    came = threading.Event()
+    me = threading.get_ident()
+
+    def then(run_id: str) -> Any:
+        def tell(outcome: Any) -> None:
+            assert threading.get_ident() != me  # from the lease thread, not the caller's
+            outcomes[run_id] = outcome
+            if len(outcomes) == 4:
+                came.set()
+
+        return tell
+
+    thread, done = _busy_session(worker)
+    try:
+        for run_id in [*free, taken]:  # no wait for the session: each answer comes later
+            assert isinstance(worker.lease_soon(run_id, then(run_id)), LeasePending)
+        assert isinstance(worker.lease_soon(free[0], then("again")), LeasePending)  # queued
+        assert not outcomes
+    finally:
+        done.set()
+        thread.join(30)
+    assert came.wait(30)
+    assert outcomes[taken] is None
+    assert "again" not in outcomes  # one attempt per run, answered once
+    for run_id in free:
+        assert isinstance(outcomes[run_id], PgLease)
+        assert other.try_lease(run_id) is None  # the lease is real: held by worker's session
+        with no_reads(worker):  # read as the lock was taken, in the same round trip
+            assert len(worker.writer(run_id).read_all()) == 2
+    # the session is free now: an attempt is made at once
+    outcomes.clear()
+    assert worker.lease_soon(taken, then(taken)) is None
+    other.release(taken, other.generation)
+    other.unlock_released()
+    worker._held_at -= HELD_FRESH
+    assert isinstance(worker.lease_soon(taken, then(taken)), PgLease)
+    assert not outcomes
+
+
+def test_a_lease_nobody_can_take_any_more_is_let_go(
+    stores: tuple[PostgresStore, PostgresStore],
+) -> None:
+    worker, other = stores
+    run_id = worker.create_run(_make)
+    failed = threading.Event()
+
+    def then(outcome: Any) -> None:  # as call_soon_threadsafe on a closed loop
+        failed.set()
+        raise RuntimeError("Event loop is closed")
+
+    thread, done = _busy_session(worker)
+    try:
+        assert isinstance(worker.lease_soon(run_id, then), LeasePending)
+    finally:
+        done.set()
+        thread.join(30)
+    assert failed.wait(30)
+    assert worker._attempts == {}
+    worker.unlock_released()
+    assert other.try_lease(run_id) is not None  # released: not held by a worker gone
+
+
+def test_a_failed_lease_attempt_tells_its_caller_and_keeps_nothing(
+    stores: tuple[PostgresStore, PostgresStore], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    worker, other = stores
+    run_id = worker.create_run(_make)
+    told: list[Any] = []
+    came = threading.Event()
+
+    def broken(*args: Any) -> Any:
+        raise StoreError("the statement failed")
+
+    monkeypatch.setattr(pg_leases, "lock_and_read_many", broken)
+    thread, done = _busy_session(worker)
+    try:
+        assert isinstance(worker.lease_soon(run_id, lambda o: (told.append(o), came.set())),
+                          LeasePending)  # fmt: skip
+    finally:
+        done.set()
+        thread.join(30)
+    assert came.wait(30)
+    monkeypatch.undo()
+    assert isinstance(told[0], StoreError)
+    assert run_id not in worker._leases
+    assert other.try_lease(run_id) is not None
+
+
+def test_a_worker_lets_go_of_a_lease_that_comes_when_it_no_longer_wants_it(
+    pg_url: str,
+) -> None:
+    store = PostgresStore(pg_url)
+    other = PostgresStore(pg_url)
+    try:
+        run_id = store.create_run(_make)
+        worker = Worker(store, listen=False)
+        lease = store.try_lease(run_id)
+        assert lease is not None
+        worker.draining = True  # stopping meanwhile
+        worker._leased_later(run_id, lease)
+        assert run_id not in worker.drivers
+        store.unlock_released()
+        assert other.try_lease(run_id) is not None
+    finally:
+        store.close()
+        other.close()

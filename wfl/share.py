@@ -44,6 +44,7 @@ from .worker import Worker, WorkerEvent
 
 if TYPE_CHECKING:
     from .replay import RunDriver
+    from .stores.base import Lease
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,6 @@ class ShareWorker(Worker):
         self.held_elsewhere: set[str] = set()  # runs whose lease another process held
         self.once = False
         self.take_all = False
-        self._missed = False
 
     def owns(self, run_id: str) -> bool:
         return (
@@ -117,10 +117,6 @@ class ShareWorker(Worker):
         super().scan()
         self.take_all = self.once  # (see mine)
 
-    def lease_retry(self) -> float:
-        self._missed = True  # (called when another process holds the lease: see _load)
-        return super().lease_retry()
-
     def _wake_at(self, run_id: str, when: float) -> None:
         # every wake-up of a run goes through here (found by a scan, news, a lease held by
         # another, eviction): a sibling's run is looked at SHARE_DELAY after its time, or
@@ -138,13 +134,13 @@ class ShareWorker(Worker):
         else:
             self._wake_at(run_id, self.clock.now())  # (plus the delay: a sibling's)
 
-    def _load(self, run_id: str) -> None:
-        self._missed = False
-        super()._load(run_id)  # a lease held elsewhere is retried later (lease_retry)
-        if self._missed:
-            self.held_elsewhere.add(run_id)
+    def _drive(self, run_id: str, lease: Lease | None) -> None:
+        # (every lease attempt's outcome comes here, at once or later: see loading.py)
+        if lease is None:
+            self.held_elsewhere.add(run_id)  # retried later (lease_retry)
         else:
             self.held_elsewhere.discard(run_id)
+        super()._drive(run_id, lease)
 
     def _open_driver(self, run_id: str) -> RunDriver | None:
         if self.mine(run_id):

@@ -21,18 +21,16 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from . import channel, codestate, journal, records, slots, timing
+from . import channel, loading, slots, timing
 from .channel import WorkerEvent as WorkerEvent  # its home for users and tests
 from .clock import Clock, SystemClock
 from .commit import Committer
 from .dirwatch import updated, version_watch
 from .errors import (
-    FlowLoadError,
     JournalCorrupt,
     LeaseLost,
     RunNotFound,
     StoreUnavailable,
-    WflError,
 )
 from .execute import describe
 from .hops import Hops
@@ -52,7 +50,6 @@ LEASE_RETRY = 1.0  # how soon to retry a run another worker holds
 RESCAN_EVERY = 10.0  # safety net for missed wake-ups: look for journals that changed
 MAX_LIVE = 256  # default cap on runs held live at once
 GRACE = 10.0  # default grace period for running steps when the worker stops
-FLOW_RETRY = 30.0  # how soon to retry a run whose flow file does not import
 DEFAULT_PARALLELISM = 64
 
 
@@ -278,79 +275,12 @@ class Worker:
             old.cancel()
         self._waking[run_id] = self.call_at(when, lambda: self._load(run_id))
 
-    def _load(self, run_id: str) -> None:
-        timer = self._waking.pop(run_id, None)
-        if timer is not None:
-            timer.cancel()
-        if run_id in self.drivers or self.draining or run_id in self.broken:
-            return
-        if self.offline is not None:
-            return  # the store is unreachable: everything is rescanned once it is back
-        if len(self.drivers) >= self.max_live:  # bounded memory and file descriptors
-            if run_id not in self._admitting:
-                self._admitting.add(run_id)
-                self._admission.append(run_id)
-            return
-        try:
-            lease = self.store.try_lease(run_id)
-        except OSError as exc:
-            log.error("cannot lock run %s: %s", run_id, exc)
-            return
-        if lease is None:  # another worker drives it; it may die, so look again soon
-            self._wake_at(run_id, self.clock.now() + self.lease_retry())
-            return
-        try:
-            driver = self._open_driver(run_id)
-        except BaseException:
-            lease.release()
-            raise
-        if driver is None:
-            lease.release()
-            return
-        self.drivers[run_id] = driver
-        self.leases[run_id] = lease
-        self.waits.pop(run_id, None)  # live now: the view reads the driver's state
-        self.emit("loaded", driver)
-        driver.start()
+    # -- loading a run: loading.py ----------------------------------------------------------
 
-    def _open_driver(self, run_id: str) -> RunDriver | None:
-        try:
-            writer = self.store.writer(run_id)
-        except (RunNotFound, LeaseLost):
-            return None
-        try:
-            history = writer.read_all()
-        except StoreUnavailable:
-            writer.close()
-            raise
-        except (JournalCorrupt, WflError) as exc:
-            writer.close()
-            self._report_broken(run_id, str(exc))
-            return None
-        state = RunState.from_records(history)
-        if state.next_wake_at() is None:
-            writer.close()
-            self._note_wait(state, None)  # finished (by another worker?): off the live table
-            return None  # finished, or waits for an event that has not come
-        try:
-            wf = codestate.load_for_run(self.store.notes, state, self.clock.now())
-        except FlowLoadError as exc:
-            # A half-saved edit must not kill live runs: the run waits (and is retried) until
-            # its code imports again. Only a cancellation is finished without the code.
-            now = self.clock.now()
-            if state.cancel_requested or state.end is not None:
-                finish = [] if state.end is not None else [records.end("canceled", now)]
-                oc = records.on_complete_done(now, f"FlowLoadError: {exc}")
-                writer.append_frames(b"".join(journal.frame(r) for r in [*finish, oc]))
-            else:
-                log.error("run %s paused: %s", run_id, exc)
-                self._emit_raw(
-                    WorkerEvent("paused", run_id, state.workflow, detail=str(exc), at=now)
-                )
-                self._wake_at(run_id, now + FLOW_RETRY)
-            writer.close()
-            return None
-        return RunDriver(self, run_id, writer, history, wf)
+    _load = loading._load
+    _leased_later = loading._leased_later
+    _drive = loading._drive
+    _open_driver = loading._open_driver
 
     def _report_broken(self, run_id: str, why: str) -> None:
         if self.broken.get(run_id) != why:

@@ -104,6 +104,13 @@ class Lease(Protocol):
     def release(self) -> None: ...
 
 
+class LeasePending:
+    """What a store's optional lease_soon(run_id, then) answers when the attempt is made
+    later: `then` gets its outcome (a Lease, None, or the exception it met), from another
+    thread. A store whose lease attempts can wait behind its own writes (PostgreSQL) offers
+    lease_soon so that a worker's event loop does not wait; others need not."""
+
+
 class Listener(Protocol):
     """News from other processes: ids of runs that were started, canceled, sent an event..."""
 
