@@ -35,6 +35,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -189,6 +190,27 @@ def wfl_round(
     pythonpath: str | None,
     mode: str = "started",
 ) -> dict[str, Any]:
+    """`measure_wfl_round`, and its processes killed if it fails: a worker left behind keeps
+    the pipe of a shell that pipes this script's output open, and that shell waits forever."""
+    spawned: list[subprocess.Popen[Any]] = []
+    try:
+        return measure_wfl_round(cluster, store, procs, args, pythonpath, mode, spawned)
+    finally:
+        for p in spawned:
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+
+
+def measure_wfl_round(
+    cluster: Cluster,
+    store: str,
+    procs: int,
+    args: argparse.Namespace,
+    pythonpath: str | None,
+    mode: str,
+    spawned: list[subprocess.Popen[Any]],
+) -> dict[str, Any]:
     """Workload 1 on `store` with `procs` worker processes of the wfl on `pythonpath` (None:
     this checkout); steps/s, and per step: commits, WAL flushes, CPU of workers, server and
     starter. Modes:
@@ -215,6 +237,7 @@ def wfl_round(
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(HERE), env.get("PYTHONPATH")]))
         cmd = [sys.executable, "-c", ENTRY, "worker", "--processes", str(procs), "--store", store]
         children = [subprocess.Popen(cmd, stdout=subprocess.DEVNULL, **run)]
+        spawned.extend(children)
         wait_listening(store, procs)
     else:
         # PostgreSQL workers LISTEN (as `wfl worker` does): without it they poll every run
@@ -224,6 +247,7 @@ def wfl_round(
             subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, **run)
             for _ in range(procs)
         ]
+        spawned.extend(children)
         for c in children:
             assert c.stdout is not None
             c.stdout.readline()  # "ready"
@@ -262,6 +286,7 @@ def wfl_round(
                                 warm=warm)  # fmt: skip
             starter = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE,
                                        stdin=subprocess.PIPE, text=True, **run)  # fmt: skip
+            spawned.append(starter)
             assert starter.stdout is not None
             assert starter.stdin is not None
             starter.stdout.readline()  # "warm": its imports are done, its warm-up runs started
@@ -453,6 +478,8 @@ def main() -> None:
         modes.append("supervised")
     if not set(modes) <= set(MODE_LABEL):
         raise SystemExit(f"--modes: one of {', '.join(MODE_LABEL)}")
+    if args.profile and shutil.which("py-spy") is None:
+        raise SystemExit("--profile needs py-spy on PATH (pip install py-spy)")
     bindir = find_bin()
     if bindir is None:
         raise SystemExit("PostgreSQL server binaries not found (apt-get install postgresql)")
