@@ -111,9 +111,10 @@ class _Writes:
 def test_event_lines_are_written_together_in_whole_lines_of_at_most_a_chunk(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Off a terminal the lines of a turn of the loop go out together: each write holds
-    whole lines and at most LINES_CHUNK characters (several processes share the pipe, which
-    keeps a write of up to 4,096 bytes whole); the same text as one line at a time."""
+    """Off a terminal the lines of LINES_AFTER seconds go out together, after it (not in
+    the turn of the loop that made them): each write holds whole lines and at most
+    LINES_CHUNK characters (several processes share the pipe, which keeps a write of up to
+    4,096 bytes whole); the same text as one line at a time."""
     import asyncio
 
     from wfl import live
@@ -139,11 +140,12 @@ def test_event_lines_are_written_together_in_whole_lines_of_at_most_a_chunk(
     async def main() -> int:
         for e in events:
             view.on_event(e)
-        written = len(out.flushed)
         await asyncio.sleep(0)
+        written = len(out.flushed)
+        await asyncio.sleep(live.LINES_AFTER)  # (its timer is due after the write's)
         return written
 
-    assert asyncio.run(main()) == 0  # nothing at once: at the end of the turn
+    assert asyncio.run(main()) == 0  # nothing at once, nor at the end of the turn
     assert "".join(out.flushed) == "".join(live.log_line(e).plain + "\n" for e in events)
     assert 1 < len(out.flushed) < len(events)
     assert all(w.endswith("\n") and len(w) <= live.LINES_CHUNK for w in out.flushed)

@@ -65,10 +65,11 @@ class JournalLease:
     """A held lease: the journal's descriptor with the lease range locked. `fd` is -1 when
     there was no journal to lock (the run is gone): then no writer can be had from it."""
 
-    def __init__(self, fd: int, run_id: str, forget: Forget) -> None:
+    def __init__(self, fd: int, run_id: str, forget: Forget, path: Path | None = None) -> None:
         self.fd = fd
         self.run_id = run_id
         self._forget = forget  # tells the store that made it (which lends `fd` to writers)
+        self.path = path  # the journal's (its writer's: not built again)
 
     def adopt_fd(self) -> int:
         """A descriptor of the leased journal for the run's writer, which closes it: a dup of
@@ -109,7 +110,7 @@ def lease_journal(path: Path, run_id: str, forget: Forget) -> JournalLease | Non
     try:
         fd = _open_noatime(path)
     except FileNotFoundError:
-        return JournalLease(-1, run_id, forget)
+        return JournalLease(-1, run_id, forget, path)
     try:
         if not lock(fd):
             os.close(fd)
@@ -119,7 +120,7 @@ def lease_journal(path: Path, run_id: str, forget: Forget) -> JournalLease | Non
         raise
     # (deleted between our open and our lock? FileStore.writer finds it unlinked: every
     # syscall here is a chance for the worker's loop thread to lose the GIL)
-    return JournalLease(fd, run_id, forget)
+    return JournalLease(fd, run_id, forget, path)
 
 
 def journal_leased(path: Path) -> bool:

@@ -34,6 +34,7 @@ RATE_WINDOW = 10.0  # seconds over which steps/s is measured
 RECENT = ("run_finished", "step_failed", "broken", "paused", "on_complete_failed")
 COUNTS = ("steps", "runs_finished", "failures")
 LINES_CHUNK = 1000  # characters of lines in one write: at most 4,000 bytes (PIPE_BUF: 4,096)
+LINES_AFTER = 0.005  # seconds from an event until its line is written (with the others since)
 
 # A snapshot of one worker process's table, as plain JSON values (children send it to their
 # supervisor): {"executing": [[run, workflow, step, attempt, started_at|None]...],
@@ -148,7 +149,7 @@ class WorkerView:
         self._looked: dict[str, tuple[float | None, str]] = {}  # run id -> (wake, what)
         self._last: Group = Group()
         self._lock = threading.Lock()
-        self._lines: list[str] = []  # event lines not written yet (on_event)
+        self._lines: list[WorkerEvent] = []  # events whose lines are not written yet
         self._lines_due = False  # a write of them is on its way
         self._lines_lock = threading.Lock()
 
@@ -169,16 +170,16 @@ class WorkerView:
             self.recent.append(event)
         if not self.live:
             # one plain line (no terminal: no styles; rich's rendering took ~0.5 ms), written
-            # with the others of this turn of the worker's loop at its end: one write and
-            # flush a turn, not one per line (two lines a step were ~10% of the loop's time).
-            # (Every 5 ms instead of every turn: no difference measurable, lines later.)
-            line = plain_line(event)
+            # with the others of the next LINES_AFTER seconds: one write and flush for many
+            # lines (two writes a step were ~10% of the loop's time), and neither the line's
+            # formatting nor its write on the way from a run's news to its first step (one
+            # write a turn put ~0.1 ms of the worker's cold-cache CPU there: issue 16)
             with self._lines_lock:  # (on_log writes them from any thread)
-                self._lines.append(line)
+                self._lines.append(event)
                 first, self._lines_due = not self._lines_due, True
             if first:
                 try:
-                    asyncio.get_running_loop().call_soon(self._write_lines)
+                    asyncio.get_running_loop().call_later(LINES_AFTER, self._write_lines)
                 except RuntimeError:  # (no loop: at once)
                     self._write_lines()
 
@@ -187,12 +188,13 @@ class WorkerView:
         characters: each process of a worker writes its lines to the same stdout, and a pipe
         keeps a write of up to PIPE_BUF (4096) bytes whole (a line each, before)."""
         with self._lines_lock:
-            lines, self._lines = self._lines, []
+            events, self._lines = self._lines, []
             self._lines_due = False
             out = console.file
             chunk: list[str] = []
             size = 0
-            for line in lines:
+            for event in events:
+                line = plain_line(event)
                 if chunk and size + len(line) > LINES_CHUNK:
                     out.write("".join(chunk))
                     out.flush()

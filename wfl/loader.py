@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeGuard
 
 from . import importer
 from .errors import FlowLoadError
@@ -268,14 +268,22 @@ def _user_frame(exc: BaseException, abspath: str) -> str:
 def workflows_in(module: ModuleType) -> dict[str, WorkflowDef]:
     found: dict[str, WorkflowDef] = {}
     for value in vars(module).values():
-        if isinstance(value, WorkflowDef) and value.fn.__module__ == module.__name__:
+        if _defined_in(value, module):
             found[value.name] = value
     return found
+
+
+def _defined_in(value: object, module: ModuleType) -> TypeGuard[WorkflowDef]:
+    return isinstance(value, WorkflowDef) and value.fn.__module__ == module.__name__
 
 
 def load_workflow(path: str, name: str | None = None) -> WorkflowDef:
     """The workflow `name` defined in the flow file `path` (the only one if name is None)."""
     module = load_module(path)
+    if name is not None:  # (usually the attribute of its name: no look at the whole module)
+        value = vars(module).get(name)
+        if _defined_in(value, module) and value.name == name:
+            return value
     found = workflows_in(module)
     if name is not None:
         if name not in found:

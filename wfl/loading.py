@@ -147,4 +147,4 @@ def _open_driver(self: Worker, run_id: str) -> RunDriver | None:
             self._wake_at(run_id, now + FLOW_RETRY)
         writer.close()
         return None
-    return RunDriver(self, run_id, writer, history, wf)
+    return RunDriver(self, run_id, writer, history, wf, state=state)

@@ -67,12 +67,16 @@ class RunDriver:
         writer: RunWriter,
         history: list[Record],
         workflow: WorkflowDef,
+        *,
+        state: RunState | None = None,
     ) -> None:
+        """`state`: `history` folded already (the worker's load did, to decide on loading it:
+        not folded twice on the way to a run's first step), owned by the driver from now."""
         self.host = host
         self.run_id = run_id
         self.writer = writer
         self.workflow = workflow
-        self.state = RunState.from_records(history)
+        self.state = state if state is not None else RunState.from_records(history)
         self.clock = host.clock
         self.loop = asyncio.get_running_loop()
         self.pending: dict[int, Pending] = {}

@@ -82,6 +82,7 @@ class FileStore(ScheduleFiles):
         self._held: dict[str, leases.JournalLease] = {}
         self._ensured = False  # ensure() made the tree once (a start need not stat it again)
         self._announced: str | None = None  # a new run whose news went out (see _announce)
+        self._notes: DirNotes | None = None
 
     @property
     def spec(self) -> str:
@@ -95,9 +96,12 @@ class FileStore(ScheduleFiles):
 
     @property
     def notes(self) -> DirNotes:
-        from .codestate import DirNotes
+        notes = self._notes
+        if notes is None:  # (made once: every run's load asks for it)
+            from .codestate import DirNotes
 
-        return DirNotes(self.dir)
+            notes = self._notes = DirNotes(self.dir)
+        return notes
 
     def close(self) -> None:
         pass  # nothing held between calls
@@ -352,8 +356,10 @@ class FileStore(ScheduleFiles):
         self.lock_path(run_id).unlink(missing_ok=True)
 
     def writer(self, run_id: str) -> journal.JournalWriter:
-        path = self.journal_path(run_id)
         lease = self._held.get(run_id)
+        # (a leased journal's path was built for its lease: pathlib costs ~20 us a path cold,
+        # on the way from a start to its first step)
+        path = lease.path if lease is not None and lease.path else self.journal_path(run_id)
         try:
             if lease is None:  # (not leased through this store: the lock file fallback)
                 writer = RunJournalWriter(path)
