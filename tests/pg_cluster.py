@@ -9,8 +9,10 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 
 def find_bin() -> Path | None:
@@ -99,3 +101,19 @@ def wait_until(predicate: object, timeout: float = 30.0) -> None:
         if time.monotonic() > deadline:
             raise TimeoutError("condition not met in time")
         time.sleep(0.02)
+
+
+def busy_session(store: Any) -> tuple[threading.Thread, threading.Event]:
+    """A thread holding `store`'s session, as the I/O thread's group commit does; set the
+    event to let go."""
+    busy, done = threading.Event(), threading.Event()
+
+    def commit_in_flight() -> None:
+        with store.session():
+            busy.set()
+            done.wait(30)
+
+    thread = threading.Thread(target=commit_in_flight)
+    thread.start()
+    assert busy.wait(30)
+    return thread, done

@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
+from pg_cluster import busy_session
 
 from wfl import records
 from wfl.errors import StoreError
@@ -107,17 +108,8 @@ def test_a_run_another_worker_took_is_answered_while_the_session_is_busy(
     taken = worker.create_run(_make)
     free = worker.create_run(_make)
     assert other.try_lease(taken) is not None
-    busy, done = threading.Event(), threading.Event()
-
-    def commit_in_flight() -> None:  # as the I/O thread's group commit holds the session
-        with worker.session():
-            busy.set()
-            done.wait(30)
-
-    thread = threading.Thread(target=commit_in_flight)
-    thread.start()
+    thread, done = busy_session(worker)  # as the I/O thread's group commit holds the session
     try:
-        assert busy.wait(30)
         assert worker.try_lease(taken) is None  # no wait for the session
         assert thread.is_alive()
     finally:
@@ -155,22 +147,6 @@ def test_packed_arrays_arrive_as_psycopg_would_send_them(
         store.close()
 
 
-def _busy_session(store: PostgresStore) -> tuple[threading.Thread, threading.Event]:
-    """A thread holding `store`'s session, as the I/O thread's group commit does; set the
-    event to let go."""
-    busy, done = threading.Event(), threading.Event()
-
-    def commit_in_flight() -> None:
-        with store.session():
-            busy.set()
-            done.wait(30)
-
-    thread = threading.Thread(target=commit_in_flight)
-    thread.start()
-    assert busy.wait(30)
-    return thread, done
-
-
 def test_lease_attempts_while_the_session_is_busy_go_with_its_next_turn(
     stores: tuple[PostgresStore, PostgresStore],
 ) -> None:
@@ -191,7 +167,7 @@ def test_lease_attempts_while_the_session_is_busy_go_with_its_next_turn(
 
         return tell
 
-    thread, done = _busy_session(worker)
+    thread, done = busy_session(worker)
     try:
         for run_id in [*free, taken]:  # no wait for the session: each answer comes later
             assert isinstance(worker.lease_soon(run_id, then(run_id)), LeasePending)
@@ -229,7 +205,7 @@ def test_a_lease_nobody_can_take_any_more_is_let_go(
         failed.set()
         raise RuntimeError("Event loop is closed")
 
-    thread, done = _busy_session(worker)
+    thread, done = busy_session(worker)
     try:
         assert isinstance(worker.lease_soon(run_id, then), LeasePending)
     finally:
@@ -253,7 +229,7 @@ def test_a_failed_lease_attempt_tells_its_caller_and_keeps_nothing(
         raise StoreError("the statement failed")
 
     monkeypatch.setattr(pg_leases, "lock_and_read_many", broken)
-    thread, done = _busy_session(worker)
+    thread, done = busy_session(worker)
     try:
         assert isinstance(worker.lease_soon(run_id, lambda o: (told.append(o), came.set())),
                           LeasePending)  # fmt: skip

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from crash_flows.harness import wait_for
+from pg_cluster import busy_session
 
 from wfl import journal, records
 from wfl.errors import LeaseLost
@@ -192,23 +193,12 @@ def test_a_note_is_deleted_again_once_this_process_wrote_it_again(store: Postgre
 def test_a_lease_released_while_the_session_is_busy_is_unlocked_when_it_is_done(
     pg_url: str,
 ) -> None:
-    import threading
-
     worker, other = PostgresStore(pg_url), PostgresStore(pg_url)
     try:
         run_id = _new_run(worker, 0)
         lease = worker.try_lease(run_id)
         assert lease is not None
-        busy, done = threading.Event(), threading.Event()
-
-        def commit_in_flight() -> None:  # as the I/O thread's group commit holds the session
-            with worker.session():
-                busy.set()
-                done.wait(30)
-
-        thread = threading.Thread(target=commit_in_flight)
-        thread.start()
-        assert busy.wait(30)
+        thread, done = busy_session(worker)  # as the I/O thread's group commit holds the session
         lease.release()  # returns at once: the event loop does not wait for the commit
         assert other.try_lease(run_id) is None  # still locked in the database...
         with pytest.raises(LeaseLost):
