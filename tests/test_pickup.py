@@ -25,6 +25,16 @@ from wfl.worker import Worker
 FLOWS = str(Path(pickup_flows.__file__))
 
 
+def empty_pool(tmp_path: Path) -> tuple[FileStore, Path]:
+    """A store and its pool folder, made and empty."""
+    directory = tmp_path / "runs"
+    store = FileStore(directory)
+    store.ensure()
+    folder = directory / pool.POOL
+    folder.mkdir()
+    return store, folder
+
+
 def pool_files(directory: Path) -> dict[str, int]:
     """name -> inode of each file in the pool (not the hidden ones being made)."""
     folder = directory / pool.POOL
@@ -61,11 +71,8 @@ def test_without_a_pool_start_creates_the_file(tmp_path: Path) -> None:
 def test_a_pool_file_that_is_not_free_is_dropped_not_used(tmp_path: Path) -> None:
     """A file in the pool that holds bytes, or has another name (should a file system ever
     bring a pool name back beside a journal made from it), is never written over."""
-    directory = tmp_path / "runs"
-    store = FileStore(directory)
-    store.ensure()
-    folder = directory / pool.POOL
-    folder.mkdir()
+    store, folder = empty_pool(tmp_path)
+    directory = store.dir
     (folder / "aaaa").write_bytes(b"someone's data")
     elsewhere = tmp_path / "kept"
     elsewhere.write_bytes(b"")
@@ -315,11 +322,7 @@ def test_news_of_a_new_run_goes_to_its_shares_process_only(tmp_path: Path) -> No
 def test_a_refill_drops_what_a_refill_killed_mid_way_left(tmp_path: Path) -> None:
     """A pool file is made under a hidden name and shown once its header is synced; hidden
     ones older than a minute were left by a crash and go at the next refill."""
-    directory = tmp_path / "runs"
-    store = FileStore(directory)
-    store.ensure()
-    folder = directory / pool.POOL
-    folder.mkdir()
+    store, folder = empty_pool(tmp_path)
     (folder / ".old").write_bytes(b"")
     (folder / ".young").write_bytes(b"")
     os.utime(folder / ".old", (1, 1))

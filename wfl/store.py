@@ -18,7 +18,6 @@ Layout of a wfl directory (0700):
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import re
@@ -29,16 +28,16 @@ from typing import TYPE_CHECKING
 from . import datagrams, journal, leases
 from .datagrams import DatagramListener
 from .datagrams import socket_address as socket_address  # its old home
-from .dirschedules import ScheduleFiles, write_new
+from .dirkeys import KeyFiles
+from .dirschedules import ScheduleFiles
 from .dirschedules import check_schedule_name as check_schedule_name  # its old home
-from .errors import (
-    AmbiguousRunId,
-    InvalidRunId,
-    JournalCorrupt,
-    JournalWriteError,
-    RunNotFound,
-)
+from .errors import AmbiguousRunId, JournalCorrupt, JournalWriteError, RunNotFound
 from .records import Record
+from .runids import ID_LENGTH as ID_LENGTH  # its old home
+from .runids import RUN_ID as _ID
+from .runids import check_id as check_id
+from .runids import is_run_id as is_run_id
+from .runids import new_run_id as new_run_id
 
 if TYPE_CHECKING:
     from .codestate import DirNotes
@@ -47,32 +46,15 @@ if TYPE_CHECKING:
 
 DIR_MODE = 0o700
 SUFFIX = ".journal"
-_ID = re.compile(r"^[0-9a-z]{1,64}$")
 # a run journal's name among names joined by NUL (the one byte no file name holds)
 _RUN_JOURNAL = re.compile(r"(?:\A|(?<=\x00))([0-9a-z]{1,64})\.journal(?=\x00|\Z)")
-ID_LENGTH = 12
 
 
 def default_dir() -> Path:
     return Path(os.environ.get("WFL_DIR") or ".wfl")
 
 
-def new_run_id() -> str:
-    return os.urandom(ID_LENGTH // 2).hex()  # (the secrets module costs `wfl start` 8 ms)
-
-
-def is_run_id(name: str) -> bool:
-    return bool(_ID.match(name))
-
-
-def check_id(run_id: str) -> str:
-    """A run id (or prefix) that is safe to put in a path, else InvalidRunId."""
-    if not isinstance(run_id, str) or not _ID.match(run_id):
-        raise InvalidRunId(str(run_id))
-    return run_id
-
-
-class FileStore(ScheduleFiles):
+class FileStore(KeyFiles, ScheduleFiles):
     """Runs as journal files in one directory, on one machine (several workers may share it)."""
 
     def __init__(self, directory: str | os.PathLike[str] | None = None) -> None:
@@ -182,93 +164,6 @@ class FileStore(ScheduleFiles):
             return pool.refill(self.dir)
         except OSError:
             return 0  # (only a speed-up: clients then create their files themselves)
-
-    # -- idempotency keys ------------------------------------------------------------------
-    #
-    # A keyed run is born in three durable moves: its journal is written under keys/ (not
-    # yet a run: nothing lists it), the key file is link()ed into place (atomic, fails if
-    # the key is held: this is where exactly one process wins), then the journal is renamed
-    # into the directory. A crash between the last two leaves the key naming a pending
-    # journal; whoever next asks for the key finishes the move. So a key never names a run
-    # that cannot appear, and no process can see a run whose key another process holds.
-
-    def key_path(self, key: str) -> Path:
-        import hashlib  # (here: `wfl status` never needs it)
-
-        return self.dir / "keys" / (hashlib.sha256(key.encode()).hexdigest() + ".key")
-
-    def _pending_path(self, run_id: str) -> Path:
-        return self.dir / "keys" / (check_id(run_id) + ".pending")
-
-    def key_owner(self, key: str) -> str | None:
-        """The run holding `key` (it may still be pending), or None."""
-        try:
-            data = journal.decode(self.key_path(key).read_bytes())
-        except FileNotFoundError:
-            return None
-        if not isinstance(data, dict) or data.get("key") != key:
-            raise JournalWriteError(f"key file {self.key_path(key)} is damaged: remove it")
-        return str(data["run"])
-
-    def run_for_key(self, key: str) -> str | None:
-        """The id of the run holding `key`, or None if no run does."""
-        owner = self.key_owner(key)
-        return owner if owner is not None and self._settle(owner) else None
-
-    def _create_keyed(
-        self, make_records: Callable[[str], list[Record]], key: str, fixed: str | None = None
-    ) -> str:
-        """`fixed`: the run's id (wfl migrate: a run and its key move together; a run that
-        is there already gets the key)."""
-        keys = self.dir / "keys"
-        path = self.key_path(key)
-        for _ in range(100):
-            owner = self.key_owner(key)
-            if owner is not None:
-                if self._settle(owner):
-                    return owner
-                self._drop_stale_key(key, owner)
-                continue
-            run_id = new_run_id() if fixed is None else fixed
-            pending = self._pending_path(run_id)
-            if fixed is not None:
-                pending.unlink(missing_ok=True)  # left by a copy cut short
-            if fixed is None or not self.journal_path(run_id).exists():
-                journal.create(pending, make_records(run_id))
-            tmp = keys / f".{run_id}.tmp"
-            write_new(tmp, journal.encode({"key": key, "run": run_id}))
-            try:
-                os.link(tmp, path)
-            except FileExistsError:
-                pending.unlink(missing_ok=True)
-                continue  # another process took the key first: its run is the run
-            finally:
-                tmp.unlink(missing_ok=True)
-            journal.fsync_dir(keys)
-            self._settle(run_id)
-            return run_id
-        raise JournalWriteError(f"could not settle key {key!r}: the keys directory keeps changing")
-
-    def _settle(self, run_id: str) -> bool:
-        """Make sure the run a key names is in the directory; False if it is gone."""
-        path = self.journal_path(run_id)
-        if path.exists():
-            return True
-        with contextlib.suppress(FileNotFoundError):  # another process may move it first
-            os.rename(self._pending_path(run_id), path)
-            journal.fsync_dir(self.dir)
-        return path.exists()
-
-    def _drop_stale_key(self, key: str, owner: str) -> None:
-        """The key names a run that was deleted (by hand: cleanup frees keys first)."""
-        if self.key_owner(key) == owner and not self._settle(owner):
-            self.key_path(key).unlink(missing_ok=True)
-
-    def free_key(self, key: str, run_id: str) -> None:
-        """Release `key` if `run_id` holds it (cleanup: a later start gets a new run)."""
-        with contextlib.suppress(JournalWriteError):
-            if self.key_owner(key) == run_id:
-                self.key_path(key).unlink(missing_ok=True)
 
     # -- listing ---------------------------------------------------------------------------
 
