@@ -1,4 +1,4 @@
-"""Listing runs and reading the directory: stray files, broken (empty) journals, the default
+"""Listing runs and reading the directory: stray files, the default
 view of `wfl status`, option rules shared by the fast path and typer, and Client.list/wait."""
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from wfl import Client, journal
-from wfl.errors import InvalidArguments, JournalCorrupt, WorkflowCanceled
+from wfl import Client
+from wfl.errors import InvalidArguments, WorkflowCanceled
 from wfl.store import Store
 from wfl.worker import Worker
 
@@ -118,56 +118,7 @@ def test_a_crash_inside_start_leaves_no_journal_behind(tmp_path: Path) -> None:
     assert Client(tmp_path).list() == []
 
 
-@pytest.fixture
-def empty_run(tmp_path: Path) -> tuple[Client, str]:
-    """A directory with one healthy run and one journal left empty by an older wfl's crash."""
-    client = Client(tmp_path / "runs")
-    client.start(QUICK)
-    (client.store.dir / "0123456789ab.journal").write_bytes(b"")
-    return client, "0123456789ab"
-
-
-def test_an_empty_journal_is_listed_as_a_broken_run(empty_run: tuple[Client, str]) -> None:
-    client, broken = empty_run
-    st = client.status(broken)
-    assert st.id == broken
-    assert st.state == "failed"
-    assert "no run record" in st.error
-    assert st.created_at.startswith(time.strftime("%Y"))  # the file's time, not 1970
-    listed = {r.id: r for r in client.list()}
-    assert listed[broken].state == "failed"
-    assert "" not in listed
-
-
-def test_an_empty_journal_cannot_be_canceled_and_cleanup_removes_it(
-    empty_run: tuple[Client, str],
-) -> None:
-    client, broken = empty_run
-    path = client.store.journal_path(broken)
-    with pytest.raises(JournalCorrupt, match="no run record"):
-        client.cancel(broken)
-    with pytest.raises(JournalCorrupt):
-        client.send_event(broken, "x")
-    assert journal.read(path).records == []  # nothing appended
-    assert client.cleanup(broken) == [broken]
-    assert not path.exists()
-
-
-def test_cleanup_finished_removes_an_empty_journal(empty_run: tuple[Client, str]) -> None:
-    client, broken = empty_run
-    assert broken in client.cleanup_finished()
-
-
-def test_a_worker_reports_an_empty_journal_without_an_internal_error(
-    empty_run: tuple[Client, str],
-) -> None:
-    client, broken = empty_run
-    r = wfl(client.store.dir, "worker", "--once")
-    ok(r)
-    assert "internal error" not in r.stdout + r.stderr
-    assert "no run record" in r.stdout + r.stderr
-    assert [st.state for st in client.list() if st.id != broken] == ["completed"]
-    refused(wfl(client.store.dir, "cancel", broken))
+# (a journal left empty by an older wfl's crash is no run: tests/test_unborn.py)
 
 
 # -- Client.list and Client.wait ------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+import contextlib
 import os
 import time
 from collections.abc import Iterator
@@ -203,7 +204,9 @@ class Client:
         """Delete every finished run (last updated more than `older_than` seconds ago)."""
         now = self.clock.now()
         deleted: builtins.list[str] = []  # (`list` here is Client.list)
-        for s in self.store.summaries(save=False):
+        listed = self.store.summaries(save=False)
+        self._remove_unstarted({s.id for s in listed}, now, older_than)
+        for s in listed:
             if s.status["state"] == "in_progress" or s.id in deleted:
                 continue
             if older_than is not None and now - s.updated_at < older_than:
@@ -216,6 +219,21 @@ class Client:
             except (RefusedOperation, RunNotFound):
                 continue
         return deleted
+
+    def _remove_unstarted(self, runs: set[str], now: float, older_than: float | None) -> None:
+        """Remove the journals that are no runs (starts cut short: unborn.py) and as old as
+        the runs cleaned up (at least unborn.GRACE: a start may be making one). They were no
+        runs, so they are not in what cleanup_finished returns."""
+        remove = getattr(self.store, "remove_unstarted", None)
+        if remove is None:
+            return
+        from . import unborn
+
+        grace = max(unborn.GRACE, older_than or 0.0)
+        for run_id in self.store.run_ids():
+            if run_id not in runs:
+                with contextlib.suppress(OSError):
+                    remove(run_id, now, grace)
 
     def send_event(
         self, run_id: str, name: str, value: Any = None, *, error: str | None = None

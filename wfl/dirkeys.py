@@ -9,7 +9,9 @@ yet a run: nothing lists it), the key file is link()ed into place (atomic, fails
 the key is held: this is where exactly one process wins), then the journal is renamed
 into the directory. A crash between the last two leaves the key naming a pending
 journal; whoever next asks for the key finishes the move. So a key never names a run
-that cannot appear, and no process can see a run whose key another process holds.
+that cannot appear, and no process can see a run whose key another process holds. A key
+that names a journal holding no record (a machine crash lost its write) names no run: the
+next start with it makes a new run (unborn.py).
 
 FileStore (wfl/store.py) takes these methods as a base class; the PostgreSQL store keeps its
 keys in a table (wfl/stores/pg_extras.py).
@@ -22,7 +24,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from . import journal
+from . import journal, unborn
 from .dirschedules import write_new
 from .errors import JournalWriteError
 from .records import Record
@@ -90,19 +92,21 @@ class KeyFiles:
             finally:
                 tmp.unlink(missing_ok=True)
             journal.fsync_dir(keys)
-            self._settle(run_id)
+            self._settle(run_id, made=True)
             return run_id
         raise JournalWriteError(f"could not settle key {key!r}: the keys directory keeps changing")
 
-    def _settle(self, run_id: str) -> bool:
-        """Make sure the run a key names is in the directory; False if it is gone."""
+    def _settle(self, run_id: str, *, made: bool = False) -> bool:
+        """Make sure the run a key names is in the directory; False if it is gone, or is no
+        run: a journal that holds no record (a crash; never one being made, as a key is
+        linked after its journal is synced: unborn.py). `made`: this process just wrote
+        the journal whole (nothing to look at)."""
         path = self.journal_path(run_id)
-        if path.exists():
-            return True
-        with contextlib.suppress(FileNotFoundError):  # another process may move it first
-            os.rename(self._pending_path(run_id), path)
-            journal.fsync_dir(self.dir)
-        return path.exists()
+        if not path.exists():
+            with contextlib.suppress(FileNotFoundError):  # another process may move it first
+                os.rename(self._pending_path(run_id), path)
+                journal.fsync_dir(self.dir)
+        return path.exists() if made else bool(unborn.started(path))
 
     def _drop_stale_key(self, key: str, owner: str) -> None:
         """The key names a run that was deleted (by hand: cleanup frees keys first)."""

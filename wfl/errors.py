@@ -16,6 +16,15 @@ class RunNotFound(WflError):
         super().__init__(f"no run matches {run_id!r} (see `wfl status` for run ids)")
 
 
+class RunNotStarted(RunNotFound):
+    """A journal that holds no record: a start cut short (wfl/unborn.py). Its id is as
+    unknown as one that never started."""
+
+    def __init__(self, run_id: str) -> None:
+        super().__init__(run_id)
+        self.run_id = run_id
+
+
 class AmbiguousRunId(WflError):
     def __init__(self, prefix: str, matches: list[str]) -> None:
         shown = ", ".join(sorted(matches)[:5])

@@ -149,8 +149,9 @@ def survey(
         found = store.summaries(newest=newest)
         count = 0 if filtered else len(store.run_ids())
     else:
-        found = _collect(store, newest=newest, ids=ids, save=True, as_json=False)
-        count = len(ids)
+        unborn: list[str] = []  # journals without a record: no runs, not counted
+        found = _collect(store, newest=newest, ids=ids, save=True, as_json=False, skip=unborn)
+        count = len(ids) - len(unborn)
     matching = _filtered(found, state, workflow, None)
     total = len(matching) if filtered else count
     return (matching[:limit] if limit is not None else matching), total
@@ -205,19 +206,24 @@ Fresh = tuple[int, int, float, bytes, bytes]  # an entry: mtime_ns, size, create
 
 
 def _collect(
-    store: Any, *, newest: int | None, ids: list[str], save: bool, as_json: bool
-) -> list[Any]:
-    """summaries(), or with as_json each run's json_of() in the same order."""
+    store: Any, *, newest: int | None, ids: list[str], save: bool, as_json: bool,
+    skip: list[str] | None = None,
+) -> list[Any]:  # fmt: skip
+    """summaries(), or with as_json each run's json_of() in the same order. `skip` is given
+    the ids of the journals that are no runs (unborn.py: never in the index, always read)."""
     cache = indexfile.load(store)
+    skip = [] if skip is None else skip
     try:
-        return _collect_from(cache, store, newest=newest, ids=ids, save=save, as_json=as_json)
+        return _collect_from(cache, store, newest=newest, ids=ids, save=save, as_json=as_json,
+                             skip=skip)  # fmt: skip
     finally:
         cache.close()
 
 
 def _collect_from(
-    cache: Cache, store: Any, *, newest: int | None, ids: list[str], save: bool, as_json: bool
-) -> list[Any]:
+    cache: Cache, store: Any, *, newest: int | None, ids: list[str], save: bool, as_json: bool,
+    skip: list[str],
+) -> list[Any]:  # fmt: skip
     pos = cache.positions()
     to_check = ids
     if newest is not None:
@@ -247,6 +253,8 @@ def _collect_from(
             if summary is not None:
                 read.append(summary)
                 fresh[run_id] = _entry(st, summary)
+            else:
+                skip.append(run_id)
     finally:
         os.close(fd)
     out: list[tuple[float, Any]] = []
@@ -271,6 +279,9 @@ def _collect_from(
     if newest is not None or as_json:  # (summaries of every run: the caller sorts them)
         out.sort(key=_first, reverse=True)
         out = out[:newest]
+    if skip:
+        skipped = set(skip)
+        ids = [r for r in ids if r not in skipped]
     if save and (fresh or len(pos) != len(ids) or not set(ids) <= pos.keys()):
         indexfile.save(store, cache, ids, fresh)
     return [item for _, item in out]

@@ -23,8 +23,9 @@ if TYPE_CHECKING:
     from .index import Fresh
 
 INDEX_NAME = "index"
-# 3: summaries packed each; 4: columns, summaries and texts back to back (the magic says which)
-MAGIC = b"WFLI\x00\x04\r\n"
+# 3: summaries packed each; 4: columns, summaries and texts back to back (the magic says which);
+# 5: as 4, without the journals that hold no record (4 lists them as broken runs: unborn.py)
+MAGIC = b"WFLI\x00\x05\r\n"
 _HEAD_LEN = struct.Struct("<I")
 
 

@@ -105,7 +105,7 @@ def create(
     fsync of this same file (its attempt record), which makes this run record durable too.
     A reader may so see the journal before it is durable; it is whole (written before the
     link). Only a crash of the machine in that window can lose the run (Client.start had not
-    returned), or leave it as a journal without its run record (reported as broken)."""
+    returned), or leave it as a journal without its run record (no run: unborn.py)."""
     data = MAGIC + b"".join(frame(r) for r in records)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{os.urandom(4).hex()}.tmp")
     fd = None
@@ -205,16 +205,23 @@ class JournalWriter:
     def _read_locked(self) -> list[Record]:
         data = self._read_from(0)
         if not data.startswith(MAGIC):
-            if MAGIC.startswith(data) and self.repair_header:  # creation was cut short
-                os.ftruncate(self._fd, 0)
-                os.pwrite(self._fd, MAGIC, 0)
-                os.fsync(self._fd)
-                self.end = len(MAGIC)
-                return []
+            if MAGIC.startswith(data):  # creation was cut short
+                self._no_record()
+                if self.repair_header:
+                    os.ftruncate(self._fd, 0)
+                    os.pwrite(self._fd, MAGIC, 0)
+                    os.fsync(self._fd)
+                    self.end = len(MAGIC)
+                    return []
             raise JournalCorrupt(str(self.path), 0, "not a wfl journal (bad header)")
         result = parse(data, start=len(MAGIC), path=str(self.path))
+        if not result.records:
+            self._no_record()
         self._cut(result)
         return result.records
+
+    def _no_record(self) -> None:
+        """The journal holds no record (before any repair or cut): a subclass may refuse it."""
 
     def append(self, records: list[Record], *, sync: bool = True) -> list[Record]:
         """Append `records` (durably when `sync`) and return the records that other processes
@@ -299,6 +306,8 @@ class JournalWriter:
 
 
 GroupResult = list[Record] | BaseException
+Decide = Callable[[list[Record]], list[Record]]  # update(): what to append, seeing the records
+Check = Callable[[list[Record]], None]  # delete(): raises to refuse
 
 
 def append_group(items: Sequence[tuple[JournalWriter, bytes]]) -> list[GroupResult]:
@@ -412,11 +421,11 @@ def _sync_pool() -> ThreadPoolExecutor:
 SYNC_THREADS = 16  # fsyncs in flight at once, per process
 
 
-def delete(path: Path, check: Callable[[list[Record]], None]) -> None:
+def delete(path: Path, check: Check, *, cls: type[JournalWriter] = JournalWriter) -> None:
     """Under the journal's lock, let `check` look at the records (it raises to refuse), then
     delete the file. A writer that waited for the lock meanwhile finds it deleted (update()
     raises FileNotFoundError) instead of appending to a file no longer there."""
-    writer = JournalWriter(path)
+    writer = cls(path)
     try:
         with writer._locked():
             _check_not_deleted(writer)
@@ -470,12 +479,12 @@ class _Flock:
             self.mutex.release()
 
 
-def update(path: Path, decide: Callable[[list[Record]], list[Record]]) -> list[Record]:
+def update(path: Path, decide: Decide, *, cls: type[JournalWriter] = JournalWriter) -> list[Record]:
     """For one-off writers such as `wfl cancel`: under the journal's lock, read every record,
     let `decide` look at them and return what to append (it may raise to refuse), append it
     durably. Returns the appended records. FileNotFoundError if the journal is (or, while
     this waited for the lock, was) deleted."""
-    writer = JournalWriter(path)
+    writer = cls(path)
     try:
         with writer._locked():
             _check_not_deleted(writer)

@@ -20,6 +20,7 @@ from .errors import (
     JournalCorrupt,
     LeaseLost,
     RunNotFound,
+    RunNotStarted,
     StoreUnavailable,
     WflError,
 )
@@ -122,6 +123,10 @@ def _open_driver(self: Worker, run_id: str) -> RunDriver | None:
     except StoreUnavailable:
         writer.close()
         raise
+    except RunNotStarted:  # no run: a start cut short (unborn.py)
+        writer.close()
+        self._not_started(run_id)
+        return None
     except (JournalCorrupt, WflError) as exc:
         writer.close()
         self._report_broken(run_id, str(exc))
@@ -148,3 +153,20 @@ def _open_driver(self: Worker, run_id: str) -> RunDriver | None:
         writer.close()
         return None
     return RunDriver(self, run_id, writer, history, wf, state=state)
+
+
+def _not_started(self: Worker, run_id: str) -> None:
+    """A journal that holds no record: a start cut short, no run (unborn.py). It is removed
+    once nothing touched it for unborn.GRACE, and looked at again then if it is younger."""
+    remove = getattr(self.store, "remove_unstarted", None)
+    if remove is None or self.only is not None:  # (`wfl run` minds its own runs only)
+        return
+    try:
+        removed, stale_at = remove(run_id, self.clock.now())
+    except OSError as exc:
+        log.warning("cannot remove %s's journal, which holds no record: %s", run_id, exc)
+        return
+    if removed:
+        log.info("removed %s's journal: it holds no record (a start cut short by a crash)", run_id)
+    elif stale_at is not None:
+        self._wake_at(run_id, stale_at)

@@ -25,13 +25,13 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from . import datagrams, journal, leases
+from . import datagrams, journal, leases, unborn
 from .datagrams import DatagramListener
 from .datagrams import socket_address as socket_address  # its old home
 from .dirkeys import KeyFiles
 from .dirschedules import ScheduleFiles
 from .dirschedules import check_schedule_name as check_schedule_name  # its old home
-from .errors import AmbiguousRunId, JournalCorrupt, JournalWriteError, RunNotFound
+from .errors import AmbiguousRunId, JournalCorrupt, JournalWriteError, RunNotFound, RunNotStarted
 from .records import Record
 from .runids import ID_LENGTH as ID_LENGTH  # its old home
 from .runids import RUN_ID as _ID
@@ -137,10 +137,12 @@ class FileStore(KeyFiles, ScheduleFiles):
         if key is not None:
             return self._create_keyed(make_records, key, run_id)
         if run_id is not None:
+            path = self.journal_path(run_id)
             try:
-                journal.create(self.journal_path(run_id), make_records(run_id))
+                journal.create(path, make_records(run_id))
             except FileExistsError:
-                pass
+                if unborn.started(path) is False:  # a crash cut this same creation short
+                    unborn.replace(path, make_records(run_id))
             return run_id
         self._announced = None
         while True:
@@ -196,6 +198,8 @@ class FileStore(KeyFiles, ScheduleFiles):
         matches = [r for r in self.run_ids() if r.startswith(prefix)]
         if not matches:
             raise RunNotFound(prefix)
+        if len(matches) > 1:  # (journals without a record are no runs: unborn.py)
+            matches = [r for r in matches if unborn.started(self.journal_path(r)) is not False]
         if len(matches) > 1:
             raise AmbiguousRunId(prefix, matches)
         return matches[0]
@@ -229,7 +233,7 @@ class FileStore(KeyFiles, ScheduleFiles):
             return decide(existing)
 
         try:
-            return journal.update(path, checked)
+            return journal.update(path, checked, cls=RunJournalWriter)
         except FileNotFoundError:
             raise RunNotFound(run_id) from None
 
@@ -245,7 +249,7 @@ class FileStore(KeyFiles, ScheduleFiles):
                 decide(records)
 
             try:
-                journal.delete(path, checked)
+                journal.delete(path, checked, cls=RunJournalWriter)
             except FileNotFoundError:
                 raise RunNotFound(run_id) from None
         self.lock_path(run_id).unlink(missing_ok=True)
@@ -297,6 +301,13 @@ class FileStore(KeyFiles, ScheduleFiles):
         from .dirwatch import VersionWatch
 
         return VersionWatch(self)
+
+    def remove_unstarted(
+        self, run_id: str, now: float, grace: float = unborn.GRACE
+    ) -> tuple[bool, float | None]:
+        """Remove the run's journal if it holds no record and is older than `grace` (a start
+        cut short: unborn.py); (removed, when it will be if kept)."""
+        return unborn.remove_if_stale(self.journal_path(run_id), now, grace)
 
     def modified_at(self, run_id: str) -> float:
         try:
@@ -373,18 +384,24 @@ class FileStore(KeyFiles, ScheduleFiles):
 
 
 def check_history(records: list[Record], path: Path) -> None:
-    """A run's journal starts with its run record. Journals are created whole (see
-    journal.create), so one without it is no run being created: it is broken (left empty by
-    a crash of an older wfl, or cut by hand) and is reported, cleaned up, never driven."""
-    if not records or records[0].get("t") != "run":
-        raise JournalCorrupt(str(path), 0, "it holds no run record (its creation was cut short)")
+    """A run's journal starts with its run record. One that holds no record at all is a
+    start cut short, no run (RunNotStarted: unborn.py); one whose records start otherwise is
+    broken (cut by hand?): reported, cleaned up, never driven."""
+    if not records:
+        raise RunNotStarted(path.name.split(".")[0])
+    if records[0].get("t") != "run":
+        raise JournalCorrupt(str(path), 0, "its first record is not the run's record")
 
 
 class RunJournalWriter(journal.JournalWriter):
     """A run's journal as a worker writes it: one that holds no run record is broken (see
-    check_history), whatever its header, and left as it is."""
+    check_history), whatever its header, and left as it is; one that holds no record at all
+    is no run (RunNotStarted), left to its creator or its removal (unborn.py)."""
 
     repair_header = False
+
+    def _no_record(self) -> None:
+        raise RunNotStarted(self.path.name.split(".")[0])
 
     def read_all(self) -> list[Record]:
         records = super().read_all()

@@ -193,7 +193,8 @@ class Worker:
         the index last saw them are not read)."""
         self._versions = self._version_watch.snapshot()  # before reading: a change is seen
         now = self.clock.now()
-        for s in self.store.summaries():
+        listed = self.store.summaries()
+        for s in listed:
             if s.broken:
                 self._report_broken(s.id, str(s.status["error"]))
             elif self.only is not None and s.id not in self.only:
@@ -205,6 +206,8 @@ class Worker:
                 self.waits[s.id] = (str(s.status["workflow"]), None, None)
             else:
                 self.waits.pop(s.id, None)  # finished meanwhile (another worker drove it)
+        for run_id in self._versions.keys() - {s.id for s in listed}:
+            self._consider(run_id)  # no run (unborn.py), or one made since: a look tells
 
     def rescan(self) -> None:
         # the safety net for lost wake-ups: look again at every run that changed, sleeping
@@ -281,6 +284,7 @@ class Worker:
     _leased_later = loading._leased_later
     _drive = loading._drive
     _open_driver = loading._open_driver
+    _not_started = loading._not_started
 
     def _report_broken(self, run_id: str, why: str) -> None:
         if self.broken.get(run_id) != why:
