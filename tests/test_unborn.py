@@ -384,3 +384,35 @@ def test_removal_never_waits_for_a_journal_someone_holds(tmp_path: Path) -> None
     assert ghost.exists()
     assert unborn.remove_if_stale(ghost, later) == (True, None)
     assert not ghost.exists()
+
+
+def test_the_web_view_shows_no_start_cut_short(tmp_path: Path) -> None:
+    from uiserver import UiServer
+
+    client, run_id, _ = directory_with(tmp_path, journal.MAGIC)
+    server = UiServer(client.store.dir)
+    try:
+        page = server.request("GET", "/api/runs").json()
+        assert [r["id"] for r in page["runs"]] == [run_id]
+        assert page["total"] == 1
+        assert page["counts"] == {"in_progress": 0, "completed": 1, "failed": 0, "canceled": 0}
+        assert server.request("GET", f"/api/runs/{GHOST}").status == 404  # as an unknown id
+    finally:
+        assert server.stop() == 0
+
+
+@pytest.mark.parametrize("size", [10, 5000, 100_000])
+def test_a_run_is_told_from_a_start_cut_short_by_its_first_record(
+    tmp_path: Path, size: int
+) -> None:
+    """unborn.started reads the first frame only (a run record of any size), and the whole
+    file when that is not whole (torn, or bad and followed by good ones: broken)."""
+    path = tmp_path / "x.journal"
+    first = journal.frame({"t": "run", "id": GHOST, "args": {"blob": "x" * size}})
+    path.write_bytes(journal.MAGIC + first)
+    assert unborn.started(path) is True
+    path.write_bytes(journal.MAGIC + first[:-1])
+    assert unborn.started(path) is False
+    path.write_bytes(journal.MAGIC + first[:-1] + b"!" + RUN_RECORD)
+    assert unborn.started(path) is True  # corruption: broken, not cut short
+    assert unborn.started(tmp_path / "none.journal") is None

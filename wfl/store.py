@@ -193,13 +193,16 @@ class FileStore(KeyFiles, ScheduleFiles):
     def resolve(self, prefix: str) -> str:
         """The one run id starting with `prefix` (git-style abbreviation)."""
         check_id(prefix)
-        if self.journal_path(prefix).exists():
-            return prefix
+        # (a journal without a record is no run: unborn.py; a look costs an open, not a stat)
+        found = unborn.started(self.journal_path(prefix))
+        if found is not None:
+            if found:
+                return prefix
+            raise RunNotStarted(prefix)
         matches = [r for r in self.run_ids() if r.startswith(prefix)]
+        matches = [r for r in matches if unborn.started(self.journal_path(r)) is not False]
         if not matches:
             raise RunNotFound(prefix)
-        if len(matches) > 1:  # (journals without a record are no runs: unborn.py)
-            matches = [r for r in matches if unborn.started(self.journal_path(r)) is not False]
         if len(matches) > 1:
             raise AmbiguousRunId(prefix, matches)
         return matches[0]

@@ -36,16 +36,18 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import zlib
 from pathlib import Path
+from typing import cast
 
 from .errors import JournalCorrupt
-from .frames import parse
+from .frames import _FRAME, MAX_RECORD, parse
 from .journal import FILE_MODE, MAGIC, _write_all, frame, fsync_dir
 from .records import Record
 
 GRACE = 60.0  # seconds a journal without a record is left alone (a start may be making it)
 
-_PROBE = 65536  # bytes read first when asking whether a journal holds a record
+_PROBE = 4096  # bytes read first when asking whether a journal holds a record
 
 
 def holds_no_record(data: bytes) -> bool:
@@ -70,12 +72,26 @@ def started(path: Path) -> bool | None:
     except FileNotFoundError:
         return None
     try:
-        data = os.pread(fd, _PROBE, 0)
-        if len(data) == _PROBE and holds_no_record(data):  # a first record that big: read on
-            data = _read_whole(fd)
-        return not holds_no_record(data)
+        return _first_record_whole(fd, os.pread(fd, _PROBE, 0)) or not holds_no_record(
+            _read_whole(fd)  # (no: then only the whole file tells a torn one from a broken one)
+        )
     finally:
         os.close(fd)
+
+
+def _first_record_whole(fd: int, head: bytes) -> bool:
+    """Whether the journal's first frame is whole (its checksum holds): then it holds a
+    record, without decoding any (`head`: its first bytes)."""
+    start = len(MAGIC) + _FRAME.size
+    if not head.startswith(MAGIC) or len(head) < start:
+        return False
+    length, crc = cast(tuple[int, int], _FRAME.unpack_from(head, len(MAGIC)))
+    if length > MAX_RECORD:
+        return False
+    body = head[start : start + length]
+    if len(body) < length:  # a big first record: read the rest of it
+        body = os.pread(fd, length, start)
+    return len(body) == length and zlib.crc32(body) == crc
 
 
 def _read_whole(fd: int) -> bytes:
