@@ -416,3 +416,16 @@ def test_a_run_is_told_from_a_start_cut_short_by_its_first_record(
     path.write_bytes(journal.MAGIC + first[:-1] + b"!" + RUN_RECORD)
     assert unborn.started(path) is True  # corruption: broken, not cut short
     assert unborn.started(tmp_path / "none.journal") is None
+
+
+def test_worker_processes_pass_over_one(tmp_path: Path) -> None:
+    """`wfl worker --processes 2 --once` (a sibling's run is looked at through its share's
+    path): the journal is neither reported nor removed (young), and the run still runs."""
+    client, _, ghost = directory_with(tmp_path, journal.MAGIC)
+    run_id = client.start(FIRST, {})
+    r = cli(client.store.dir, "worker", "--processes", "2", "--once")
+    assert r.returncode == 0, r.stderr
+    assert GHOST not in r.stdout + r.stderr
+    assert "Traceback" not in r.stdout + r.stderr
+    assert ghost.read_bytes() == journal.MAGIC
+    assert client.status(run_id).state == "completed"
