@@ -101,6 +101,7 @@ print("warm", flush=True)
 sys.stdin.readline()  # "go": the clock runs from here
 for _ in range({workflows}):
     client.start(flows.steps, {{"n": {steps}}})
+sys.stdin.readline()  # "end": alive (and its server backend too) until its CPU is counted
 """
 
 ENTRY = "import sys; from wfl.entry import main; sys.argv[0] = 'wfl'; main()"
@@ -324,6 +325,9 @@ def measure_wfl_round(
         for c in children:
             c.wait(timeout=60)
         if starter is not None:
+            assert starter.stdin is not None
+            starter.stdin.write("end\n")
+            starter.stdin.flush()
             starter.wait(timeout=60)
         with suppress(FileNotFoundError):
             os.unlink(barrier)
