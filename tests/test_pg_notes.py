@@ -110,7 +110,7 @@ def test_schema_1_gains_the_notes_table_and_keeps_its_runs(pg_url: str) -> None:
         version = conn.execute("SELECT value FROM wfl_meta WHERE key = 'schema'").fetchone()
         wake = conn.execute("SELECT to_regclass('wfl_runs_wake')").fetchone()
     assert version == (str(pg_schema.SCHEMA_VERSION),)
-    assert pg_schema.SCHEMA_VERSION == 3
+    assert pg_schema.SCHEMA_VERSION == 4
     assert wake == (None,)  # the index no query used is gone
 
 

@@ -151,7 +151,7 @@ def test_a_newer_schema_is_refused_with_one_line(pg_url: str, tmp_path: Path) ->
                           env=env, timeout=60)  # fmt: skip
     assert done.returncode == 2
     assert done.stderr.count("\n") == 1
-    assert "schema version 99, newer than this wfl knows (3): upgrade wfl" in done.stderr
+    assert "schema version 99, newer than this wfl knows (4): upgrade wfl" in done.stderr
 
 
 def test_listing_reads_summaries_not_records(pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,24 +21,17 @@ from wfl.stores.postgres import PostgresStore
 
 
 def _new_run(store: PostgresStore, n: int) -> str:
-    def make(run_id: str) -> list[Record]:
-        return [
-            records.run(
-                run_id=run_id,
-                workflow=f"w{n}",
-                flow="/nowhere.py",
-                flow_sha="",
-                args={},
-                created_at=1000.0 + n,
-                version=1,
-                on_complete=None,
-                context=None,
-                parent=None,
-            ),
-            records.sched(0, "action", "a", {}, 1000.0, 1000.0),
-        ]
+    return store.create_run(lambda run_id: _new_records(run_id, n))
 
-    return store.create_run(make)
+
+def _new_records(run_id: str, n: int = 0) -> list[Record]:
+    """The records _new_run(store, n) starts `run_id` with."""
+    return [
+        records.run(run_id=run_id, workflow=f"w{n}", flow="/nowhere.py", flow_sha="", args={},
+                    created_at=1000.0 + n, version=1, on_complete=None, context=None,
+                    parent=None),
+        records.sched(0, "action", "a", {}, 1000.0, 1000.0),
+    ]  # fmt: skip
 
 
 def _frames(*rs: Record) -> bytes:
@@ -276,5 +269,147 @@ def test_schema_2_is_migrated_to_leave_room_for_hot_updates(pg_url: str) -> None
         options = conn.execute(
             "SELECT reloptions FROM pg_class WHERE oid = 'wfl_runs'::regclass"
         ).fetchone()
-    assert version == (str(pg_schema.SCHEMA_VERSION),) == ("3",)
+    assert version == (str(pg_schema.SCHEMA_VERSION),)
     assert options == (["fillfactor=70"],)
+
+
+def _rows(url: str, run_id: str) -> list[tuple[int, int]]:
+    """(seq, bytes) of each of the run's rows in wfl_records."""
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        return [
+            (int(seq), int(n))
+            for seq, n in conn.execute(
+                "SELECT seq, length(data) FROM wfl_records WHERE run_id = %s ORDER BY seq",
+                (run_id,),
+            )
+        ]
+
+
+def _size_of(url: str, run_id: str) -> int:
+    import psycopg
+
+    with psycopg.connect(url, autocommit=True) as conn:
+        row = conn.execute("SELECT size FROM wfl_runs WHERE id = %s", (run_id,)).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+def _journal_size(rs: list[Record]) -> int:
+    return len(journal.MAGIC) + sum(journal.FRAME_OVERHEAD + len(journal.encode(r)) for r in rs)
+
+
+def test_an_append_is_one_row_and_a_lease_after_a_read_fetches_only_newer_rows(
+    store: PostgresStore, pg_url: str
+) -> None:
+    """Schema 4: a start's records are one row, each append's another (keyed by the seq of
+    its first record); a worker that read the run before another appended to it and let go
+    reads on from the rows it has, and the run's size is a journal's."""
+    run_id = _new_run(store, 0)
+    store.try_lease(run_id)
+    w = store.writer(run_id)
+    w.read_all()
+    step = [records.att(0, 1, 1001.0), records.done(0, 1, 5, 1002.0),
+            records.sched(1, "action", "b", {}, 1002.0, 1002.0)]  # fmt: skip
+    assert store.append_many([(w, _frames(*step))]) == [[]]
+    assert [seq for seq, _ in _rows(pg_url, run_id)] == [0, 2]
+    other = PostgresStore(pg_url)  # another worker hears of the run and reads it...
+    try:
+        assert len(other.read(run_id)) == 5
+        more = [records.att(1, 1, 1003.0), records.done(1, 1, 6, 1004.0)]
+        assert store.append_many([(w, _frames(*more))]) == [[]]  # ...this one appends...
+        store.close()  # ...and lets go
+        assert other.try_lease(run_id) is not None
+        theirs = other.writer(run_id)
+        everything = theirs.read_all()
+        assert everything == store.read(run_id)
+        assert len(everything) == 7
+        assert [seq for seq, _ in _rows(pg_url, run_id)] == [0, 2, 5]
+        assert theirs.size() == _size_of(pg_url, run_id) == _journal_size(everything)
+    finally:
+        other.close()
+    _summaries_agree(store)
+
+
+def test_schema_3_rows_of_one_record_each_read_on_with_rows_of_appends(pg_url: str) -> None:
+    """Schema 3 kept a row per record; version 4 reads them as they are (nothing is
+    rewritten) and adds a row per append after them."""
+    import psycopg
+
+    from wfl.stores import pg_schema
+
+    first = PostgresStore(pg_url)
+    run_id = _new_run(first, 0)
+    first.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:  # as wfl with schema 3 left it
+        conn.execute("DELETE FROM wfl_records WHERE run_id = %s", (run_id,))
+        for seq, r in enumerate(_new_records(run_id)):
+            conn.execute(
+                "INSERT INTO wfl_records VALUES (%s, %s, %s)", (run_id, seq, journal.encode(r))
+            )
+        conn.execute("COMMENT ON TABLE wfl_records IS NULL")
+        conn.execute("UPDATE wfl_meta SET value = '3' WHERE key = 'schema'")
+    store = PostgresStore(pg_url)
+    try:
+        assert store.read(run_id) == _new_records(run_id)
+        store.try_lease(run_id)
+        w = store.writer(run_id)
+        w.read_all()
+        step = [records.att(0, 1, 1001.0), records.done(0, 1, 5, 1002.0)]
+        assert store.append_many([(w, _frames(*step))]) == [[]]
+        assert store.read(run_id) == _new_records(run_id) + step
+        assert [seq for seq, _ in _rows(pg_url, run_id)] == [0, 1, 2]
+        assert w.size() == _size_of(pg_url, run_id) == _journal_size(store.read(run_id))
+        _summaries_agree(store)
+    finally:
+        store.close()
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        version = conn.execute("SELECT value FROM wfl_meta WHERE key = 'schema'").fetchone()
+        comment = conn.execute("SELECT obj_description('wfl_records'::regclass)").fetchone()
+    assert version == (str(pg_schema.SCHEMA_VERSION),) == ("4",)
+    assert comment == (pg_schema.RECORDS,)
+
+
+@pytest.mark.parametrize(
+    ("damage", "says"),
+    [
+        ("cut", "record 2 does not decode"),  # the row's last record is cut short
+        ("gap", "record 4 where record 2 belongs"),  # a row is missing
+        ("empty", "the row of record 2 is empty"),
+        ("not a record", "record 3 is not a record"),
+    ],
+)
+def test_a_damaged_row_of_records_is_journal_corruption(
+    store: PostgresStore, pg_url: str, damage: str, says: str
+) -> None:
+    import psycopg
+
+    from wfl.errors import JournalCorrupt
+
+    run_id = _new_run(store, 0)
+    store.try_lease(run_id)
+    w = store.writer(run_id)
+    w.read_all()
+    step = [records.att(0, 1, 1001.0), records.done(0, 1, 5, 1002.0)]
+    assert store.append_many([(w, _frames(*step))]) == [[]]
+    assert store.append_many([(w, _frames(records.end("completed", 1003.0, result=5)))]) == [[]]
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        if damage == "cut":
+            conn.execute(
+                "UPDATE wfl_records SET data = substring(data FROM 1 FOR length(data) - 1) "
+                "WHERE run_id = %s AND seq = 2",
+                (run_id,),
+            )
+        elif damage == "gap":
+            conn.execute("DELETE FROM wfl_records WHERE run_id = %s AND seq = 2", (run_id,))
+        else:
+            data = b"" if damage == "empty" else journal.encode(step[0]) + journal.encode([1, 2])
+            conn.execute(
+                "UPDATE wfl_records SET data = %s WHERE run_id = %s AND seq = 2", (data, run_id)
+            )
+    with pytest.raises(JournalCorrupt, match=says):
+        store.read(run_id)
+    good, found = store.read_damaged(run_id)
+    assert isinstance(found, JournalCorrupt)
+    assert good == _new_records(run_id) + (step[:1] if damage == "not a record" else [])

@@ -89,6 +89,20 @@ def decode_all(data: bytes) -> list[Any]:
     return list(reader)
 
 
+def decode_stream(data: bytes) -> list[Any]:
+    """The values packed back to back in `data` (PostgreSQL keeps an append's records in one
+    row so), with decode's rules; ValueError if bytes at the end are not a whole value."""
+    reader = msgpack.Unpacker(raw=False, strict_map_key=False, ext_hook=_refuse_ext,
+                              max_buffer_size=max(len(data), 1))  # fmt: skip
+    reader.feed(data)
+    values = list(reader)
+    if reader.tell() != len(data):  # the Unpacker waits for more where a value is cut short
+        raise ValueError(f"its last {len(data) - reader.tell()} bytes are not a whole value")
+    if any(m in data for m in _TIMESTAMP_MARKERS) and _has_timestamp(values):
+        raise ValueError("unexpected msgpack timestamp")
+    return values
+
+
 _TIMESTAMP_MARKERS = (b"\xd6\xff", b"\xd7\xff", b"\xc7\x0c\xff")  # (decode tests them inline)
 
 

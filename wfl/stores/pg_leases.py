@@ -63,7 +63,7 @@ class Leases:
         self._held: set[int] = set()  # advisory lock keys held HELD_FRESH s ago...
         self._held_at = -HELD_FRESH  # ...as of this time.monotonic()
         self._unlocks: list[tuple[int, int]] = []  # (key, generation) to unlock
-        self._recent: dict[str, list[tuple[int, bytes]]] = {}  # rows of runs read lately
+        self._recent: dict[str, Known] = {}  # rows of runs read lately, their record count
         self._fresh: dict[str, tuple[int, list[tuple[int, bytes]]]] = {}  # read when leased
         self._unlocks_lock = threading.Lock()
         # lease attempts waiting for the session (lease_soon): run id -> whom to tell
@@ -210,15 +210,16 @@ class Leases:
         self._lock.release()
         return False
 
-    def remember(self, run_id: str, rows: list[tuple[int, bytes]]) -> None:
-        """Rows of `run_id` just read (PostgresStore.read): a lease attempt soon after need
-        only fetch what came after them (a worker reads a run it hears of, then leases it)."""
+    def remember(self, run_id: str, rows: list[tuple[int, bytes]], count: int) -> None:
+        """Rows of `run_id` just read (PostgresStore.read), holding `count` records: a lease
+        attempt soon after need only fetch what came after them (a worker reads a run it
+        hears of, then leases it)."""
         if len(rows) > RECENT_ROWS or sum(len(data) for _, data in rows) > RECENT_BYTES:
             return  # a big run: read again (memory stays bounded: RECENT_RUNS x RECENT_BYTES)
         if len(self._recent) >= RECENT_RUNS:
             with suppress(KeyError, StopIteration, RuntimeError):  # (another thread's pop)
                 del self._recent[next(iter(self._recent))]
-        self._recent[run_id] = rows
+        self._recent[run_id] = (rows, count)
 
     def take_fresh(self, run_id: str, generation: int) -> list[tuple[int, bytes]] | None:
         """The rows read when the lease in `generation` was taken (for PgWriter.read_all)."""
@@ -276,17 +277,19 @@ class Leases:
 
 
 Rows = list[tuple[int, bytes]]
+Known = tuple[Rows, int]  # rows read earlier, and how many records they hold
 
 
 def lock_and_read(
-    conn: psycopg.Connection[Any], key: int, run_id: str, known: Rows | None
+    conn: psycopg.Connection[Any], key: int, run_id: str, known: Known | None
 ) -> tuple[bool, Rows | None]:
     """Try the run's advisory lock and read its records in one round trip: two statements
     in one simple query. The read is the second statement, so its snapshot is taken after
     the lock is held (each statement of a READ COMMITTED transaction takes its own): it sees
     every record of the run's previous holder, which unlocked only after they committed.
-    With `known` (rows read earlier, before the lock) only what came after them is fetched,
-    and their first row again, to tell the same run from one deleted and created anew.
+    With `known` (rows read earlier, before the lock, and their record count) only the rows
+    after them are fetched (a row holds whole appends: one starts where they end), and their
+    first row again, to tell the same run from one deleted and created anew.
     Both statements are prepared on the connection (PREPARED): a simple query is parsed and
     planned on each call otherwise, which cost the server more than the round trip saved.
     Returns (locked, rows): rows None when the lock failed or `known` did not hold."""
@@ -294,7 +297,7 @@ def lock_and_read(
 
 
 def lock_and_read_many(
-    conn: psycopg.Connection[Any], items: list[tuple[int, str, Rows | None]]
+    conn: psycopg.Connection[Any], items: list[tuple[int, str, Known | None]]
 ) -> list[tuple[bool, Rows | None]]:
     """lock_and_read for several runs (key, run id, rows known), all in one simple query."""
     if conn not in _prepared_on:
@@ -304,7 +307,7 @@ def lock_and_read_many(
     query = []
     for key, run_id, known in items:
         check_id(run_id)  # [0-9a-z] only: a literal in quotes is safe (simple queries take none)
-        after = len(known) if known else 0
+        after = known[1] if known else 0
         query.append(f"EXECUTE wfl_lock({int(key)}); EXECUTE wfl_read('{run_id}', {after})")
     cur = conn.execute("; ".join(query))
     out: list[tuple[bool, Rows | None]] = []
@@ -317,10 +320,10 @@ def lock_and_read_many(
             out.append((False, None))
         elif rows is None or not known:
             out.append((True, rows))
-        elif not rows or rows[0][0] != 0 or bytes(rows[0][1]) != bytes(known[0][1]):
+        elif not rows or rows[0][0] != 0 or bytes(rows[0][1]) != bytes(known[0][0][1]):
             out.append((True, None))  # deleted (and maybe created again) meanwhile: read_all reads
         else:
-            out.append((True, known + rows[1:]))
+            out.append((True, known[0] + rows[1:]))
     return out
 
 

@@ -6,8 +6,9 @@
                the run's records, `size` is what they would take as a journal file,
                `changed` the quarter second (CHANGED: the server's clock) of its last
                write (a watcher asks "what changed since then?" with one indexed query)
-  wfl_records  the append-only records of every run: (run id, seq) -> the msgpack map, the
-               same bytes a journal frame holds
+  wfl_records  the append-only records of every run: (run id, seq) -> the records of one
+               append (or a start), the msgpack maps a journal's frames hold, back to back;
+               `seq` is the number of the row's first record in the run
   wfl_keys     idempotency key -> the run holding it (SPEC §8)
   wfl_schedules  schedule name -> its msgpack document (SPEC §8)
   wfl_notes    (kind, key) -> a JSON document: workers' notes for `wfl status --why`
@@ -19,7 +20,11 @@ leaves 30% of each page free (fillfactor), and `changed` is the quarter second o
 write rather than a sequence number, so it changes (an index entry) once per quarter second
 of a run's life rather than at every append. Measured: ~15% less server CPU per group
 commit, ~15% less WAL. (wfl_change_seq stays in a migrated schema, for workers of version
-2 still running.)
+2 still running.) 4 keeps an append's records in one row of wfl_records (they were a row
+each): per append one heap tuple and one index entry instead of one per record, measured ~25%
+less WAL per append. Nothing is rewritten: a row of version 3 holds one record, which is a row
+of version 4 too; but a wfl of version 3 would read a row of several records as damage, so
+it refuses version 4 (stop older workers before starting newer ones on a database).
 
 A newer wfl migrates an older schema (MIGRATIONS, applied in order under a lock); an older
 wfl refuses a newer schema with one line.
@@ -31,10 +36,13 @@ from typing import Any
 
 from wfl.errors import StoreVersionError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA_LOCK = 0x77666C5F736368  # advisory lock key held while creating or migrating
 
-CREATE = """
+# what a row of wfl_records holds (version 4; the table's comment says it to a DBA)
+RECORDS = "the records of one append back to back (msgpack); seq is the number of its first"
+
+CREATE = f"""
 CREATE TABLE IF NOT EXISTS wfl_runs (
     id          text COLLATE "C" PRIMARY KEY,
     seq         integer NOT NULL,
@@ -69,6 +77,7 @@ CREATE TABLE IF NOT EXISTS wfl_records (
     data    bytea NOT NULL,
     PRIMARY KEY (run_id, seq)
 );
+COMMENT ON TABLE wfl_records IS '{RECORDS}';
 """
 
 # version -> statements taking a schema of that version to the next one
@@ -85,6 +94,7 @@ DROP INDEX IF EXISTS wfl_runs_wake;
     2: """
 ALTER TABLE wfl_runs SET (fillfactor = 70);
 """,
+    3: f"COMMENT ON TABLE wfl_records IS '{RECORDS}';",  # rows stay as they are (see above)
 }
 
 # The value of wfl_runs.changed a write gives: the server's clock (one clock for every

@@ -32,26 +32,27 @@ HEADER = len(journal.MAGIC)
 
 # One statement writes a whole batch of appends (one per run): it moves each run's summary row
 # from the `seq` its writer last saw to the new one and inserts the records of the runs whose
-# row moved. A run that others appended to meanwhile (a cancel, an event...) keeps its row and
-# gets no records: its append is redone the careful way (_Append.check). Autocommitted on its
-# own, the statement is one round trip, one transaction and one WAL flush for every run; the
-# same text each time, so psycopg prepares it once per connection. Parameters go in binary
-# (%b): psycopg then neither quotes nor hex-escapes the arrays (half the client CPU). The
-# rows are found by `id = ANY(ids)` (an index lookup each, whatever the table's size; joined
-# to the arrays alone, the plan for a small table was a scan of all of it). created_at and
-# workflow never change after the run's first records: not sent again. `changed` keeps its
-# value within a quarter second (pg_schema.CHANGED): with no indexed column changed, the
-# update is HOT.
+# row moved, one row per append (schema 4: the append's records back to back, keyed by the
+# seq of its first). A run that others appended to meanwhile (a cancel, an event...) keeps its
+# row and gets no records: its append is redone the careful way (_Append.check). Autocommitted
+# on its own, the statement is one round trip, one transaction and one WAL flush for every
+# run; the same text each time, so psycopg prepares it once per connection. Parameters go in
+# binary (%b): psycopg then neither quotes nor hex-escapes the arrays (half the client CPU).
+# The rows are found by `id = ANY(ids)` (an index lookup each, whatever the table's size;
+# joined to the arrays alone, the plan for a small table was a scan of all of it); the update
+# hands each moved row's records on (RETURNING), so no second look at the arrays is needed.
+# created_at and workflow never change after the run's first records: not sent again.
+# `changed` keeps its value within a quarter second (pg_schema.CHANGED): with no indexed
+# column changed, the update is HOT.
 BATCH = (
     "WITH a AS (SELECT * FROM unnest(%b::text[], %b::int[], %b::int[], %b::bigint[], "
-    "%b::float8[], %b::text[], %b::float8[], %b::bytea[]) "
-    "AS a(id, old, seq, size, updated_at, state, wake_at, summary)), "
+    "%b::float8[], %b::text[], %b::float8[], %b::bytea[], %b::bytea[]) "
+    "AS a(id, old, seq, size, updated_at, state, wake_at, summary, data)), "
     "r AS (UPDATE wfl_runs w SET seq = a.seq, size = a.size, updated_at = a.updated_at, "
     "state = a.state, wake_at = a.wake_at, summary = a.summary, changed = " + CHANGED + " "
-    "FROM a WHERE w.id = ANY(%b::text[]) AND w.id = a.id AND w.seq = a.old RETURNING w.id), "
-    "i AS (INSERT INTO wfl_records (run_id, seq, data) "
-    "SELECT u.id, u.seq, u.data FROM unnest(%b::text[], %b::int[], %b::bytea[]) "
-    "AS u(id, seq, data) WHERE u.id IN (SELECT id FROM r)) "
+    "FROM a WHERE w.id = ANY(%b::text[]) AND w.id = a.id AND w.seq = a.old "
+    "RETURNING w.id, a.old, a.data), "
+    "i AS (INSERT INTO wfl_records (run_id, seq, data) SELECT id, old, data FROM r) "
     "SELECT id FROM r"
 )
 
@@ -169,8 +170,6 @@ def write_batch(conn: psycopg.Connection[Any], batch: list[_Append]) -> set[str]
     """Write `batch` (appends to distinct runs, prepared) in one autocommitted statement;
     the ids of the runs it wrote."""
     ids, olds, seqs, sizes, updated, states, wakes, summaries = ([] for _ in range(8))
-    record_ids: list[str] = []
-    record_seqs: list[int] = []
     data: list[bytes] = []
     for request in batch:
         w = request.writer
@@ -183,14 +182,11 @@ def write_batch(conn: psycopg.Connection[Any], batch: list[_Append]) -> set[str]
         states.append(state)
         wakes.append(wake_at)
         summaries.append(summary)
-        record_ids += [w.run_id] * len(request.data)
-        record_seqs += range(w.seq, request._seq)
-        data += request.data
+        data.append(b"".join(request.data))
     packed_ids = text_array(ids)
     params = [packed_ids, int4_array(olds), int4_array(seqs), int8_array(sizes),
               float8_array(updated), text_array(states), float8_array(wakes),
-              bytea_array(summaries), packed_ids, text_array(record_ids),
-              int4_array(record_seqs), bytea_array(data)]  # fmt: skip
+              bytea_array(summaries), bytea_array(data), packed_ids]  # fmt: skip
     return {row[0] for row in conn.execute(BATCH, params).fetchall()}
 
 
@@ -283,7 +279,7 @@ class PgWriter:
         records = self._decoded(rows)
         self.state = RunState.from_records(records)
         self.seq = len(records)
-        self.known_size = journal_size([bytes(data) for _, data in rows])  # = wfl_runs.size
+        self.known_size = rows_size(rows, len(records))  # = wfl_runs.size
         return records
 
     def fetch(self, conn: psycopg.Connection[Any], after: int) -> list[Record]:
@@ -291,10 +287,10 @@ class PgWriter:
             "SELECT seq, data FROM wfl_records WHERE run_id = %s AND seq >= %s ORDER BY seq",
             (self.run_id, after),
         ).fetchall()
-        return self._decoded(rows)
+        return self._decoded(rows, after)
 
-    def _decoded(self, rows: list[tuple[int, bytes]]) -> list[Record]:
-        records, damage = self.store._decode(self.run_id, rows)
+    def _decoded(self, rows: list[tuple[int, bytes]], first: int = 0) -> list[Record]:
+        records, damage = self.store._decode(self.run_id, rows, first)
         if damage is not None:
             raise damage
         return records
@@ -325,16 +321,21 @@ class PgWriter:
 def insert_records(
     conn: psycopg.Connection[Any], run_id: str, first: int, data: list[bytes]
 ) -> None:
-    with conn.cursor() as cur:
-        cur.executemany(
-            "INSERT INTO wfl_records (run_id, seq, data) VALUES (%s, %s, %s)",
-            [(run_id, first + i, d) for i, d in enumerate(data)],
-        )
+    """The records `data` (msgpack each) of run `run_id` from record `first` on: one row."""
+    conn.execute(
+        "INSERT INTO wfl_records (run_id, seq, data) VALUES (%s, %s, %s)",
+        (run_id, first, b"".join(data)),
+    )
 
 
 def journal_size(data: list[bytes]) -> int:
     """Bytes these records take as a new journal file (header + frames)."""
     return HEADER + sum(journal.FRAME_OVERHEAD + len(d) for d in data)
+
+
+def rows_size(rows: list[tuple[int, bytes]], count: int) -> int:
+    """journal_size of the `count` records these rows hold (a row: records back to back)."""
+    return HEADER + journal.FRAME_OVERHEAD * count + sum(len(data) for _, data in rows)
 
 
 def summary_values(state: RunState) -> tuple[Any, ...]:

@@ -35,7 +35,6 @@ from wfl.records import Record
 from wfl.state import RunState
 from wfl.store import check_id, new_run_id
 from wfl.stores import mask, pg_arrays, pg_schema
-from wfl.stores.pg_arrays import bytea_array
 from wfl.stores.pg_extras import KeysAndSchedules, PgNotes
 from wfl.stores.pg_leases import Leases
 from wfl.stores.pg_news import PgListener, watch_changes
@@ -47,6 +46,7 @@ from wfl.stores.pg_write import (
     group_commit,
     insert_records,
     journal_size,
+    rows_size,
     save_summary,
     summary_values,
     tune_writer,
@@ -217,7 +217,7 @@ class PostgresStore(KeysAndSchedules, Leases):
                        *summary_values(RunState.from_records(records)))  # fmt: skip
                 if key is None:
                     created = conn.execute(
-                        CREATE_RUN, (*row, bytea_array(data), CHANNEL), prepare=True
+                        CREATE_RUN, (*row, b"".join(data), CHANNEL), prepare=True
                     ).fetchone()
                     if created is not None:
                         self._announced.run_id = new_id
@@ -230,7 +230,7 @@ class PostgresStore(KeysAndSchedules, Leases):
                         held = self.claim_key(conn, key, new_id)
                         if held is not None:
                             return held
-                        created = conn.execute(CREATE_RUN, (*row, bytea_array(data), CHANNEL))
+                        created = conn.execute(CREATE_RUN, (*row, b"".join(data), CHANNEL))
                         if created.fetchone() is None:
                             if run_id is not None:
                                 return run_id
@@ -286,23 +286,33 @@ class PostgresStore(KeysAndSchedules, Leases):
             ).fetchall()
         if not rows:
             raise RunNotFound(run_id)
-        self.remember(run_id, rows)
-        return self._decode(run_id, rows)
+        records, damage = self._decode(run_id, rows)
+        if damage is None:
+            self.remember(run_id, rows, len(records))
+        return records, damage
 
     def _decode(
-        self, run_id: str, rows: list[tuple[int, bytes]]
+        self, run_id: str, rows: list[tuple[int, bytes]], first: int = 0
     ) -> tuple[list[Record], JournalCorrupt | None]:
+        """The records of `rows` (rows of a run from record `first` on: each holds one
+        append's records back to back, keyed by the seq of its first; schema 3's rows hold
+        one record each), or those before the first damage and the damage."""
         records: list[Record] = []
+        where = f"{self._spec} run {run_id}"
         for seq, data in rows:
+            if seq != first + len(records):  # rows missing, or overlapping
+                found = f"record {seq} where record {first + len(records)} belongs"
+                return records, JournalCorrupt(where, seq, found)
             try:
-                record = journal.decode(bytes(data))
+                values = journal.decode_stream(bytes(data))
             except Exception as exc:
-                where = f"{self._spec} run {run_id}"
                 return records, JournalCorrupt(where, seq, f"record {seq} does not decode ({exc})")
-            if not isinstance(record, dict) or "t" not in record:
-                where = f"{self._spec} run {run_id}"
-                return records, JournalCorrupt(where, seq, f"record {seq} is not a record")
-            records.append(record)
+            if not values:
+                return records, JournalCorrupt(where, seq, f"the row of record {seq} is empty")
+            for i, record in enumerate(values):
+                if not isinstance(record, dict) or "t" not in record:
+                    return records, JournalCorrupt(where, seq, f"record {seq + i} is not a record")
+                records.append(record)
         return records, None
 
     def _locked_history(
@@ -332,7 +342,7 @@ class PostgresStore(KeysAndSchedules, Leases):
                 data = [journal.encode(r) for r in new]
                 insert_records(conn, run_id, len(existing), data)
                 state = RunState.from_records(existing + new)
-                size = journal_size([bytes(d) for _, d in rows]) + journal_size(data) - HEADER
+                size = rows_size(rows, len(existing)) + journal_size(data) - HEADER
                 save_summary(conn, run_id, len(existing) + len(new), size, state)
             return new
 
@@ -441,16 +451,16 @@ class PostgresStore(KeysAndSchedules, Leases):
         return append_many(self, batches)
 
 
-# A new run in one statement: its summary row, its records (numbered from 0), and the NOTIFY
-# that announces it (sent when the statement's transaction commits). No row back: the id was
-# taken (a child created twice, or random bits that collided).
+# A new run in one statement: its summary row, its records (one row from record 0 on, see
+# pg_schema), and the NOTIFY that announces it (sent when the statement's transaction
+# commits). No row back: the id was taken (a child created twice, or random bits that
+# collided).
 CREATE_RUN = (
     "WITH r AS (INSERT INTO wfl_runs (id, seq, size, created_at, updated_at, state, workflow, "
     "wake_at, summary, changed) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, "
     + pg_schema.CHANGED
     + ") ON CONFLICT (id) DO NOTHING RETURNING id), "
-    "i AS (INSERT INTO wfl_records (run_id, seq, data) SELECT r.id, u.n - 1, u.data "
-    "FROM r, unnest(%b::bytea[]) WITH ORDINALITY AS u(data, n)) "
+    "i AS (INSERT INTO wfl_records (run_id, seq, data) SELECT r.id, 0, %b::bytea FROM r) "
     "SELECT pg_notify(%s, id) FROM r"
 )
 
