@@ -19,6 +19,7 @@ from wfl.stores.pg_arrays import (
     int8_array,
     text_array,
 )
+from wfl.stores.pg_raw import Statement, column, text
 from wfl.stores.pg_schema import CHANGED
 
 if TYPE_CHECKING:
@@ -36,15 +37,16 @@ HEADER = len(journal.MAGIC)
 # seq of its first). A run that others appended to meanwhile (a cancel, an event...) keeps its
 # row and gets no records: its append is redone the careful way (_Append.check). Autocommitted
 # on its own, the statement is one round trip, one transaction and one WAL flush for every
-# run; the same text each time, so psycopg prepares it once per connection. Parameters go in
-# binary (%b): psycopg then neither quotes nor hex-escapes the arrays (half the client CPU).
+# run; prepared once per connection and run through libpq (pg_raw), its parameters are arrays
+# in binary that wfl packs (pg_arrays: psycopg's own array dumper was half the client CPU).
 # The rows are found by `id = ANY(ids)` (an index lookup each, whatever the table's size;
 # joined to the arrays alone, the plan for a small table was a scan of all of it); the update
 # hands each moved row's records on (RETURNING), so no second look at the arrays is needed.
 # created_at and workflow never change after the run's first records: not sent again.
 # `changed` keeps its value within a quarter second (pg_schema.CHANGED): with no indexed
 # column changed, the update is HOT.
-BATCH = (
+BATCH = Statement(
+    "wfl_batch",
     "WITH a AS (SELECT * FROM unnest(%b::text[], %b::int[], %b::int[], %b::bigint[], "
     "%b::float8[], %b::text[], %b::float8[], %b::bytea[], %b::bytea[]) "
     "AS a(id, old, seq, size, updated_at, state, wake_at, summary, data)), "
@@ -53,7 +55,7 @@ BATCH = (
     "FROM a WHERE w.id = ANY(%b::text[]) AND w.id = a.id AND w.seq = a.old "
     "RETURNING w.id, a.old, a.data), "
     "i AS (INSERT INTO wfl_records (run_id, seq, data) SELECT id, old, data FROM r) "
-    "SELECT id FROM r"
+    "SELECT id FROM r",
 )
 
 
@@ -187,7 +189,7 @@ def write_batch(conn: psycopg.Connection[Any], batch: list[_Append]) -> set[str]
     params = [packed_ids, int4_array(olds), int4_array(seqs), int8_array(sizes),
               float8_array(updated), text_array(states), float8_array(wakes),
               bytea_array(summaries), bytea_array(data), packed_ids]  # fmt: skip
-    return {row[0] for row in conn.execute(BATCH, params).fetchall()}
+    return set(column(BATCH.run(conn, params)))
 
 
 class _Append:
@@ -248,7 +250,8 @@ class _Append:
         if self.error is not None:
             if isinstance(self.error, LeaseLost | RunNotFound | StoreUnavailable):
                 raise self.error
-            raise LeaseLost(f"run {self.writer.run_id}: the write failed ({self.error})")
+            said = " ".join(str(self.error).split())  # (the server's error may span lines)
+            raise LeaseLost(f"run {self.writer.run_id}: the write failed ({said})")
         return self.foreign
 
 
@@ -346,6 +349,12 @@ def summary_values(state: RunState) -> tuple[Any, ...]:
     # times are floats (RunState makes them so): a binary array's elements share one type
     return (summary.created_at, summary.updated_at, summary.status["state"], state.workflow,
             summary.wake_at, journal.pack(summary.to_record()))  # fmt: skip
+
+
+def summary_params(state: RunState) -> list[bytes | None]:
+    """summary_values as parameters of a pg_raw.Statement: text, the summary itself binary."""
+    *values, summary = summary_values(state)
+    return [*map(text, values), summary]
 
 
 def save_summary(

@@ -34,7 +34,7 @@ from wfl.errors import (
 from wfl.records import Record
 from wfl.state import RunState
 from wfl.store import check_id, new_run_id
-from wfl.stores import mask, pg_arrays, pg_schema
+from wfl.stores import mask, pg_arrays, pg_raw, pg_schema
 from wfl.stores.pg_extras import KeysAndSchedules, PgNotes
 from wfl.stores.pg_leases import Leases
 from wfl.stores.pg_news import PgListener, watch_changes
@@ -48,7 +48,7 @@ from wfl.stores.pg_write import (
     journal_size,
     rows_size,
     save_summary,
-    summary_values,
+    summary_params,
     tune_writer,
 )
 
@@ -213,13 +213,11 @@ class PostgresStore(KeysAndSchedules, Leases):
                 check_id(new_id)
                 records = make_records(new_id)
                 data = [journal.encode(r) for r in records]
-                row = (new_id, len(data), journal_size(data),
-                       *summary_values(RunState.from_records(records)))  # fmt: skip
+                params = [new_id.encode(), b"%d" % len(data), b"%d" % journal_size(data),
+                          *summary_params(RunState.from_records(records)),
+                          b"".join(data), CHANNEL.encode()]  # fmt: skip
                 if key is None:
-                    created = conn.execute(
-                        CREATE_RUN, (*row, b"".join(data), CHANNEL), prepare=True
-                    ).fetchone()
-                    if created is not None:
+                    if CREATE_RUN.run(conn, params).ntuples:
                         self._announced.run_id = new_id
                         return new_id
                     if run_id is not None:
@@ -230,8 +228,7 @@ class PostgresStore(KeysAndSchedules, Leases):
                         held = self.claim_key(conn, key, new_id)
                         if held is not None:
                             return held
-                        created = conn.execute(CREATE_RUN, (*row, b"".join(data), CHANNEL))
-                        if created.fetchone() is None:
+                        if not CREATE_RUN.run(conn, params).ntuples:
                             if run_id is not None:
                                 return run_id
                             raise _Collision  # roll the key back, draw again
@@ -455,13 +452,14 @@ class PostgresStore(KeysAndSchedules, Leases):
 # pg_schema), and the NOTIFY that announces it (sent when the statement's transaction
 # commits). No row back: the id was taken (a child created twice, or random bits that
 # collided).
-CREATE_RUN = (
+CREATE_RUN = pg_raw.Statement(
+    "wfl_create_run",
     "WITH r AS (INSERT INTO wfl_runs (id, seq, size, created_at, updated_at, state, workflow, "
-    "wake_at, summary, changed) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, "
+    "wake_at, summary, changed) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %b, "
     + pg_schema.CHANGED
     + ") ON CONFLICT (id) DO NOTHING RETURNING id), "
     "i AS (INSERT INTO wfl_records (run_id, seq, data) SELECT r.id, 0, %b::bytea FROM r) "
-    "SELECT pg_notify(%s, id) FROM r"
+    "SELECT pg_notify(%s, id) FROM r",
 )
 
 
