@@ -12,6 +12,7 @@ from wfl import journal
 from wfl.errors import LeaseLost, RunNotFound, StoreUnavailable
 from wfl.records import Record
 from wfl.state import RunState
+from wfl.stores import pg_summary
 from wfl.stores.pg_arrays import (
     bytea_array,
     float8_array,
@@ -348,7 +349,7 @@ def summary_values(state: RunState) -> tuple[Any, ...]:
     summary = RunSummary.of(state)
     # times are floats (RunState makes them so): a binary array's elements share one type
     return (summary.created_at, summary.updated_at, summary.status["state"], state.workflow,
-            summary.wake_at, journal.pack(summary.to_record()))  # fmt: skip
+            summary.wake_at, pg_summary.pack(summary))  # fmt: skip
 
 
 def summary_params(state: RunState) -> list[bytes | None]:

@@ -34,7 +34,7 @@ from wfl.errors import (
 from wfl.records import Record
 from wfl.state import RunState
 from wfl.store import check_id, new_run_id
-from wfl.stores import mask, pg_arrays, pg_raw, pg_schema
+from wfl.stores import mask, pg_arrays, pg_raw, pg_schema, pg_summary
 from wfl.stores.pg_extras import KeysAndSchedules, PgNotes
 from wfl.stores.pg_leases import Leases
 from wfl.stores.pg_news import PgListener, watch_changes
@@ -360,18 +360,16 @@ class PostgresStore(KeysAndSchedules, Leases):
         return PgWriter(self, run_id, generation)
 
     def summaries(self, *, newest: int | None = None, save: bool = True) -> list[RunSummary]:
-        from wfl.index import RunSummary
-
-        sql = "SELECT id, summary FROM wfl_runs WHERE seq > 0 ORDER BY created_at DESC"
+        sql = (
+            "SELECT id, state, workflow, summary FROM wfl_runs WHERE seq > 0 "
+            "ORDER BY created_at DESC"
+        )
         with self.reads() as conn:
             if newest is not None:
                 rows = conn.execute(sql + " LIMIT %s", (newest,)).fetchall()
             else:
                 rows = conn.execute(sql).fetchall()
-        return [
-            RunSummary.from_record(run_id, journal.decode(bytes(data), refuse_timestamps=False))
-            for run_id, data in rows
-        ]
+        return [pg_summary.unpack(r[0], r[1], r[2], bytes(r[3])) for r in rows]
 
     def versions(self) -> dict[str, object]:
         with self.reads() as conn:
