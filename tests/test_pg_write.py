@@ -413,3 +413,36 @@ def test_a_damaged_row_of_records_is_journal_corruption(
     good, found = store.read_damaged(run_id)
     assert isinstance(found, JournalCorrupt)
     assert good == _new_records(run_id) + (step[:1] if damage == "not a record" else [])
+
+
+def test_records_of_more_than_a_row_s_bytes_take_several_rows(
+    store: PostgresStore, pg_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run created with more records than a row holds (a migrated one), or an append of
+    more, is written in several rows (PostgreSQL's limit for one value is 1 GB) and reads
+    back the same."""
+    from wfl.stores import pg_write
+
+    monkeypatch.setattr(pg_write, "ROW_BYTES", 250)
+    big = {"x": "y" * 150}
+    run_id = store.create_run(
+        lambda run_id: [*_new_records(run_id), records.progress(big, 0, 1000.5)]
+    )
+    assert [seq for seq, _ in _rows(pg_url, run_id)] == [0, 2]
+    store.try_lease(run_id)
+    w = store.writer(run_id)
+    w.read_all()
+    step = [records.att(0, 1, 1001.0), records.done(0, 1, big, 1002.0),
+            records.done(0, 1, big, 1002.5)]  # fmt: skip
+    small = _new_run(store, 1)
+    store.try_lease(small)
+    other = store.writer(small)
+    other.read_all()
+    out = store.append_many([(w, _frames(*step)), (other, _frames(records.att(0, 1, 1001.0)))])
+    assert out == [[], []]
+    assert [seq for seq, _ in _rows(pg_url, run_id)] == [0, 2, 3, 5]
+    assert [seq for seq, _ in _rows(pg_url, small)] == [0, 2]
+    everything = store.read(run_id)
+    assert everything[3:] == step
+    assert w.size() == _size_of(pg_url, run_id) == _journal_size(everything)
+    _summaries_agree(store)

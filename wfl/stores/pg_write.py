@@ -147,7 +147,9 @@ def _write(store: PostgresStore, conn: psycopg.Connection[Any], batch: list[_App
             for request in first.values():
                 request.writer.broken = True  # until the commit says otherwise
                 request.prepare()
-            written = write_batch(conn, list(first.values()))
+            # an append of more than a row's bytes goes the careful way, in rows (in_rows)
+            one_row = [r for r in first.values() if sum(map(len, r.data)) <= ROW_BYTES]
+            written = write_batch(conn, one_row) if one_row else set()
             missed = []
             for run_id, request in first.items():
                 if run_id in written:
@@ -325,11 +327,30 @@ class PgWriter:
 def insert_records(
     conn: psycopg.Connection[Any], run_id: str, first: int, data: list[bytes]
 ) -> None:
-    """The records `data` (msgpack each) of run `run_id` from record `first` on: one row."""
-    conn.execute(
-        "INSERT INTO wfl_records (run_id, seq, data) VALUES (%s, %s, %s)",
-        (run_id, first, b"".join(data)),
-    )
+    """The records `data` (msgpack each) of run `run_id` from record `first` on: one row,
+    or more if they are more than ROW_BYTES."""
+    for at, part in in_rows(data):
+        conn.execute(
+            "INSERT INTO wfl_records (run_id, seq, data) VALUES (%s, %s, %s)",
+            (run_id, first + at, b"".join(part)),
+        )
+
+
+ROW_BYTES = 32 * 1024 * 1024  # a row's records at most, but one (a value's limit is 1 GB)
+
+
+def in_rows(data: list[bytes]) -> list[tuple[int, list[bytes]]]:
+    """`data` (records) split into rows of at most ROW_BYTES (a bigger record alone): each
+    row's records and the number of its first among them."""
+    rows: list[tuple[int, list[bytes]]] = [(0, [])]
+    size = 0
+    for i, record in enumerate(data):
+        if rows[-1][1] and size + len(record) > ROW_BYTES:
+            rows.append((i, []))
+            size = 0
+        rows[-1][1].append(record)
+        size += len(record)
+    return rows
 
 
 def journal_size(data: list[bytes]) -> int:

@@ -44,6 +44,7 @@ from wfl.stores.pg_write import (
     _Append,
     append_many,
     group_commit,
+    in_rows,
     insert_records,
     journal_size,
     rows_size,
@@ -203,9 +204,10 @@ class PostgresStore(KeysAndSchedules, Leases):
     ) -> str:
         """As the protocol says. Without `key`: one statement (CREATE_RUN: the run's row, its
         records and the NOTIFY that announces it, one round trip and one transaction); with
-        `key`, the key row and the run are inserted in one transaction (or the run already
-        holding the key is returned). Either way the NOTIFY goes out as the run commits: the
-        notify() that ops.create_run sends next, in this thread, for this run, is skipped."""
+        `key` (or records too many for one row: a migrated run), the key row and the run are
+        inserted in one transaction (or the run already holding the key is returned). Either
+        way the NOTIFY goes out as the run commits: the notify() that ops.create_run sends
+        next, in this thread, for this run, is skipped."""
         self._announced.run_id = None
         with self.session() as conn:
             while True:
@@ -213,10 +215,11 @@ class PostgresStore(KeysAndSchedules, Leases):
                 check_id(new_id)
                 records = make_records(new_id)
                 data = [journal.encode(r) for r in records]
+                rows = in_rows(data)
                 params = [new_id.encode(), b"%d" % len(data), b"%d" % journal_size(data),
                           *summary_params(RunState.from_records(records)),
-                          b"".join(data), CHANNEL.encode()]  # fmt: skip
-                if key is None:
+                          b"".join(rows[0][1]), CHANNEL.encode()]  # fmt: skip
+                if key is None and len(rows) == 1:
                     if CREATE_RUN.run(conn, params).ntuples:
                         self._announced.run_id = new_id
                         return new_id
@@ -225,13 +228,15 @@ class PostgresStore(KeysAndSchedules, Leases):
                     continue  # 48 random bits collided: draw again
                 try:
                     with conn.transaction():
-                        held = self.claim_key(conn, key, new_id)
+                        held = None if key is None else self.claim_key(conn, key, new_id)
                         if held is not None:
                             return held
                         if not CREATE_RUN.run(conn, params).ntuples:
                             if run_id is not None:
                                 return run_id
                             raise _Collision  # roll the key back, draw again
+                        for first, part in rows[1:]:
+                            insert_records(conn, new_id, first, part)
                         self._announced.run_id = new_id
                         return new_id
                 except _Collision:
