@@ -21,8 +21,12 @@ end. Each round gets a fresh schema (wfl) or database (DBOS). Modes (see wfl_rou
 Per step, the table gives the commits and WAL flushes of the whole server (its cumulative
 statistics) and the CPU time (/proc) of the worker processes, of the server's backends that
 serve them ("srv:wkr") and the starter ("srv:st"), of its other processes ("srv:bg": WAL
-writer...), of the starter, in all, and how many cores were busy on average: what 2 cores
-bound. Then each repetition's steps/s and, per repetition, N processes against 1.
+writer...), of the starter, in all, how many cores were busy on average (what 2 cores
+bound), "starting": the share of the round the starter took to start the runs (near 1: the
+starts bound the round), and how evenly the worker processes shared the round ("top": the
+busiest one's share of the steps; "tail": the share of the round between the first one's
+last step and the last one's, with one process out of runs). Then each repetition's steps/s
+and, per repetition, N processes against 1.
 --baseline REV measures the wfl of an older commit too (a git worktree first on the
 PYTHONPATH of workers and starter), alternating with this one; repetitions alternate the
 order of the process counts too. DBOS runs its `queue8` phase (bench/dbos_peer.py: a queue
@@ -80,7 +84,18 @@ async def main():
     w.install_signal_handlers()
     await w.run()
 
+import threading
+last = [0, 0.0]
+
+def watch():  # when this worker did its last step (a look every 10 ms: ~no CPU)
+    while True:
+        time.sleep(0.01)
+        if w.stats["steps"] != last[0]:
+            last[:] = [w.stats["steps"], time.time()]
+
+threading.Thread(target=watch, daemon=True).start()
 asyncio.run(main())
+print("steps", w.stats["steps"], last[1], flush=True)
 """
 
 
@@ -99,8 +114,11 @@ for _ in range({warm}):  # through the workers: each loads the flow, fills its c
     client.start(flows.steps, {{"n": {steps}}})
 print("warm", flush=True)
 sys.stdin.readline()  # "go": the clock runs from here
+import time
+t0 = time.perf_counter()
 for _ in range({workflows}):
     client.start(flows.steps, {{"n": {steps}}})
+print(time.perf_counter() - t0, flush=True)  # how long the starts took
 sys.stdin.readline()  # "end": alive (and its server backend too) until its CPU is counted
 """
 
@@ -342,9 +360,17 @@ def measure_wfl_round(
         cpu1 = cpu_seconds(server_pids(cluster) + wpids + mine)
         for c in children:
             c.terminate()
+        ends = []  # (steps, time of the last one) of each worker
         for c in children:
             c.wait(timeout=60)
+            if c.stdout is not None:
+                for line in c.stdout:
+                    if line.startswith("steps "):
+                        ends.append((int(line.split()[1]), float(line.split()[2])))
+        starting = None
         if starter is not None:
+            assert starter.stdout is not None
+            starting = float(starter.stdout.readline())
             assert starter.stdin is not None
             starter.stdin.write("end\n")
             starter.stdin.flush()
@@ -382,7 +408,13 @@ def measure_wfl_round(
             "server_bg_cpu_ms_per_step": ms(p for p in server if p not in roles),
             "starter_cpu_ms_per_step": ms(mine),
             "cpu_ms_per_step": ms(used),
-            "cores_busy": sum(used.values()) / dt}  # fmt: skip
+            "cores_busy": sum(used.values()) / dt,
+            "starting_share": starting / dt if starting is not None else None,
+            # how evenly the workers shared the round: the busiest one's share of the steps,
+            # and the idle tail: how long before the round's end the first one ran out of steps
+            "top_share": max(s for s, _ in ends) / sum(s for s, _ in ends) if ends else None,
+            "idle_tail": (max(t for _, t in ends) - min(t for _, t in ends)) / dt
+            if len(ends) > 1 else None}  # fmt: skip
 
 
 def fresh_schema(cluster: Cluster, db: str, name: str) -> str:
@@ -530,7 +562,7 @@ def main() -> None:
             # alternate orders, so that a drift in the machine's load favours none
             for p in procs if rep % 2 == 0 else procs[::-1]:
                 for mode in modes:
-                    mine = variants if mode != "supervised" else variants[:1]
+                    mine = variants
                     for name, path in mine if rep % 2 == 0 else mine[::-1]:
                         n += 1
                         store = fresh_schema(cluster, db, f"r{n}")
@@ -567,11 +599,15 @@ COLUMNS = [("steps_per_s", "steps/s", "{:.0f}"), ("commits_per_step", "commits",
            ("server_bg_cpu_ms_per_step", "srv:bg", "{:.3f}"),
            ("starter_cpu_ms_per_step", "start ms", "{:.3f}"),
            ("cpu_ms_per_step", "all ms", "{:.3f}"),
-           ("cores_busy", "cores", "{:.2f}")]  # fmt: skip
+           ("cores_busy", "cores", "{:.2f}"),
+           ("starting_share", "starting", "{:.2f}"),
+           ("top_share", "top", "{:.2f}"), ("idle_tail", "tail", "{:.2f}")]  # fmt: skip
 
 
 def brief(r: dict[str, Any]) -> str:
-    return "  ".join(f"{head} {fmt.format(r[k])}" for k, head, fmt in COLUMNS if k in r)
+    return "  ".join(
+        f"{head} {fmt.format(r[k])}" for k, head, fmt in COLUMNS if r.get(k) is not None
+    )
 
 
 def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> None:
@@ -580,7 +616,7 @@ def report(results: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -
         print("server commits/s (one-row INSERTs, pgbench), 1 / 2 / 8 connections: "
               + " / ".join(f"{v:.0f}" for v in rates.values()))  # fmt: skip
     med = {
-        name: {k: median([r[k] for r in rs if k in r]) for k, _, _ in COLUMNS}
+        name: {k: median([r[k] for r in rs if r.get(k) is not None]) for k, _, _ in COLUMNS}
         for name, rs in results.items()
     }
     dbos = med.get("DBOS pg", {}).get("steps_per_s")

@@ -55,11 +55,14 @@ def _load(self: Worker, run_id: str) -> None:
         if lease_soon is None:
             lease = self.store.try_lease(run_id)
         else:
+            if run_id in self._leasing:
+                return  # asked already: that attempt's outcome comes to _came
             loop = asyncio.get_running_loop()
             outcome = lease_soon(
                 run_id, lambda o: loop.call_soon_threadsafe(_came, self, run_id, o)
             )
             if isinstance(outcome, LeasePending):
+                self._leasing.add(run_id)  # (backlog meanwhile: parking.py)
                 return  # _leased_later carries on
             lease = outcome
     except OSError as exc:
@@ -69,6 +72,7 @@ def _load(self: Worker, run_id: str) -> None:
 
 
 def _came(self: Worker, run_id: str, outcome: Any) -> None:
+    self._leasing.discard(run_id)
     if isinstance(outcome, BaseException):
         if isinstance(outcome, StoreUnavailable):
             self.store_lost(outcome)
@@ -111,6 +115,8 @@ def _drive(self: Worker, run_id: str, lease: Lease | None) -> None:
     self.waits.pop(run_id, None)  # live now: the view reads the driver's state
     self.emit("loaded", driver)
     driver.start()
+    self._starting += 1  # backlog until its replay has run (parking.py)
+    driver.loop.call_soon(self._started)
 
 
 def _open_driver(self: Worker, run_id: str) -> RunDriver | None:

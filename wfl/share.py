@@ -125,6 +125,15 @@ class ShareWorker(Worker):
             when = max(when, self.clock.now()) + SHARE_DELAY
         super()._wake_at(run_id, when)
 
+    def _woken(self, run_id: str) -> None:
+        # a sibling's run whose SHARE_DELAY is up is like news of a new run: its lease
+        # attempt waits while this process has a backlog (parking.py), so one with room
+        # takes it first
+        if self.mine(run_id):
+            self._load(run_id)
+        else:
+            self._offer(run_id)
+
     def _consider(self, run_id: str) -> None:
         # News of a sibling's run (a start, an event...): its owner reads the journal and
         # acts; this process only looks SHARE_DELAY later, in case the owner did not. So a

@@ -29,7 +29,14 @@ async def take_slot(self: Worker, driver: RunDriver) -> None:
     taken: list[asyncio.Semaphore] = []
     try:
         for sem in self._slot_semaphores(driver.workflow):
-            await sem.acquire()
+            if sem.locked():  # counted while it waits: the worker's backlog (parking.py)
+                self.count_waiting(sem, 1)
+                try:
+                    await sem.acquire()
+                finally:
+                    self.count_waiting(sem, -1)
+            else:
+                await sem.acquire()
             taken.append(sem)
     except BaseException:
         for sem in taken:

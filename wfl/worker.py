@@ -21,7 +21,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from . import channel, loading, slots, timing
+from . import channel, loading, parking, slots, timing
 from .channel import WorkerEvent as WorkerEvent  # its home for users and tests
 from .clock import Clock, SystemClock
 from .commit import Committer
@@ -116,6 +116,10 @@ class Worker:
         self._workflow_slots: dict[WorkflowDef, list[asyncio.Semaphore]] = {}  # all three
         self._holding: list[list[Any]] = []  # held slots: [driver, token, turns left] (slots.py)
         self._slot_ticking = False
+        # the backlog, which delays lease attempts on new runs (parking.py)
+        self.slot_waiting: dict[asyncio.Semaphore, int] = {}  # runs waiting for each
+        self._leasing: set[str] = set()  # lease attempts the store answers later
+        self._starting = 0  # drivers started in this turn (their replay not run yet)
         self.stats = {"steps": 0, "runs_finished": 0, "failures": 0}
 
     # -- public entry points ----------------------------------------------------------------
@@ -240,7 +244,7 @@ class Worker:
             self.drivers[run_id].poll()
             return
         if self.only is None and run_id not in self.waits and run_id not in self._waking:
-            self._load(run_id)  # news of a run not seen yet (a start): one read, in _load
+            self._offer(run_id)  # news of a run not seen yet (a start): one read, in _load
             return
         try:
             state = RunState.from_records(self.store.read(run_id))
@@ -276,7 +280,11 @@ class Worker:
             if old.when <= when and not old.canceled:
                 return
             old.cancel()
-        self._waking[run_id] = self.call_at(when, lambda: self._load(run_id))
+        self._waking[run_id] = self.call_at(when, lambda: self._woken(run_id))
+
+    def _woken(self, run_id: str) -> None:
+        """A run's wake-up time came (ShareWorker parks a sibling's run here)."""
+        self._load(run_id)
 
     # -- loading a run: loading.py ----------------------------------------------------------
 
@@ -285,6 +293,12 @@ class Worker:
     _drive = loading._drive
     _open_driver = loading._open_driver
     _not_started = loading._not_started
+
+    # -- new runs' lease attempts delayed while this worker has a backlog: parking.py -------
+
+    _offer = parking._offer
+    _started = parking._started
+    count_waiting = parking.count_waiting
 
     def _report_broken(self, run_id: str, why: str) -> None:
         if self.broken.get(run_id) != why:

@@ -95,6 +95,14 @@ def slow(log: str, seconds: float) -> str:
     return "slow done"
 
 
+def hold(log: str, gate: str) -> str:
+    """Executes, then keeps its step slot while the file `gate` exists (a worker's backlog)."""
+    record(log, "hold")
+    while os.path.exists(gate):
+        time.sleep(0.005)
+    return "held"
+
+
 def note(log: str, value: Any = None) -> Any:
     record(log, f"note={value}")
     return value
@@ -217,6 +225,12 @@ async def wide(step: Step, log: str, width: int = 20) -> int:
         *(step.run_action(note, {"log": log, "value": i}) for i in range(width))
     )
     return len(done)
+
+
+@workflow.define(returns=str)
+async def held(step: Step, log: str, gate: str) -> str:
+    """One action that holds its slot while `gate` exists."""
+    return str(await step.run_action(hold, {"log": log, "gate": gate}))
 
 
 @workflow.define(returns=int)
