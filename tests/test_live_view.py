@@ -168,3 +168,41 @@ def test_plain_event_lines_match_the_rich_ones_to_the_millisecond(at: float) -> 
         WorkerEvent("run_finished", "run1", "wf", detail="success", at=at),
     ):
         assert plain_line(event) == log_line(event).plain + "\n"
+
+
+def test_a_diagnostic_line_comes_after_the_event_lines_of_what_came_before_it(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """wfl's own warnings (stderr) are written at once, the event lines (stdout) LINES_AFTER
+    late: the pending event lines go out first, so that a reader of both (a log file, a
+    terminal) sees a step that started before the store went away above the warning."""
+    import asyncio
+    import logging
+
+    from wfl import live
+    from wfl.channel import WorkerEvent
+    from wfl.foreground import setup_logging
+
+    out = _Writes()
+    monkeypatch.setattr(live.console, "file", out)
+    view = live.WorkerView.__new__(live.WorkerView)
+    live.WorkerView.__init__(view, None, live=False)  # type: ignore[arg-type]
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    setup_logging(logging.INFO, view.on_log, view.write_pending)
+    event = WorkerEvent("step_started", "run0001", "wf", step=1, name="s", attempt=1, at=1.5)
+    seen: list[str] = []
+
+    async def main() -> None:
+        view.on_event(event)  # buffered: written LINES_AFTER later...
+        seen.append("".join(out.flushed))
+        logging.getLogger("wfl.channel").warning("store x is unavailable")  # ...unless this
+        seen.append("".join(out.flushed))
+
+    try:
+        asyncio.run(main())
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    assert seen == ["", live.log_line(event).plain + "\n"]
+    assert "store x is unavailable" in capsys.readouterr().err

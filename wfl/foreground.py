@@ -45,10 +45,31 @@ class _UserLines(logging.Handler):
             self.handleError(record)
 
 
-def setup_logging(level: int, sink: Callable[[logging.LogRecord], None]) -> None:
+class _Diagnostics(logging.StreamHandler):  # type: ignore[type-arg]
+    """wfl's own lines on stderr, after the event lines of what came before them (which the
+    view writes a few ms late, on stdout: a warning that the store is gone printed above
+    the lines of steps that started before it)."""
+
+    def __init__(self, before: Callable[[], None] | None) -> None:
+        super().__init__(sys.stderr)
+        self.before = before
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.before is not None:
+            with contextlib.suppress(Exception):
+                self.before()
+        super().emit(record)
+
+
+def setup_logging(
+    level: int,
+    sink: Callable[[logging.LogRecord], None],
+    before: Callable[[], None] | None = None,
+) -> None:
     """User lines at `level` and up go to `sink`; wfl's own diagnostics stay on stderr at
-    WARNING and up (DEBUG too with --log-level DEBUG)."""
-    internal = logging.StreamHandler(sys.stderr)
+    WARNING and up (DEBUG too with --log-level DEBUG), each after calling `before` (the
+    view's pending event lines out first)."""
+    internal = _Diagnostics(before)
     internal.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     internal.setLevel(logging.DEBUG if level <= logging.DEBUG else max(level, logging.WARNING))
     internal.addFilter(_internal)
@@ -100,7 +121,7 @@ def serve(
         worker = Worker(store, max_parallelism=max_parallelism, grace=grace)
         view = live_view.WorkerView(worker, live=live)
     worker.on_event = view.on_event
-    setup_logging(log_level, view.on_log)
+    setup_logging(log_level, view.on_log, getattr(view, "write_pending", None))
 
     restart = False
 

@@ -183,6 +183,11 @@ class WorkerView:
                 except RuntimeError:  # (no loop: at once)
                     self._write_lines()
 
+    def write_pending(self) -> None:
+        """Write the event lines not written yet (before a diagnostic line: foreground.py)."""
+        if self._lines_due:
+            self._write_lines()
+
     def _write_lines(self) -> None:
         """Write the pending event lines, in writes of whole lines of at most LINES_CHUNK
         characters: each process of a worker writes its lines to the same stdout, and a pipe
