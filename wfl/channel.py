@@ -326,7 +326,12 @@ async def _shutdown(self: Worker) -> None:
         if d.inflight:
             self.cut_off = True
             d.record_cut_off()
-        if d.buffer or d.flushing is not None:  # a batch being written: let it land
+        d.halt()  # its code buffers nothing more
+        # What it buffered lands before its journal is closed, looked at again after each
+        # wait: records buffered meanwhile (a cut-off step's end) may be in a group the
+        # committer began in the turn before this resumes. Closed under that group, the
+        # journal would wait, on this loop, for the lock only this loop releases.
+        while (d.buffer or d.flushing is not None) and d.commit_error is None:
             with contextlib.suppress(WflError):
                 await d.flush()
         d.evict()

@@ -243,11 +243,15 @@ class RunDriver:
 
     def evict(self) -> None:
         """Drop the live coroutine (the journal holds everything); used for idle runs."""
+        self.halt()
+        self.host.driver_closed(self)
+
+    def halt(self) -> None:
+        """Run none of this run's code here any more: its timers and coroutine are canceled."""
         self.closing = True
         self._cancel_timers()
         if self.task is not None:
             self.task.cancel()
-        self.host.driver_closed(self)
 
     def _cancel_timers(self) -> None:
         if self.deadline_timer is not None:

@@ -395,16 +395,25 @@ class Worker:
             del self.drivers[driver.run_id]
             if not driver.finished:  # evicted: it waits, and the live view still lists it
                 self._note_wait(driver.state, driver.state.next_wake_at())
-            driver.writer.close()
-            lease = self.leases.pop(driver.run_id, None)
-            if lease is not None:
-                lease.release()
+            self._let_go(driver, self.leases.pop(driver.run_id, None))
             if driver.finished:
                 self.stats["runs_finished"] += 1
                 end = driver.state.end or {}
                 self.emit("run_finished", driver, detail=str(end.get("kind", "")))
             self._admit_waiting()
         self.activity()
+
+    def _let_go(self, driver: RunDriver, lease: Lease | None) -> None:
+        """Close a closed run's journal and release its lease once no group commit holds
+        them: a group begun on the loop holds its journals' locks until the loop hears that
+        its sync ended, so closing the journal before that would wait for the lock on the
+        loop itself, forever (the group may be one the run's last records began)."""
+        if driver.flushing is not None and self.committer.begin_many is not None:
+            driver.flushing.add_done_callback(lambda _: self._let_go(driver, lease))
+            return
+        driver.writer.close()
+        if lease is not None:
+            lease.release()
 
     def _admit_waiting(self) -> bool:
         """Load waiting runs while there is room; True if any was loaded."""
