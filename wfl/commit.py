@@ -278,7 +278,7 @@ class Committer:
             if isinstance(result, BaseException):
                 self._failed(d, fut, result)
                 continue
-            if result:
+            if result and self.host.drivers.get(d.run_id) is d:  # (a dropped run: read anew)
                 d.apply_foreign(result)
             if not fut.done():
                 fut.set_result(None)
