@@ -38,10 +38,10 @@ FILE_MODE = 0o600
 DIR_MODE = 0o700
 
 
-def take(directory: Path, tmp: Path) -> tuple[int, int] | None:
+def take(directory: str | Path, tmp: str) -> tuple[int, int] | None:
     """A pool file of `directory`, renamed to `tmp` and opened for appending, and how many
     bytes of the journal's header it holds; None if the pool is empty (or missing)."""
-    pool = directory / POOL
+    pool = os.path.join(directory, POOL)  # (strings, not pathlib: see journal.create)
     try:
         names = os.listdir(pool)
     except OSError:
@@ -52,7 +52,7 @@ def take(directory: Path, tmp: Path) -> tuple[int, int] | None:
         if name.startswith("."):
             continue
         try:
-            os.rename(pool / name, tmp)
+            os.rename(os.path.join(pool, name), tmp)
         except OSError:
             continue  # taken by another client meanwhile (ENOENT)
         try:

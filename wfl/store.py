@@ -146,10 +146,10 @@ class FileStore(KeyFiles, ScheduleFiles):
             return run_id
         self._announced = None
         while True:
-            run_id = new_run_id()
+            run_id = new_run_id()  # (a valid id: its path without check_id or pathlib)
             try:  # (the file from the pool a worker keeps, if there is one: wfl/pool.py)
                 journal.create(
-                    self.journal_path(run_id),
+                    os.path.join(self.dir, run_id + SUFFIX),
                     make_records(run_id),
                     pool=True,
                     announce=functools.partial(self._announce, run_id),
