@@ -359,3 +359,40 @@ def test_a_runs_load_clears_its_unloadable_note_at_most_once_per_interval(
     codestate.note_unloadable(*args, "SyntaxError", 2.0)  # failed here: cleared at once
     codestate.clear_unloadable(notes, "/x/flow.py", "wf")
     assert codestate.unloadable(notes, "/x/flow.py", "wf") is None
+
+
+def test_a_flows_module_name_is_found_again_after_a_second(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Client.start reuses a flow path's module name for loader.MODULE_TTL seconds (no
+    symlink resolution and package search on each start), then looks again: a package made
+    around the file is seen within that time, not never."""
+    from wfl import loader
+
+    folder = tmp_path / "shop"
+    folder.mkdir()
+    flow = folder / "orders.py"
+    flow.write_text("")
+    clock = [1000.0]
+    monkeypatch.setattr(loader.time, "monotonic", lambda: clock[0])
+    assert loader.module_name(str(flow)) == "orders"
+    (folder / "__init__.py").write_text("")
+    clock[0] += loader.MODULE_TTL / 2
+    assert loader.module_name(str(flow)) == "orders"  # reused
+    clock[0] += loader.MODULE_TTL
+    assert loader.module_name(str(flow)) == "shop.orders"  # looked again
+
+
+def test_a_journal_created_at_a_string_path_from_the_pool(tmp_path: Path) -> None:
+    """journal.create works on string paths (a start's path: no pathlib before its news):
+    it takes the pool file, links it whole under the name and leaves no temporary file."""
+    store, _ = empty_pool(tmp_path)
+    pool.refill(store.dir, size=1)
+    (inode,) = pool_files(store.dir).values()
+    path = os.path.join(store.dir, "aaaabbbbcccc.journal")
+    journal.create(path, [{"t": "run", "id": "aaaabbbbcccc"}], pool=True)
+    assert os.stat(path).st_ino == inode
+    assert os.stat(path).st_nlink == 1
+    assert journal.read(Path(path)).records == [{"t": "run", "id": "aaaabbbbcccc"}]
+    assert [n for n in os.listdir(store.dir) if n.endswith(".tmp")] == []
+    assert pool_files(store.dir) == {}
