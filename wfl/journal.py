@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .errors import JournalCorrupt, JournalWriteError
-from .linksync import file_sync_covers_link
+from .linksync import file_sync_covers_link, fsync_dir
 
 if TYPE_CHECKING:
     from concurrent.futures import ThreadPoolExecutor
@@ -152,14 +152,6 @@ def create(
         os.close(fd)
     if not with_file and announce is not None:
         announce()
-
-
-def fsync_dir(directory: str | Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _open(path: Path) -> int:

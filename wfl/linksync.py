@@ -57,3 +57,12 @@ def fs_type(st_dev: int) -> str:
                 return ""  # one device mounted as two types (odd): take no chance
             found = kind
     return found
+
+
+def fsync_dir(directory: str | os.PathLike[str]) -> None:
+    """Make the names in `directory` durable (where a file's own fsync does not: above)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
