@@ -15,7 +15,15 @@ from typing import Any
 
 import pickup_flows
 import pytest
-from crash_flows.harness import WorkerProc, log_lines, settled, wait_for, wfl, worker_listening
+from crash_flows.harness import (
+    WorkerProc,
+    log_lines,
+    serving_with_pool,
+    settled,
+    wait_for,
+    wfl,
+    worker_listening,
+)
 
 from wfl import Client, journal, pool
 from wfl.errors import JournalWriteError
@@ -117,11 +125,7 @@ def test_a_client_killed_after_taking_a_pool_file_leaves_no_run(tmp_path: Path) 
     directory = tmp_path / "runs"
     log = tmp_path / "effects.log"
     log.touch()
-    FileStore(directory).ensure()
-    worker = WorkerProc(directory)
-    try:
-        wait_for(worker_listening(directory), 10.0, "the worker to listen")
-        wait_for(lambda: len(pool_files(directory)) == pool.SIZE, 10.0, "the pool")
+    with serving_with_pool(directory) as worker:
         p = subprocess.run(
             [sys.executable, "-c", CLIENT, str(directory), f"{FLOWS}:first", str(log)],
             capture_output=True,
@@ -141,8 +145,6 @@ def test_a_client_killed_after_taking_a_pool_file_leaves_no_run(tmp_path: Path) 
         wait_for(lambda: settled(directory, run_id), 10.0, "the next run to finish")
         assert Client(directory).status(run_id).result == "ran"
         assert len(log_lines(log)) == 1
-    finally:
-        worker.kill()
     assert "Traceback" not in worker.output()
 
 

@@ -17,9 +17,9 @@ from typing import Any
 
 import pickup_flows
 import pytest
-from crash_flows.harness import WorkerProc, log_lines, settled, wait_for, wfl, worker_listening
+from crash_flows.harness import log_lines, serving_with_pool, settled, wait_for, wfl
 
-from wfl import Client, journal, pool, unborn
+from wfl import Client, journal, unborn
 from wfl.clock import FakeClock
 from wfl.errors import RunNotFound
 from wfl.store import FileStore
@@ -327,12 +327,7 @@ def test_a_start_killed_after_its_link_before_its_record_leaves_no_run(tmp_path:
     directory = tmp_path / "runs"
     log = tmp_path / "effects.log"
     log.touch()
-    FileStore(directory).ensure()
-    worker = WorkerProc(directory)
-    try:
-        wait_for(worker_listening(directory), 10.0, "the worker to listen")
-        folder = directory / pool.POOL
-        wait_for(lambda: folder.is_dir() and len(os.listdir(folder)) == pool.SIZE, 10.0, "the pool")
+    with serving_with_pool(directory) as worker:
         p = subprocess.run(
             [sys.executable, "-c", KILLED, str(directory), FIRST, str(log)],
             capture_output=True,
@@ -349,8 +344,6 @@ def test_a_start_killed_after_its_link_before_its_record_leaves_no_run(tmp_path:
         listed = json.loads(wfl("status", "--dir", str(directory), "--json").stdout)
         assert [r["id"] for r in listed] == [run_id]
         assert ghost.exists()  # young: left alone
-    finally:
-        worker.kill()
     out = worker.output()
     assert "Traceback" not in out
     assert ghost_id not in out  # not reported (broken, loaded...) by the worker

@@ -80,24 +80,28 @@ def decode(data: bytes, *, refuse_timestamps: bool = True) -> Any:
     return value
 
 
-def decode_all(data: bytes) -> list[Any]:
-    """The values packed back to back in `data`, in one pass (decode's rules, timestamps
-    left inert: for caches)."""
+def _unpack_all(data: bytes) -> tuple[list[Any], int]:
+    """The whole values packed back to back in `data` (decode's rules, timestamps left
+    inert), and how many bytes they take (the Unpacker waits for more where one is cut)."""
     reader = msgpack.Unpacker(raw=False, strict_map_key=False, ext_hook=_refuse_ext,
                               max_buffer_size=max(len(data), 1))  # fmt: skip
     reader.feed(data)
-    return list(reader)
+    values = list(reader)
+    return values, reader.tell()
+
+
+def decode_all(data: bytes) -> list[Any]:
+    """The values packed back to back in `data`, in one pass (decode's rules, timestamps
+    left inert: for caches)."""
+    return _unpack_all(data)[0]
 
 
 def decode_stream(data: bytes) -> list[Any]:
     """The values packed back to back in `data` (PostgreSQL keeps an append's records in one
     row so), with decode's rules; ValueError if bytes at the end are not a whole value."""
-    reader = msgpack.Unpacker(raw=False, strict_map_key=False, ext_hook=_refuse_ext,
-                              max_buffer_size=max(len(data), 1))  # fmt: skip
-    reader.feed(data)
-    values = list(reader)
-    if reader.tell() != len(data):  # the Unpacker waits for more where a value is cut short
-        raise ValueError(f"its last {len(data) - reader.tell()} bytes are not a whole value")
+    values, used = _unpack_all(data)
+    if used != len(data):
+        raise ValueError(f"its last {len(data) - used} bytes are not a whole value")
     if any(m in data for m in _TIMESTAMP_MARKERS) and _has_timestamp(values):
         raise ValueError("unexpected msgpack timestamp")
     return values

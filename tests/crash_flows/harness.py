@@ -9,11 +9,13 @@ import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from wfl import pool
 from wfl.errors import RunNotFound
 from wfl.state import RunState
 from wfl.stores import open_store
@@ -136,6 +138,26 @@ def worker_listening(where: Path | str, n: int = 1) -> Callable[[], bool]:
             return False
 
     return check
+
+
+@contextmanager
+def serving_with_pool(directory: Path) -> Iterator[WorkerProc]:
+    """A `wfl worker` process serving the journal directory `directory` (made), listening,
+    with its pool of journal files full (wfl/pool.py); killed at the end."""
+    open_store(str(directory)).ensure()
+    worker = WorkerProc(directory)
+    try:
+        wait_for(worker_listening(directory), 10.0, "the worker to listen")
+        folder = directory / pool.POOL
+
+        def full() -> bool:
+            names = os.listdir(folder) if folder.is_dir() else []
+            return len([n for n in names if not n.startswith(".")]) == pool.SIZE
+
+        wait_for(full, 10.0, "the pool")
+        yield worker
+    finally:
+        worker.kill()
 
 
 def pg_workers(url: str) -> list[int]:
